@@ -1,0 +1,324 @@
+//! The run configuration: one TOML file, plain serde structs, unknown keys rejected.
+//!
+//! Model hyperparameters stay an opaque table here (`[model.config]`): the composition root
+//! deserialises it into the concrete model's config, which rejects unknown keys in turn.
+
+use crate::error::{CoreError, Result};
+use crate::schedule::ScheduleConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole continual pre-training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Master seed: model init, data order, replay sampling all derive from it.
+    pub seed: u64,
+    /// The model to train.
+    pub model: ModelSection,
+    /// Tokenizer and packing settings.
+    pub data: DataSection,
+    /// The stream, in training order.
+    pub experiences: Vec<ExperienceConfig>,
+    /// Optimizer settings.
+    pub train: TrainSection,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// Continual-learning strategies, applied in order (e.g. `["replay"]`).
+    #[serde(default = "default_strategies")]
+    pub strategies: Vec<String>,
+    /// Settings of the `replay` strategy.
+    #[serde(default)]
+    pub replay: ReplaySection,
+    /// Evaluation plan.
+    #[serde(default)]
+    pub eval: EvalSection,
+    /// Checkpoint plan.
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+}
+
+fn default_strategies() -> Vec<String> {
+    vec!["naive".to_string()]
+}
+
+/// Which model to build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Architecture name, e.g. `llama`.
+    pub architecture: String,
+    /// Hyperparameters, in the architecture's own (Hugging Face) field names.
+    pub config: toml::Table,
+}
+
+/// Tokenizer and sequence settings shared by every experience.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Path of a Hugging Face `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// Tokens per packed training sequence.
+    pub seq_len: usize,
+    /// Name of the text column in every Parquet file.
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    /// Shuffle shard and row order each epoch (deterministically, from the seed).
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+}
+
+fn default_text_column() -> String {
+    "text".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One stage of the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperienceConfig {
+    /// Short name, used in the eval matrix header.
+    pub name: String,
+    /// Training data: Parquet files or globs.
+    #[serde(default)]
+    pub train: Vec<String>,
+    /// Training data as a weighted mixture of sources (instead of `train`).
+    #[serde(default)]
+    pub mixture: Vec<MixtureComponent>,
+    /// Held-out data: Parquet files or globs.
+    pub eval: Vec<String>,
+    /// Budget in optimizer steps.
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// Budget in training tokens (converted to whole steps, rounding up).
+    #[serde(default)]
+    pub tokens: Option<u64>,
+}
+
+/// One weighted source of a mixture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixtureComponent {
+    /// Parquet files or globs.
+    pub files: Vec<String>,
+    /// Relative sampling weight (> 0).
+    pub weight: f64,
+}
+
+/// Optimizer (AdamW) settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "default_one")]
+    pub grad_accum_steps: usize,
+    /// Clip the global gradient norm to this value (0 disables).
+    #[serde(default = "default_clip")]
+    pub grad_clip_norm: f64,
+    /// Decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// AdamW β1.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// AdamW β2.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// AdamW ε.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Log a metrics line every this many steps.
+    #[serde(default = "default_one_u64")]
+    pub log_every_steps: u64,
+}
+
+fn default_one() -> usize {
+    1
+}
+fn default_one_u64() -> u64 {
+    1
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.95
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+/// The replay strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySection {
+    /// Buffer size in sequences (reservoir sampling over everything seen).
+    pub capacity: usize,
+    /// Fraction of each batch drawn from the buffer once it holds data.
+    pub ratio: f64,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        Self { capacity: 1024, ratio: 0.25 }
+    }
+}
+
+/// When and how much to evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Also evaluate every this many steps inside an experience (0: only at its end).
+    pub every_steps: u64,
+    /// Held-out sequences per experience.
+    pub max_sequences: usize,
+    /// Sequences per evaluation batch.
+    pub batch_size: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self { every_steps: 0, max_sequences: 64, batch_size: 8 }
+    }
+}
+
+/// When to checkpoint and how many to keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Checkpoint every this many steps (0: only at experience ends).
+    pub every_steps: u64,
+    /// Keep the newest this many checkpoints (0 keeps all).
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        Self { every_steps: 0, keep_last: 2 }
+    }
+}
+
+impl RunConfig {
+    /// Read a config file, apply `key.path=value` overrides, parse and validate it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// Parse config text; `path` names the source in errors.
+    pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Self> {
+        let config_error = |message: String| CoreError::Config { path: path.into(), message };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| config_error(one_line(&e.to_string())))?;
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let config: RunConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| config_error(one_line(&e.to_string())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as TOML text, for the run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a parsed config serialises")
+    }
+
+    /// Check values that serde cannot, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |key: String, message: &str| {
+            Err(CoreError::Invalid { key, message: message.to_string() })
+        };
+        if self.experiences.is_empty() {
+            return invalid("experiences".into(), "the stream needs at least one experience");
+        }
+        if self.data.seq_len < 2 {
+            return invalid("data.seq_len".into(), "must be at least 2");
+        }
+        if self.train.batch_size == 0 {
+            return invalid("train.batch_size".into(), "must be at least 1");
+        }
+        if self.train.grad_accum_steps == 0 {
+            return invalid("train.grad_accum_steps".into(), "must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.replay.ratio) {
+            return invalid("replay.ratio".into(), "must lie in [0, 1)");
+        }
+        for (i, e) in self.experiences.iter().enumerate() {
+            let key = |k: &str| format!("experiences[{i}].{k}");
+            match (e.train.is_empty(), e.mixture.is_empty()) {
+                (true, true) => return invalid(key("train"), "give `train` files or a `mixture`"),
+                (false, false) => return invalid(key("mixture"), "give `train` or `mixture`, not both"),
+                _ => {}
+            }
+            if e.mixture.iter().any(|c| !(c.weight.is_finite() && c.weight > 0.0)) {
+                return invalid(key("mixture.weight"), "weights must be positive numbers");
+            }
+            match (e.steps, e.tokens) {
+                (None, None) => return invalid(key("steps"), "give a budget: `steps` or `tokens`"),
+                (Some(_), Some(_)) => return invalid(key("tokens"), "give `steps` or `tokens`, not both"),
+                (Some(0), _) | (_, Some(0)) => return invalid(key("steps"), "the budget must be positive"),
+                _ => {}
+            }
+            if e.eval.is_empty() {
+                return invalid(key("eval"), "every experience needs held-out data");
+            }
+        }
+        let mut names: Vec<&str> = self.experiences.iter().map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return invalid("experiences.name".into(), &format!("`{}` is used twice", w[0]));
+        }
+        self.schedule.validate()
+    }
+
+    /// Tokens consumed by one optimizer step.
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.train.batch_size * self.train.grad_accum_steps * self.data.seq_len) as u64
+    }
+
+    /// Each experience's budget in optimizer steps.
+    pub fn experience_steps(&self) -> Vec<u64> {
+        self.experiences
+            .iter()
+            .map(|e| e.steps.unwrap_or_else(|| e.tokens.unwrap_or(0).div_ceil(self.tokens_per_step())))
+            .collect()
+    }
+}
+
+/// Apply one `a.b.c=value` override; the value is parsed as TOML, or taken as a string.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let bad = |message: String| CoreError::Config { path: "--set".into(), message };
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| bad(format!("`{item}`: expected key.path=value")))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = parts.split_last().expect("split yields at least one part");
+    let mut node = table;
+    for part in parents {
+        node = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| bad(format!("`{key}`: `{part}` is not a table")))?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}

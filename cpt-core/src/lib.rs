@@ -1,0 +1,21 @@
+//! cpt-core: the vocabulary every cpt crate shares — the model trait, batch and output types, the
+//! run configuration, learning-rate schedules, checkpoints, a seeded RNG and metric records.
+
+pub mod atomic;
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod params;
+pub mod rng;
+pub mod schedule;
+pub mod tensor_file;
+
+pub use batch::TokenBatch;
+pub use config::RunConfig;
+pub use error::{CoreError, Result};
+pub use model::{Batch, EvalScores, Evaluator, ItemSource, StepOutput, TaskModel};
+pub use params::{HostTensor, NamedTensors};
+pub use rng::SplitMix64;
+pub use schedule::{ScheduleConfig, ScheduleKind};

@@ -1,0 +1,84 @@
+//! The model trait every trainable cpt model implements, and what a training step returns.
+
+use crate::error::Result;
+use burn::module::Module;
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A batch a model trains on: a list of items (sequences, images, image–text pairs) that
+/// replay buffers and mixtures can take apart and put back together without knowing the model.
+pub trait Batch: Clone + Send + Sized + 'static {
+    /// One training example. Serialisable so that replay buffers can be checkpointed.
+    type Item: Clone + Send + Serialize + DeserializeOwned + 'static;
+
+    /// Stack items into a batch.
+    fn from_items(items: Vec<Self::Item>) -> Self;
+    /// The items of this batch, in order.
+    fn into_items(self) -> Vec<Self::Item>;
+    /// Number of items.
+    fn len(&self) -> usize;
+    /// `true` when the batch holds no item.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Units of training signal in this batch (tokens for text, samples for images): what a
+    /// token budget counts and what throughput is reported in.
+    fn units(&self) -> usize;
+}
+
+/// What one forward pass over a batch produces.
+#[derive(Debug, Clone)]
+pub struct StepOutput<B: Backend> {
+    /// Mean training loss over the batch, shape `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Logits used by the loss, `[batch, positions, classes]`, for logit distillation.
+    pub logits: Option<Tensor<B, 3>>,
+    /// Pooled features `[batch, width]`, for feature distillation and prototype classifiers.
+    pub features: Option<Tensor<B, 2>>,
+    /// Number of tokens or samples the mean loss averages over.
+    pub count: usize,
+}
+
+/// A model that computes its own training objective on its own batch type.
+pub trait TaskModel<B: Backend>: Module<B> {
+    /// The batch this model trains on.
+    type Batch: Batch;
+
+    /// Forward pass and objective on `batch`, on the model's device.
+    fn forward_step(&self, batch: &Self::Batch) -> StepOutput<B>;
+}
+
+/// An endless, resumable stream of training items for one experience.
+pub trait ItemSource<I>: Send {
+    /// The next item; streams loop over their data in epochs and never run dry.
+    fn next_item(&mut self) -> Result<I>;
+    /// Position of the stream, enough to reproduce every following item.
+    fn cursor(&self) -> serde_json::Value;
+    /// Move to a position previously returned by [`ItemSource::cursor`].
+    fn seek(&mut self, cursor: &serde_json::Value) -> Result<()>;
+}
+
+/// Scores of a model on one experience's held-out set.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct EvalScores {
+    /// Name of the experience whose eval set was scored.
+    pub experience: String,
+    /// Mean loss per token (or per sample).
+    pub loss: f64,
+    /// The matrix metric (perplexity for language models, accuracy for classifiers).
+    pub metric: f64,
+    /// Units scored.
+    pub count: usize,
+}
+
+/// Evaluates a model on the held-out set of every experience of the stream. Implemented in
+/// cpt-eval and handed to the trainer by the composition root, so the trainer never depends on
+/// a concrete metric.
+pub trait Evaluator<M>: Send {
+    /// Name of the matrix metric, e.g. `perplexity`.
+    fn metric_name(&self) -> &str;
+    /// `true` when a lower metric is better (perplexity), `false` otherwise (accuracy).
+    fn lower_is_better(&self) -> bool;
+    /// Scores on each experience's eval set, in stream order.
+    fn evaluate(&mut self, model: &M) -> Result<Vec<EvalScores>>;
+}
