@@ -1,1 +1,19 @@
-//! cpt-continual
+//! cpt-continual: the continual trainer and the strategies that fight forgetting.
+//!
+//! The trainer knows models only through [`cpt_core::TaskModel`], data only through
+//! [`cpt_core::ItemSource`], and evaluation only through [`cpt_core::Evaluator`]; strategies act
+//! through the hooks of [`Strategy`].
+
+pub mod error;
+pub mod optim;
+pub mod strategies;
+pub mod strategy;
+pub mod trainer;
+
+pub use error::{ContinualError, Result};
+pub use optim::{AdamW, AdamWConfig, GradStore};
+pub use strategy::{Context, ItemOf, Strategy, StrategyState};
+pub use trainer::{
+    ContinualTrainer, Experience, RunObserver, RunOutcome, SilentObserver, TrainerSettings,
+    TrainerState,
+};

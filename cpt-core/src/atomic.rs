@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 /// The temporary sibling a write goes to before its rename: `.name.tmp` in the same directory
 /// (so the rename never crosses file systems).
 pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -49,7 +52,9 @@ pub fn sync_dir(dir: Option<&Path>) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| CoreError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CoreError::io(dir, e))
 }
 
 /// Append one line to a JSONL-style log and flush it. Logs are append-only, so a crash can at

@@ -26,10 +26,18 @@ impl TokenBatch {
         let seq_len = sequences.first().map_or(0, Vec::len);
         let mut tokens = Vec::with_capacity(seq_len * sequences.len());
         for sequence in sequences {
-            assert_eq!(sequence.len(), seq_len, "packed sequences must share one length");
+            assert_eq!(
+                sequence.len(),
+                seq_len,
+                "packed sequences must share one length"
+            );
             tokens.extend_from_slice(sequence);
         }
-        Self { tokens, batch_size: sequences.len(), seq_len }
+        Self {
+            tokens,
+            batch_size: sequences.len(),
+            seq_len,
+        }
     }
 
     /// Row `i` of the batch.
@@ -54,7 +62,10 @@ impl crate::model::Batch for TokenBatch {
         if self.seq_len == 0 {
             return vec![Vec::new(); self.batch_size];
         }
-        self.tokens.chunks(self.seq_len).map(<[u32]>::to_vec).collect()
+        self.tokens
+            .chunks(self.seq_len)
+            .map(<[u32]>::to_vec)
+            .collect()
     }
 
     fn len(&self) -> usize {

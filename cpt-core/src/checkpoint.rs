@@ -63,9 +63,15 @@ impl CheckpointDir {
     }
 }
 
-/// Directory name of the checkpoint taken after global step `step`.
-pub fn tag_for_step(step: u64) -> String {
-    format!("step-{step:09}")
+/// Directory name of the checkpoint taken after global step `step`; `experience_end` marks the
+/// one taken after an experience was finished and evaluated, which sorts after a mid-experience
+/// checkpoint of the same step.
+pub fn tag_for_step(step: u64, experience_end: bool) -> String {
+    if experience_end {
+        format!("step-{step:09}-end")
+    } else {
+        format!("step-{step:09}")
+    }
 }
 
 /// Checksum used in manifests (hex FNV-1a 64).
@@ -73,22 +79,23 @@ pub fn checksum(bytes: &[u8]) -> String {
     format!("{:016x}", stable_hash(bytes))
 }
 
-/// Write a checkpoint of `files` (name, content) under `root/<tag_for_step(step)>`, atomically,
-/// then delete all but the newest `keep_last` complete checkpoints (0 keeps all).
+/// Write a checkpoint of `files` (name, content) under `root/<tag>`, atomically, then delete all
+/// but the newest `keep_last` complete checkpoints (0 keeps all).
 pub fn save_checkpoint(
     root: &Path,
+    tag: &str,
     step: u64,
     config_hash: &str,
     files: &[(String, Vec<u8>)],
     keep_last: usize,
 ) -> Result<PathBuf> {
-    let tag = tag_for_step(step);
     let final_dir = root.join(&tag);
     let tmp_dir = root.join(format!(".tmp-{tag}"));
     fs::create_dir_all(root).map_err(|e| CoreError::io(root, e))?;
     let written = write_contents(&tmp_dir, step, config_hash, files).and_then(|()| {
         if final_dir.exists() {
-            // A checkpoint of this very step exists (a resumed run re-reached it): replace it.
+            // Only an unverifiable leftover can hold this tag (resume starts from the newest valid
+            // checkpoint and every later tag is new): replace it.
             fs::remove_dir_all(&final_dir).map_err(|e| CoreError::io(&final_dir, e))?;
         }
         fs::rename(&tmp_dir, &final_dir).map_err(|e| CoreError::io(&final_dir, e))?;
@@ -102,7 +109,12 @@ pub fn save_checkpoint(
     Ok(final_dir)
 }
 
-fn write_contents(dir: &Path, step: u64, config_hash: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
+fn write_contents(
+    dir: &Path,
+    step: u64,
+    config_hash: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<()> {
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
     }
@@ -110,7 +122,11 @@ fn write_contents(dir: &Path, step: u64, config_hash: &str, files: &[(String, Ve
     let mut entries = Vec::with_capacity(files.len());
     for (name, bytes) in files {
         write_atomic(&dir.join(name), bytes)?;
-        entries.push(ManifestEntry { name: name.clone(), bytes: bytes.len() as u64, checksum: checksum(bytes) });
+        entries.push(ManifestEntry {
+            name: name.clone(),
+            bytes: bytes.len() as u64,
+            checksum: checksum(bytes),
+        });
     }
     let manifest = Manifest {
         format: FORMAT.to_string(),
@@ -127,9 +143,13 @@ fn write_contents(dir: &Path, step: u64, config_hash: &str, files: &[(String, Ve
 /// Verify one checkpoint directory: manifest present and well formed, every file present with
 /// its recorded size and checksum.
 pub fn verify_checkpoint(dir: &Path) -> Result<CheckpointDir> {
-    let bad = |message: String| CoreError::Checkpoint { path: dir.to_path_buf(), message };
+    let bad = |message: String| CoreError::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+    };
     let manifest_path = dir.join(MANIFEST);
-    let bytes = fs::read(&manifest_path).map_err(|e| bad(format!("no readable {MANIFEST}: {e}")))?;
+    let bytes =
+        fs::read(&manifest_path).map_err(|e| bad(format!("no readable {MANIFEST}: {e}")))?;
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("{MANIFEST} is malformed: {e}")))?;
     if manifest.format != FORMAT || manifest.version != FORMAT_VERSION {
@@ -139,12 +159,19 @@ pub fn verify_checkpoint(dir: &Path) -> Result<CheckpointDir> {
         )));
     }
     for entry in &manifest.files {
-        let content = fs::read(dir.join(&entry.name)).map_err(|e| bad(format!("{}: {e}", entry.name)))?;
+        let content =
+            fs::read(dir.join(&entry.name)).map_err(|e| bad(format!("{}: {e}", entry.name)))?;
         if content.len() as u64 != entry.bytes || checksum(&content) != entry.checksum {
-            return Err(bad(format!("{} does not match its manifest entry", entry.name)));
+            return Err(bad(format!(
+                "{} does not match its manifest entry",
+                entry.name
+            )));
         }
     }
-    Ok(CheckpointDir { path: dir.to_path_buf(), manifest })
+    Ok(CheckpointDir {
+        path: dir.to_path_buf(),
+        manifest,
+    })
 }
 
 /// The newest complete checkpoint under `root`, skipping (with a warning) any that fails
@@ -167,7 +194,11 @@ fn complete_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(root)
         .map_err(|e| CoreError::io(root, e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
         .collect();
     dirs.sort();
     Ok(dirs)
@@ -175,7 +206,10 @@ fn complete_dirs(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Delete leftovers of interrupted saves and all but the newest `keep_last` checkpoints.
 fn prune(root: &Path, keep_last: usize) -> Result<()> {
-    for entry in fs::read_dir(root).map_err(|e| CoreError::io(root, e))?.flatten() {
+    for entry in fs::read_dir(root)
+        .map_err(|e| CoreError::io(root, e))?
+        .flatten()
+    {
         if entry.file_name().to_string_lossy().starts_with(".tmp-") {
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -195,18 +229,35 @@ mod tests {
     use super::*;
 
     fn files(tag: &str) -> Vec<(String, Vec<u8>)> {
-        vec![("a.bin".into(), tag.as_bytes().to_vec()), ("b.json".into(), b"{}".to_vec())]
+        vec![
+            ("a.bin".into(), tag.as_bytes().to_vec()),
+            ("b.json".into(), b"{}".to_vec()),
+        ]
     }
 
     #[test]
     fn newest_valid_checkpoint_wins_and_retention_keeps_n() {
         let dir = tempfile::tempdir().unwrap();
         for step in [10, 20, 30] {
-            save_checkpoint(dir.path(), step, "h", &files(&step.to_string()), 2).unwrap();
+            save_checkpoint(
+                dir.path(),
+                &tag_for_step(step, false),
+                step,
+                "h",
+                &files(&step.to_string()),
+                2,
+            )
+            .unwrap();
         }
-        let names: Vec<String> = complete_dirs(dir.path()).unwrap().iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, vec![tag_for_step(20), tag_for_step(30)]);
+        let names: Vec<String> = complete_dirs(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![tag_for_step(20, false), tag_for_step(30, false)]
+        );
         let latest = latest_checkpoint(dir.path()).unwrap().unwrap();
         assert_eq!(latest.manifest.step, 30);
         assert_eq!(latest.read("a.bin").unwrap(), b"30");
@@ -215,11 +266,49 @@ mod tests {
     #[test]
     fn a_directory_without_manifest_or_with_a_damaged_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        save_checkpoint(dir.path(), 10, "h", &files("10"), 0).unwrap();
-        let newer = save_checkpoint(dir.path(), 20, "h", &files("20"), 0).unwrap();
+        save_checkpoint(dir.path(), "step-000000010", 10, "h", &files("10"), 0).unwrap();
+        let newer =
+            save_checkpoint(dir.path(), "step-000000020", 20, "h", &files("20"), 0).unwrap();
         fs::write(newer.join("a.bin"), b"29").unwrap();
-        assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap().manifest.step, 10);
+        assert_eq!(
+            latest_checkpoint(dir.path())
+                .unwrap()
+                .unwrap()
+                .manifest
+                .step,
+            10
+        );
         fs::remove_file(newer.join(MANIFEST)).unwrap();
-        assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap().manifest.step, 10);
+        assert_eq!(
+            latest_checkpoint(dir.path())
+                .unwrap()
+                .unwrap()
+                .manifest
+                .step,
+            10
+        );
+    }
+
+    #[test]
+    fn an_experience_end_checkpoint_sorts_after_its_mid_experience_twin() {
+        let dir = tempfile::tempdir().unwrap();
+        save_checkpoint(dir.path(), &tag_for_step(7, true), 7, "h", &files("end"), 0).unwrap();
+        save_checkpoint(
+            dir.path(),
+            &tag_for_step(7, false),
+            7,
+            "h",
+            &files("mid"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            latest_checkpoint(dir.path())
+                .unwrap()
+                .unwrap()
+                .read("a.bin")
+                .unwrap(),
+            b"end"
+        );
     }
 }

@@ -168,7 +168,10 @@ pub struct ReplaySection {
 
 impl Default for ReplaySection {
     fn default() -> Self {
-        Self { capacity: 1024, ratio: 0.25 }
+        Self {
+            capacity: 1024,
+            ratio: 0.25,
+        }
     }
 }
 
@@ -186,7 +189,11 @@ pub struct EvalSection {
 
 impl Default for EvalSection {
     fn default() -> Self {
-        Self { every_steps: 0, max_sequences: 64, batch_size: 8 }
+        Self {
+            every_steps: 0,
+            max_sequences: 64,
+            batch_size: 8,
+        }
     }
 }
 
@@ -202,7 +209,10 @@ pub struct CheckpointSection {
 
 impl Default for CheckpointSection {
     fn default() -> Self {
-        Self { every_steps: 0, keep_last: 2 }
+        Self {
+            every_steps: 0,
+            keep_last: 2,
+        }
     }
 }
 
@@ -215,7 +225,10 @@ impl RunConfig {
 
     /// Parse config text; `path` names the source in errors.
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Self> {
-        let config_error = |message: String| CoreError::Config { path: path.into(), message };
+        let config_error = |message: String| CoreError::Config {
+            path: path.into(),
+            message,
+        };
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| config_error(one_line(&e.to_string())))?;
         for item in overrides {
@@ -236,10 +249,16 @@ impl RunConfig {
     /// Check values that serde cannot, naming the key.
     pub fn validate(&self) -> Result<()> {
         let invalid = |key: String, message: &str| {
-            Err(CoreError::Invalid { key, message: message.to_string() })
+            Err(CoreError::Invalid {
+                key,
+                message: message.to_string(),
+            })
         };
         if self.experiences.is_empty() {
-            return invalid("experiences".into(), "the stream needs at least one experience");
+            return invalid(
+                "experiences".into(),
+                "the stream needs at least one experience",
+            );
         }
         if self.data.seq_len < 2 {
             return invalid("data.seq_len".into(), "must be at least 2");
@@ -257,16 +276,25 @@ impl RunConfig {
             let key = |k: &str| format!("experiences[{i}].{k}");
             match (e.train.is_empty(), e.mixture.is_empty()) {
                 (true, true) => return invalid(key("train"), "give `train` files or a `mixture`"),
-                (false, false) => return invalid(key("mixture"), "give `train` or `mixture`, not both"),
+                (false, false) => {
+                    return invalid(key("mixture"), "give `train` or `mixture`, not both");
+                }
                 _ => {}
             }
-            if e.mixture.iter().any(|c| !(c.weight.is_finite() && c.weight > 0.0)) {
+            if e.mixture
+                .iter()
+                .any(|c| !(c.weight.is_finite() && c.weight > 0.0))
+            {
                 return invalid(key("mixture.weight"), "weights must be positive numbers");
             }
             match (e.steps, e.tokens) {
                 (None, None) => return invalid(key("steps"), "give a budget: `steps` or `tokens`"),
-                (Some(_), Some(_)) => return invalid(key("tokens"), "give `steps` or `tokens`, not both"),
-                (Some(0), _) | (_, Some(0)) => return invalid(key("steps"), "the budget must be positive"),
+                (Some(_), Some(_)) => {
+                    return invalid(key("tokens"), "give `steps` or `tokens`, not both");
+                }
+                (Some(0), _) | (_, Some(0)) => {
+                    return invalid(key("steps"), "the budget must be positive");
+                }
                 _ => {}
             }
             if e.eval.is_empty() {
@@ -276,7 +304,10 @@ impl RunConfig {
         let mut names: Vec<&str> = self.experiences.iter().map(|e| e.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return invalid("experiences.name".into(), &format!("`{}` is used twice", w[0]));
+            return invalid(
+                "experiences.name".into(),
+                &format!("`{}` is used twice", w[0]),
+            );
         }
         self.schedule.validate()
     }
@@ -290,14 +321,21 @@ impl RunConfig {
     pub fn experience_steps(&self) -> Vec<u64> {
         self.experiences
             .iter()
-            .map(|e| e.steps.unwrap_or_else(|| e.tokens.unwrap_or(0).div_ceil(self.tokens_per_step())))
+            .map(|e| {
+                e.steps
+                    .unwrap_or_else(|| e.tokens.unwrap_or(0).div_ceil(self.tokens_per_step()))
+            })
             .collect()
     }
 }
 
-/// Apply one `a.b.c=value` override; the value is parsed as TOML, or taken as a string.
+/// Apply one `a.b.c=value` override (`experiences[1].steps=50` indexes arrays of tables); the
+/// value is parsed as TOML, or taken as a string.
 fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
-    let bad = |message: String| CoreError::Config { path: "--set".into(), message };
+    let bad = |message: String| CoreError::Config {
+        path: "--set".into(),
+        message,
+    };
     let (key, raw) = item
         .split_once('=')
         .ok_or_else(|| bad(format!("`{item}`: expected key.path=value")))?;
@@ -309,9 +347,27 @@ fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
     let (last, parents) = parts.split_last().expect("split yields at least one part");
     let mut node = table;
     for part in parents {
-        node = node
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => {
+                let index = rest
+                    .trim_end_matches(']')
+                    .parse::<usize>()
+                    .map_err(|_| bad(format!("`{key}`: bad index in `{part}`")))?;
+                (name, Some(index))
+            }
+            None => (*part, None),
+        };
+        let entry = node
+            .entry(name.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = match index {
+            Some(i) => entry
+                .as_array_mut()
+                .and_then(|a| a.get_mut(i))
+                .ok_or_else(|| bad(format!("`{key}`: `{name}` has no element {i}")))?,
+            None => entry,
+        };
+        node = entry
             .as_table_mut()
             .ok_or_else(|| bad(format!("`{key}`: `{part}` is not a table")))?;
     }

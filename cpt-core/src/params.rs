@@ -31,25 +31,32 @@ impl HostTensor {
     /// Upload to `device` as a `D`-dimensional tensor. Panics if the rank differs, which callers
     /// check first with [`HostTensor::shape`].
     pub fn to_tensor<B: Backend, const D: usize>(&self, device: &B::Device) -> Tensor<B, D> {
-        Tensor::from_data(TensorData::new(self.values.clone(), self.shape.clone()), device)
+        Tensor::from_data(
+            TensorData::new(self.values.clone(), self.shape.clone()),
+            device,
+        )
     }
 }
 
 /// Named parameter values, sorted by path.
 pub type NamedTensors = BTreeMap<String, HostTensor>;
 
-/// Tracks the dotted path of the module being visited.
+/// Tracks the dotted path of the module being visited, for visitors and mappers of other crates
+/// that must name parameters the way this module does.
 #[derive(Debug, Default)]
-struct PathStack(Vec<String>);
+pub struct PathStack(Vec<String>);
 
 impl PathStack {
-    fn enter(&mut self, name: &str) {
+    /// Call from `enter_module`.
+    pub fn enter(&mut self, name: &str) {
         self.0.push(name.to_string());
     }
-    fn exit(&mut self) {
+    /// Call from `exit_module`.
+    pub fn exit(&mut self) {
         self.0.pop();
     }
-    fn path(&self) -> String {
+    /// The dotted path of the current parameter.
+    pub fn path(&self) -> String {
         self.0.join(".")
     }
 }
@@ -77,11 +84,15 @@ pub fn visit_named<B: Backend, M: Module<B>>(
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             let value = param.val();
             let shape = value.shape().to_vec();
-            let flat = Param::initialized(param.id, value.reshape([shape.iter().product()]));
+            let flat =
+                Param::initialized(param.id, value.reshape([shape.iter().product::<usize>()]));
             (self.visit)(&self.stack.path(), &flat, &shape);
         }
     }
-    module.visit(&mut Visitor { stack: PathStack::default(), visit: &mut visit });
+    module.visit(&mut Visitor {
+        stack: PathStack::default(),
+        visit: &mut visit,
+    });
 }
 
 /// Copy every float parameter of `module` to the host, keyed by path.
@@ -124,7 +135,10 @@ pub fn map_named<B: Backend, M: Module<B>>(
             Param::from_mapped_value(id, new, mapper)
         }
     }
-    module.map(&mut Mapper { stack: PathStack::default(), map: &mut map })
+    module.map(&mut Mapper {
+        stack: PathStack::default(),
+        map: &mut map,
+    })
 }
 
 /// Load `tensors` into `module`: every parameter must be present with its exact shape, and no
@@ -144,14 +158,20 @@ pub fn load_named<B: Backend, M: Module<B>>(
             Some(t) if &t.shape != shape => {
                 return Err(tensor_error(
                     source,
-                    format!("tensor `{path}` has shape {:?}, the model expects {shape:?}", t.shape),
+                    format!(
+                        "tensor `{path}` has shape {:?}, the model expects {shape:?}",
+                        t.shape
+                    ),
                 ));
             }
             Some(_) => {}
         }
     }
     if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {
-        return Err(tensor_error(source, format!("unexpected tensor `{extra}` (not in the model)")));
+        return Err(tensor_error(
+            source,
+            format!("unexpected tensor `{extra}` (not in the model)"),
+        ));
     }
     Ok(map_named(module, |path, old| {
         let host = &tensors[path];
@@ -161,5 +181,8 @@ pub fn load_named<B: Backend, M: Module<B>>(
 }
 
 fn tensor_error(path: &Path, message: String) -> CoreError {
-    CoreError::Tensors { path: path.to_path_buf(), message }
+    CoreError::Tensors {
+        path: path.to_path_buf(),
+        message,
+    }
 }

@@ -54,7 +54,10 @@ impl ScheduleConfig {
     /// Check ranges, naming the offending key.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, message: &str| {
-            Err(CoreError::Invalid { key: format!("schedule.{key}"), message: message.into() })
+            Err(CoreError::Invalid {
+                key: format!("schedule.{key}"),
+                message: message.into(),
+            })
         };
         if !(self.peak_lr.is_finite() && self.peak_lr >= 0.0) {
             return bad("peak_lr", "must be a finite number >= 0");
@@ -86,7 +89,9 @@ impl ScheduleConfig {
             }
             ScheduleKind::Wsd => {
                 let decay_steps = (self.decay_fraction * phase_steps as f64).round() as u64;
-                let decay_start = phase_steps.saturating_sub(decay_steps).max(self.warmup_steps);
+                let decay_start = phase_steps
+                    .saturating_sub(decay_steps)
+                    .max(self.warmup_steps);
                 if step < decay_start || decay_steps == 0 {
                     self.peak_lr
                 } else {

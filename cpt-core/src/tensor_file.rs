@@ -51,10 +51,7 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, HashMap<String, String
 }
 
 /// Parse safetensors bytes; `path` names the source in errors.
-pub fn parse_tensors(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(NamedTensors, HashMap<String, String>)> {
+pub fn parse_tensors(bytes: &[u8], path: &Path) -> Result<(NamedTensors, HashMap<String, String>)> {
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| tensors_error(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
@@ -62,27 +59,46 @@ pub fn parse_tensors(
         .map_err(|e| tensors_error(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = NamedTensors::new();
     for (name, view) in file.iter() {
-        let values = decode_f32(&view)
-            .ok_or_else(|| {
-                tensors_error(path, format!("tensor `{name}` has dtype {:?}, expected F32, F16 or BF16", view.dtype()))
-            })?;
+        let values = decode_f32(&view).ok_or_else(|| {
+            tensors_error(
+                path,
+                format!(
+                    "tensor `{name}` has dtype {:?}, expected F32, F16 or BF16",
+                    view.dtype()
+                ),
+            )
+        })?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(tensors_error(
                 path,
-                format!("tensor `{name}` holds a non-finite value ({}) at flat index {i}", values[i]),
+                format!(
+                    "tensor `{name}` holds a non-finite value ({}) at flat index {i}",
+                    values[i]
+                ),
             ));
         }
-        out.insert(name.to_string(), HostTensor { shape: view.shape().to_vec(), values });
+        out.insert(
+            name.to_string(),
+            HostTensor {
+                shape: view.shape().to_vec(),
+                values,
+            },
+        );
     }
     Ok((out, metadata))
 }
 
 fn decode_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let data = view.data();
-    let pairs = || data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    let pairs = || {
+        data.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+    };
     match view.dtype() {
         Dtype::F32 => Some(
-            data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
         ),
         Dtype::F16 => Some(pairs().map(|b| half::f16::from_bits(b).to_f32()).collect()),
         Dtype::BF16 => Some(pairs().map(|b| half::bf16::from_bits(b).to_f32()).collect()),
@@ -91,7 +107,10 @@ fn decode_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
 }
 
 fn tensors_error(path: &Path, message: String) -> CoreError {
-    CoreError::Tensors { path: path.to_path_buf(), message }
+    CoreError::Tensors {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -100,8 +119,20 @@ mod tests {
 
     fn sample() -> NamedTensors {
         let mut t = NamedTensors::new();
-        t.insert("a.weight".into(), HostTensor { shape: vec![2, 2], values: vec![1.0, -2.5, 3.0, f32::MIN_POSITIVE] });
-        t.insert("b".into(), HostTensor { shape: vec![3], values: vec![0.1, 0.2, 0.3] });
+        t.insert(
+            "a.weight".into(),
+            HostTensor {
+                shape: vec![2, 2],
+                values: vec![1.0, -2.5, 3.0, f32::MIN_POSITIVE],
+            },
+        );
+        t.insert(
+            "b".into(),
+            HostTensor {
+                shape: vec![3],
+                values: vec![0.1, 0.2, 0.3],
+            },
+        );
         t
     }
 

@@ -151,12 +151,18 @@ pub type Result<T> = std::result::Result<T, DataError>;
 impl DataError {
     /// An [`DataError::Io`] for `path`.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A [`DataError::Parquet`] for `path`.
     pub(crate) fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
-        Self::Parquet { path: path.into(), source }
+        Self::Parquet {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -171,7 +177,10 @@ mod tests {
             column: "txt".into(),
             available: vec!["text".into(), "id".into()],
         };
-        assert_eq!(err.to_string(), "data/x.parquet: no column `txt` (columns: text, id)");
+        assert_eq!(
+            err.to_string(),
+            "data/x.parquet: no column `txt` (columns: text, id)"
+        );
     }
 
     #[test]

@@ -1,1 +1,29 @@
-//! cpt-data
+//! cpt-data: the data side of continual pre-training — Parquet text sources streamed row group by
+//! row group, Hugging Face tokenizers (loading and byte-level BPE training), packing into
+//! fixed-length sequences, weighted mixtures, a reservoir replay buffer, and corpus preparation.
+//!
+//! Every stream is deterministic from its seed and resumable from a small serde cursor, so a
+//! resumed run sees exactly the sequences an uninterrupted one would.
+
+#![warn(missing_docs)]
+
+mod atomic;
+mod error;
+mod mixture;
+mod packing;
+mod parquet_text;
+mod parquet_writer;
+mod prepare;
+mod replay;
+mod tokenizer;
+
+pub use error::{DataError, Result};
+pub use mixture::{Mixture, MixtureCursor, SequenceSource, SourceCursor};
+pub use packing::{PackedCursor, PackedSource, Packer, eval_sequences};
+pub use parquet_text::{
+    DEFAULT_TEXT_COLUMN, DocCursor, ParquetTextSource, ShardUnit, TextSourceOptions, expand_paths,
+};
+pub use parquet_writer::TextParquetWriter;
+pub use prepare::{DEFAULT_ROW_GROUP_ROWS, PrepareReport, is_eval, prepare};
+pub use replay::{ReplayBuffer, ReplayState};
+pub use tokenizer::{DEFAULT_EOS_TOKEN, Tokenizer, train_bpe, train_bpe_from_parquet};

@@ -1,0 +1,324 @@
+//! `cpt run`: the composition root of a continual pre-training run. The one place that knows
+//! the concrete model, the data files, the strategies and the evaluator together.
+
+use crate::backend::BackendJob;
+use crate::run_dir::{RunDirObserver, trim_logs};
+use crate::sources::{eval_batches, training_source};
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use cpt_continual::strategies::{Naive, Replay};
+use cpt_continual::{
+    AdamWConfig, ContinualTrainer, Experience, RunOutcome, Strategy, TrainerSettings,
+};
+use cpt_core::atomic::write_atomic;
+use cpt_core::checkpoint::{checksum, latest_checkpoint};
+use cpt_core::{RunConfig, SplitMix64};
+use cpt_data::Tokenizer;
+use cpt_eval::{EvalSet, PerplexityEvaluator, matrix_csv, matrix_table, summarize};
+use cpt_models::{LlamaConfig, LlamaForCausalLM};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Strategy names `strategies = [...]` accepts.
+pub const STRATEGIES: &[&str] = &["naive", "replay"];
+
+/// A run to execute.
+pub struct RunJob {
+    /// The resolved config.
+    pub config: RunConfig,
+    /// The run directory.
+    pub out: PathBuf,
+    /// Continue from the newest complete checkpoint in `out`.
+    pub resume: bool,
+}
+
+/// What `summary.json` holds.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    matrix: cpt_eval::MatrixSummary,
+    initial: Vec<f64>,
+    eval_matrix: Vec<Vec<f64>>,
+    tokens_seen: u64,
+    steps: u64,
+    wall_time_secs: f64,
+    tokens_per_sec: f64,
+}
+
+/// How the run ended, for the exit status.
+pub enum RunEnd {
+    /// The stream was trained through.
+    Finished,
+    /// Stopped early on request, with a checkpoint.
+    Interrupted,
+}
+
+impl BackendJob for RunJob {
+    type Output = RunEnd;
+
+    fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
+        let RunJob {
+            config,
+            out,
+            resume,
+        } = self;
+        let tokenizer = Arc::new(Tokenizer::from_file(&config.data.tokenizer)?);
+        let model_config = llama_config(&config, &tokenizer)?;
+
+        // Build and check all data before writing anything to the run directory.
+        let mut experiences = Vec::new();
+        let mut eval_sets = Vec::new();
+        for (i, (e, steps)) in config
+            .experiences
+            .iter()
+            .zip(config.experience_steps())
+            .enumerate()
+        {
+            let source = training_source(&config, i, &tokenizer)
+                .with_context(|| format!("training data of experience `{}`", e.name))?;
+            experiences.push(Experience {
+                name: e.name.clone(),
+                steps,
+                source,
+            });
+            eval_sets.push(EvalSet {
+                name: e.name.clone(),
+                batches: eval_batches(&config, i, &tokenizer)?,
+            });
+        }
+
+        prepare_run_dir(&config, &out, resume)?;
+        B::seed(&device, config.seed);
+        let model: LlamaForCausalLM<B> = model_config.init(&device);
+        let evaluator =
+            PerplexityEvaluator::<B::InnerBackend, LlamaForCausalLM<B::InnerBackend>>::new(
+                eval_sets,
+            );
+        let mut trainer = ContinualTrainer::new(
+            model,
+            build_strategies::<B>(&config)?,
+            experiences,
+            Box::new(evaluator),
+            settings(&config),
+        )
+        .with_checkpoints(out.join("checkpoints"));
+
+        if resume {
+            match latest_checkpoint(&out.join("checkpoints"))? {
+                Some(checkpoint) => {
+                    tracing::info!("resuming from {}", checkpoint.path.display());
+                    trainer.resume(&checkpoint)?;
+                    let state = trainer.state();
+                    trim_logs(&out, state.global_step, state.matrix.len())?;
+                }
+                None => tracing::info!(
+                    "no complete checkpoint in {}: starting fresh",
+                    out.display()
+                ),
+            }
+        }
+
+        let mut observer = RunDirObserver::new(&out);
+        match trainer.run(&mut observer)? {
+            RunOutcome::Interrupted { checkpoint } => {
+                eprintln!(
+                    "interrupted; state saved in {}. Continue with: cpt run <config> --out {} --resume",
+                    checkpoint
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    out.display()
+                );
+                Ok(RunEnd::Interrupted)
+            }
+            RunOutcome::Finished => {
+                write_summary(&config, &out, trainer.state())?;
+                Ok(RunEnd::Finished)
+            }
+        }
+    }
+}
+
+/// The model config from `[model]`, checked against the tokenizer.
+fn llama_config(config: &RunConfig, tokenizer: &Tokenizer) -> Result<LlamaConfig> {
+    if config.model.architecture != "llama" {
+        bail!(
+            "config key `model.architecture`: unknown architecture `{}` (known: llama)",
+            config.model.architecture
+        );
+    }
+    let model: LlamaConfig = toml::Value::Table(config.model.config.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("config key `model.config`: {}", e.message())
+        })?;
+    model
+        .validate()
+        .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
+    if model.vocab_size < tokenizer.vocab_size() {
+        bail!(
+            "config key `model.config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
+            model.vocab_size,
+            tokenizer.vocab_size()
+        );
+    }
+    Ok(model)
+}
+
+fn build_strategies<B: AutodiffBackend>(
+    config: &RunConfig,
+) -> Result<Vec<Box<dyn Strategy<B, LlamaForCausalLM<B>>>>> {
+    config
+        .strategies
+        .iter()
+        .enumerate()
+        .map(
+            |(i, name)| -> Result<Box<dyn Strategy<B, LlamaForCausalLM<B>>>> {
+                let seed = SplitMix64::derive(config.seed, &[0x57a7, i as u64]).next_u64();
+                match name.as_str() {
+                    "naive" => Ok(Box::new(Naive)),
+                    "replay" => Ok(Box::new(Replay::new(
+                        config.replay.capacity,
+                        config.replay.ratio,
+                        seed,
+                    ))),
+                    other => bail!(
+                        "config key `strategies`: unknown strategy `{other}` (known: {})",
+                        STRATEGIES.join(", ")
+                    ),
+                }
+            },
+        )
+        .collect()
+}
+
+fn settings(config: &RunConfig) -> TrainerSettings {
+    let t = &config.train;
+    TrainerSettings {
+        batch_size: t.batch_size,
+        grad_accum_steps: t.grad_accum_steps,
+        grad_clip_norm: t.grad_clip_norm,
+        adamw: AdamWConfig {
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+        },
+        schedule: config.schedule.clone(),
+        eval_every_steps: config.eval.every_steps,
+        checkpoint_every_steps: config.checkpoint.every_steps,
+        keep_last: config.checkpoint.keep_last,
+        log_every_steps: t.log_every_steps,
+        config_hash: checksum(config.to_toml().as_bytes()),
+    }
+}
+
+/// Create the run directory and write the resolved config; refuse to overwrite a run unless
+/// resuming, and refuse to resume under a changed config.
+fn prepare_run_dir(config: &RunConfig, out: &std::path::Path, resume: bool) -> Result<()> {
+    let config_path = out.join("config.toml");
+    let resolved = config.to_toml();
+    if config_path.exists() {
+        if !resume {
+            bail!(
+                "{} already holds a run; pass --resume to continue it, or choose another --out",
+                out.display()
+            );
+        }
+        let previous = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        if previous != resolved {
+            let key = first_difference(&previous, &resolved).unwrap_or_else(|| "?".into());
+            bail!(
+                "cannot resume {}: config key `{key}` differs from the run's config.toml (start a new --out to change it)",
+                out.display()
+            );
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_atomic(&config_path, resolved.as_bytes())?;
+    Ok(())
+}
+
+/// The first dotted key whose value differs between two TOML documents.
+fn first_difference(a: &str, b: &str) -> Option<String> {
+    let (a, b): (toml::Value, toml::Value) = (toml::from_str(a).ok()?, toml::from_str(b).ok()?);
+    fn walk(a: &toml::Value, b: &toml::Value, path: &str) -> Option<String> {
+        match (a, b) {
+            (toml::Value::Table(x), toml::Value::Table(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                keys.into_iter().find_map(|k| {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    match (x.get(k), y.get(k)) {
+                        (Some(u), Some(v)) => walk(u, v, &p),
+                        _ => Some(p),
+                    }
+                })
+            }
+            (toml::Value::Array(x), toml::Value::Array(y)) if x.len() == y.len() => x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (u, v))| walk(u, v, &format!("{path}[{i}]"))),
+            _ => (a != b).then(|| path.to_string()),
+        }
+    }
+    walk(&a, &b, "")
+}
+
+fn write_summary(
+    config: &RunConfig,
+    out: &std::path::Path,
+    state: &cpt_continual::TrainerState,
+) -> Result<()> {
+    let names: Vec<String> = config.experiences.iter().map(|e| e.name.clone()).collect();
+    let metric_row =
+        |row: &[cpt_core::EvalScores]| row.iter().map(|s| s.metric).collect::<Vec<f64>>();
+    let initial = metric_row(state.initial_scores.as_deref().unwrap_or_default());
+    let matrix: Vec<Vec<f64>> = state.matrix.iter().map(|r| metric_row(r)).collect();
+    let summary = summarize("perplexity", true, &names, &initial, &matrix);
+    write_atomic(
+        &out.join("eval_matrix.csv"),
+        matrix_csv(&names, &initial, &matrix).as_bytes(),
+    )?;
+
+    println!(
+        "\n{}",
+        matrix_table("perplexity", &names, &initial, &matrix)
+    );
+    println!("final average perplexity: {:.3}", summary.final_average);
+    for (name, f) in names.iter().zip(&summary.forgetting) {
+        if let Some(f) = f {
+            println!("forgetting on `{name}`: {f:+.3} perplexity (final minus best seen)");
+        }
+    }
+    println!(
+        "backward transfer: {:+.3}   forward transfer: {:+.3}   (perplexity points; negative BWT = forgetting)",
+        summary.backward_transfer, summary.forward_transfer
+    );
+    println!(
+        "{} tokens in {} steps, {:.1} s ({:.0} tokens/s)",
+        state.tokens_seen,
+        state.global_step,
+        state.elapsed_secs,
+        state.tokens_seen as f64 / state.elapsed_secs.max(1e-9)
+    );
+    let full = RunSummary {
+        matrix: summary,
+        initial,
+        eval_matrix: matrix,
+        tokens_seen: state.tokens_seen,
+        steps: state.global_step,
+        wall_time_secs: state.elapsed_secs,
+        tokens_per_sec: state.tokens_seen as f64 / state.elapsed_secs.max(1e-9),
+    };
+    let json = serde_json::to_vec_pretty(&full).expect("a summary serialises");
+    write_atomic(&out.join("summary.json"), &json)?;
+    println!("run directory: {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The error type of cpt-continual.
+
+use cpt_core::CoreError;
+
+/// Errors of the continual trainer and its strategies.
+#[derive(Debug, thiserror::Error)]
+pub enum ContinualError {
+    /// Config, checkpoint, file or data error from below.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The loss or gradient norm of a step was NaN or infinite; the update was not applied.
+    #[error(
+        "non-finite {what} ({value}) at experience `{experience}` step {step}: update not applied"
+    )]
+    NonFinite {
+        /// `loss` or `gradient norm`.
+        what: &'static str,
+        /// The offending value.
+        value: f64,
+        /// Experience name.
+        experience: String,
+        /// Step inside the experience.
+        step: u64,
+    },
+    /// A strategy could not run or restore its state.
+    #[error("strategy `{strategy}`: {message}")]
+    Strategy {
+        /// Strategy name.
+        strategy: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A checkpoint does not fit this run.
+    #[error("cannot resume: {0}")]
+    Resume(String),
+}
+
+/// Result alias for cpt-continual.
+pub type Result<T> = std::result::Result<T, ContinualError>;

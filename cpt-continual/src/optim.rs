@@ -1,0 +1,235 @@
+//! AdamW over named parameters, with global-norm gradient clipping.
+//!
+//! burn ships AdamW, but keys its state by random parameter ids, clips each tensor on its own,
+//! and has no per-parameter learning rate. cpt keys everything by parameter path, so the state
+//! checkpoints as a plain safetensors file, resumes bit-exactly into a freshly built model,
+//! and parameter groups (slow learners, frozen parts) are a name match. The update follows
+//! PyTorch's `torch.optim.AdamW` ("Decoupled Weight Decay Regularization", 2019).
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::tensor::{Tensor, backend::AutodiffBackend};
+use cpt_core::params::{HostTensor, NamedTensors, PathStack, map_named};
+use std::collections::{BTreeMap, HashMap};
+
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// Gradients of one optimizer step, flattened and keyed by parameter path. Micro-batch
+/// gradients accumulate into it by summation.
+pub struct GradStore<B: AutodiffBackend> {
+    grads: BTreeMap<String, Tensor<Inner<B>, 1>>,
+}
+
+impl<B: AutodiffBackend> Default for GradStore<B> {
+    fn default() -> Self {
+        Self {
+            grads: BTreeMap::new(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> GradStore<B> {
+    /// Add the gradients of `model`'s parameters found in `grads` (from `loss.backward()`).
+    pub fn accumulate<M: AutodiffModule<B>>(&mut self, model: &M, grads: &B::Gradients) {
+        struct Collector<'a, B: AutodiffBackend> {
+            stack: PathStack,
+            grads: &'a B::Gradients,
+            store: &'a mut BTreeMap<String, Tensor<Inner<B>, 1>>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.stack.enter(name);
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.stack.exit();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let Some(grad) = param.val().grad(self.grads) else {
+                    return;
+                };
+                let flat = grad.reshape([-1]);
+                let path = self.stack.path();
+                let sum = match self.store.remove(&path) {
+                    Some(previous) => previous + flat,
+                    None => flat,
+                };
+                self.store.insert(path, sum);
+            }
+        }
+        model.visit(&mut Collector::<B> {
+            stack: PathStack::default(),
+            grads,
+            store: &mut self.grads,
+        });
+    }
+
+    /// Global L2 norm of all gradients (one host read).
+    pub fn global_norm(&self) -> f64 {
+        let Some(first) = self.grads.values().next() else {
+            return 0.0;
+        };
+        let total = self
+            .grads
+            .values()
+            .map(|g| g.clone().square().sum())
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| first.clone().sum().mul_scalar(0.0));
+        (total.into_scalar().elem::<f64>()).sqrt()
+    }
+
+    /// Multiply every gradient by `factor`.
+    pub fn scale(&mut self, factor: f64) {
+        for g in self.grads.values_mut() {
+            *g = g.clone().mul_scalar(factor);
+        }
+    }
+
+    /// The gradient of one parameter.
+    pub fn get(&self, path: &str) -> Option<&Tensor<Inner<B>, 1>> {
+        self.grads.get(path)
+    }
+
+    /// `true` when no gradient was collected.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
+use burn::tensor::ElementConversion;
+
+/// AdamW hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator term.
+    pub eps: f64,
+    /// Decoupled weight decay (multiplied by the learning rate, as in PyTorch).
+    pub weight_decay: f64,
+}
+
+/// Per-parameter optimizer state: the two moments and the number of updates applied.
+struct Moments<B: AutodiffBackend> {
+    exp_avg: Tensor<Inner<B>, 1>,
+    exp_avg_sq: Tensor<Inner<B>, 1>,
+    steps: u64,
+}
+
+/// AdamW with state keyed by parameter path.
+pub struct AdamW<B: AutodiffBackend> {
+    config: AdamWConfig,
+    state: BTreeMap<String, Moments<B>>,
+}
+
+impl<B: AutodiffBackend> AdamW<B> {
+    /// A fresh optimizer.
+    pub fn new(config: AdamWConfig) -> Self {
+        Self {
+            config,
+            state: BTreeMap::new(),
+        }
+    }
+
+    /// Apply one update to every parameter of `model` that has a gradient in `grads`, with
+    /// learning rate `lr × lr_scale(path)`. A scale of 0 freezes a parameter: it is neither
+    /// updated nor decayed, and its state does not advance.
+    pub fn step<M: AutodiffModule<B>>(
+        &mut self,
+        model: M,
+        grads: &GradStore<B>,
+        lr: f64,
+        lr_scale: impl Fn(&str) -> f64,
+    ) -> M {
+        let c = self.config;
+        map_named(model, |path, param| {
+            let (Some(grad), scale) = (grads.get(path), lr_scale(path)) else {
+                return param;
+            };
+            if scale == 0.0 {
+                return param;
+            }
+            let lr = lr * scale;
+            let value = param.inner();
+            let moments = self
+                .state
+                .entry(path.to_string())
+                .or_insert_with(|| Moments {
+                    exp_avg: value.zeros_like(),
+                    exp_avg_sq: value.zeros_like(),
+                    steps: 0,
+                });
+            moments.steps += 1;
+            let t = moments.steps as i32;
+            moments.exp_avg = moments.exp_avg.clone().mul_scalar(c.beta1)
+                + grad.clone().mul_scalar(1.0 - c.beta1);
+            moments.exp_avg_sq = moments.exp_avg_sq.clone().mul_scalar(c.beta2)
+                + grad.clone().square().mul_scalar(1.0 - c.beta2);
+            let bias1 = 1.0 - c.beta1.powi(t);
+            let bias2 = 1.0 - c.beta2.powi(t);
+            let denom = moments
+                .exp_avg_sq
+                .clone()
+                .sqrt()
+                .div_scalar(bias2.sqrt())
+                .add_scalar(c.eps);
+            let decayed = if c.weight_decay == 0.0 {
+                value
+            } else {
+                value.mul_scalar(1.0 - lr * c.weight_decay)
+            };
+            let updated = decayed - (moments.exp_avg.clone() / denom).mul_scalar(lr / bias1);
+            Tensor::from_inner(updated)
+        })
+    }
+
+    /// The optimizer state as named host tensors (`<path>.exp_avg`, `<path>.exp_avg_sq`) and
+    /// per-parameter step counts (`<path>` → steps), for checkpoints.
+    pub fn state_tensors(&self) -> (NamedTensors, HashMap<String, String>) {
+        let mut tensors = NamedTensors::new();
+        let mut steps = HashMap::new();
+        for (path, m) in &self.state {
+            tensors.insert(
+                format!("{path}.exp_avg"),
+                HostTensor::from_tensor(m.exp_avg.clone()),
+            );
+            tensors.insert(
+                format!("{path}.exp_avg_sq"),
+                HostTensor::from_tensor(m.exp_avg_sq.clone()),
+            );
+            steps.insert(path.clone(), m.steps.to_string());
+        }
+        (tensors, steps)
+    }
+
+    /// Restore state written by [`AdamW::state_tensors`]. Returns the name of the first entry
+    /// that is missing or malformed.
+    pub fn load_state(
+        &mut self,
+        tensors: &NamedTensors,
+        steps: &HashMap<String, String>,
+        device: &burn::tensor::Device<Inner<B>>,
+    ) -> Result<(), String> {
+        self.state.clear();
+        for (path, count) in steps {
+            let get = |suffix: &str| {
+                tensors
+                    .get(&format!("{path}.{suffix}"))
+                    .ok_or_else(|| format!("{path}.{suffix}"))
+            };
+            let (m, v) = (get("exp_avg")?, get("exp_avg_sq")?);
+            let steps = count
+                .parse::<u64>()
+                .map_err(|_| format!("step count of {path}"))?;
+            self.state.insert(
+                path.clone(),
+                Moments {
+                    exp_avg: m.to_tensor(device),
+                    exp_avg_sq: v.to_tensor(device),
+                    steps,
+                },
+            );
+        }
+        Ok(())
+    }
+}

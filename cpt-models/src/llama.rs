@@ -1,0 +1,422 @@
+//! LLaMA decoder-only language model ("LLaMA: Open and Efficient Foundation Language Models",
+//! 2023), in the Hugging Face `LlamaForCausalLM` layout.
+//!
+//! RMSNorm, rotary position embeddings in the Hugging Face rotate-half convention (element `i`
+//! pairs with `i + head_dim / 2`), SwiGLU MLP, grouped-query attention, tied or untied
+//! embeddings. Module field names reproduce the transformers parameter names, so the Hugging Face
+//! key map is the identity up to the transposition of linear weights (burn stores `[in, out]`,
+//! PyTorch `[out, in]`).
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use cpt_core::{StepOutput, TaskModel, TokenBatch};
+use serde::{Deserialize, Serialize};
+
+/// LLaMA hyperparameters, with the field names of transformers' `LlamaConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); defaults to `num_attention_heads`.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RoPE base.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    /// Longest sequence the model is meant for.
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// Share the input embedding with the output projection.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Biases on the attention projections.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the MLP projections.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Standard deviation of the normal initialisation of weights.
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+fn default_max_positions() -> usize {
+    2048
+}
+fn default_initializer_range() -> f64 {
+    0.02
+}
+
+impl LlamaConfig {
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Per-head width.
+    pub fn head_width(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Check the shape constraints, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.kv_heads()),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be positive"));
+        }
+        if self.num_attention_heads % self.kv_heads() != 0 {
+            return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+            return Err("hidden_size must be a multiple of num_attention_heads".into());
+        }
+        if self.head_width() % 2 != 0 {
+            return Err("the head width must be even for rotary embeddings".into());
+        }
+        Ok(())
+    }
+
+    /// Build the model with normally initialised weights (std `initializer_range`), as
+    /// transformers does.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LlamaForCausalLM<B> {
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: self.initializer_range,
+        };
+        let linear = |d_in: usize, d_out: usize, bias: bool| {
+            LinearConfig::new(d_in, d_out)
+                .with_bias(bias)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        let (heads, kv_heads, head) =
+            (self.num_attention_heads, self.kv_heads(), self.head_width());
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: linear(self.hidden_size, heads * head, self.attention_bias),
+                    k_proj: linear(self.hidden_size, kv_heads * head, self.attention_bias),
+                    v_proj: linear(self.hidden_size, kv_heads * head, self.attention_bias),
+                    o_proj: linear(heads * head, self.hidden_size, self.attention_bias),
+                    num_heads: heads,
+                    num_kv_heads: kv_heads,
+                    head_dim: head,
+                    rope_theta: self.rope_theta,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: linear(self.hidden_size, self.intermediate_size, self.mlp_bias),
+                    up_proj: linear(self.hidden_size, self.intermediate_size, self.mlp_bias),
+                    down_proj: linear(self.intermediate_size, self.hidden_size, self.mlp_bias),
+                },
+                input_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+                post_attention_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+            })
+            .collect();
+        LlamaForCausalLM {
+            model: LlamaModel {
+                embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size)
+                    .with_initializer(init.clone())
+                    .init(device),
+                layers,
+                norm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+                head_dim: head,
+                rope_theta: self.rope_theta,
+            },
+            lm_head: (!self.tie_word_embeddings)
+                .then(|| linear(self.hidden_size, self.vocab_size, false)),
+        }
+    }
+}
+
+/// Root-mean-square layer norm with a learned per-channel scale (`weight`, as in transformers).
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Per-channel scale, `[width]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Added to the mean square before the square root.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn new(width: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([width], device)),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, seq, width]` → same.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let inv_rms = (x.clone().square().mean_dim(2) + self.eps).sqrt().recip();
+        x * inv_rms * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Grouped-query self-attention with rotary position embeddings.
+#[derive(Module, Debug)]
+pub struct LlamaAttention<B: Backend> {
+    /// Query projection.
+    pub q_proj: Linear<B>,
+    /// Key projection.
+    pub k_proj: Linear<B>,
+    /// Value projection.
+    pub v_proj: Linear<B>,
+    /// Output projection.
+    pub o_proj: Linear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+}
+
+impl<B: Backend> LlamaAttention<B> {
+    /// # Shapes
+    /// `x`: `[batch, seq, hidden]`, `mask`: `[seq, seq]` (true = hidden) → `[batch, seq, hidden]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let heads =
+            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
+        let q = rope.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
+        let k = rope.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (self.head_dim as f64).sqrt();
+        let scores = scores.mask_fill(mask.unsqueeze::<4>(), f32::NEG_INFINITY);
+        let attended = softmax(scores, 3).matmul(v);
+        let merged = attended
+            .swap_dims(1, 2)
+            .reshape([batch, seq, self.num_heads * self.head_dim]);
+        self.o_proj.forward(merged)
+    }
+
+    /// Repeat each key/value head for the query heads that share it.
+    fn repeat_kv(&self, t: Tensor<B, 4>) -> Tensor<B, 4> {
+        let groups = self.num_heads / self.num_kv_heads;
+        if groups == 1 {
+            return t;
+        }
+        let [batch, kv, seq, width] = t.dims();
+        t.unsqueeze_dim::<5>(2)
+            .repeat_dim(2, groups)
+            .reshape([batch, kv * groups, seq, width])
+    }
+}
+
+/// Rotary embedding tables for one sequence length.
+pub struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Tables for positions `offset..offset + seq` of heads `head_dim` wide, base `theta`.
+    pub fn new(seq: usize, offset: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        // Computed on the host in f32 with transformers' formula, so the tables match its own.
+        let mut cos = Vec::with_capacity(seq * head_dim);
+        let mut sin = Vec::with_capacity(seq * head_dim);
+        for pos in offset..offset + seq {
+            for i in 0..head_dim {
+                let inv_freq = 1.0 / (theta as f32).powf((2 * (i % half)) as f32 / head_dim as f32);
+                let angle = pos as f32 * inv_freq;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |v: Vec<f32>| {
+            Tensor::<B, 2>::from_data(TensorData::new(v, [seq, head_dim]), device).unsqueeze::<4>()
+        };
+        Self {
+            cos: table(cos),
+            sin: table(sin),
+        }
+    }
+
+    /// Rotate `x` `[batch, heads, seq, head_dim]`: `x * cos + rotate_half(x) * sin`.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+/// SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp<B: Backend> {
+    /// Gate projection.
+    pub gate_proj: Linear<B>,
+    /// Up projection.
+    pub up_proj: Linear<B>,
+    /// Down projection.
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> LlamaMlp<B> {
+    /// # Shapes
+    /// `x`: `[batch, seq, hidden]` → same.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer<B: Backend> {
+    /// Attention block.
+    pub self_attn: LlamaAttention<B>,
+    /// MLP block.
+    pub mlp: LlamaMlp<B>,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> LlamaDecoderLayer<B> {
+    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, mask);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+/// Embeddings, decoder stack and final norm (`model.*` in transformers).
+#[derive(Module, Debug)]
+pub struct LlamaModel<B: Backend> {
+    /// Token embedding `[vocab, hidden]`.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder layers.
+    pub layers: Vec<LlamaDecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+    /// Per-head width (sizes the rotary tables).
+    pub head_dim: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+}
+
+/// The causal language model: [`LlamaModel`] and an output projection (`lm_head`), or the
+/// transposed input embedding when embeddings are tied.
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLM<B: Backend> {
+    /// Embeddings, decoder stack, final norm.
+    pub model: LlamaModel<B>,
+    /// Output projection; `None` when tied to `model.embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+}
+
+impl<B: Backend> LlamaForCausalLM<B> {
+    /// Final hidden states.
+    ///
+    /// # Shapes
+    /// `tokens`: `[batch, seq]` → `[batch, seq, hidden]`.
+    pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, seq] = tokens.dims();
+        let device = tokens.device();
+        let mut x = self.model.embed_tokens.forward(tokens);
+        let rope = Rope::new(seq, 0, self.model.head_dim, self.model.rope_theta, &device);
+        // `true` strictly above the diagonal: a position never attends to a later one.
+        let mask = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, &device);
+        for layer in &self.model.layers {
+            x = layer.forward(x, &rope, mask.clone());
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Next-token logits.
+    ///
+    /// # Shapes
+    /// `tokens`: `[batch, seq]` → `[batch, seq, vocab]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let hidden = self.hidden_states(tokens);
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let embedding = self.model.embed_tokens.weight.val();
+                hidden.matmul(embedding.transpose().unsqueeze::<3>())
+            }
+        }
+    }
+
+    /// Upload a batch's token ids to the model's device.
+    pub fn batch_tokens(&self, batch: &TokenBatch) -> Tensor<B, 2, Int> {
+        let device = self.model.embed_tokens.weight.device();
+        let ids: Vec<i64> = batch.tokens.iter().map(|&t| t as i64).collect();
+        Tensor::from_data(
+            TensorData::new(ids, [batch.batch_size, batch.seq_len]),
+            &device,
+        )
+    }
+}
+
+/// Mean next-token cross-entropy of `logits` `[batch, seq, vocab]` against `tokens`
+/// `[batch, seq]`: position `t` predicts token `t + 1`.
+pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let seq = logits.dims()[1];
+    let predicted = logits.narrow(1, 0, seq - 1);
+    let targets = tokens.narrow(1, 1, seq - 1).unsqueeze_dim::<3>(2);
+    let log_probs = log_softmax(predicted, 2);
+    log_probs.gather(2, targets).mean().neg()
+}
+
+impl<B: Backend> TaskModel<B> for LlamaForCausalLM<B> {
+    type Batch = TokenBatch;
+
+    fn forward_step(&self, batch: &TokenBatch) -> StepOutput<B> {
+        let tokens = self.batch_tokens(batch);
+        let logits = self.forward(tokens.clone());
+        let loss = causal_lm_loss(logits.clone(), tokens);
+        StepOutput {
+            loss,
+            logits: Some(logits),
+            features: None,
+            count: batch.predicted_tokens(),
+        }
+    }
+}
