@@ -79,8 +79,9 @@ impl RunObserver for RunDirObserver {
         };
         let line = format!("{} at {when}: {}", record.metric, cells.join(", "));
         match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            // A hidden bar (no terminal) would swallow the line.
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
         }
     }
 

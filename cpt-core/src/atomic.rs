@@ -39,8 +39,14 @@ pub fn write_atomic_with(
         let _ = fs::remove_file(&tmp);
         return Err(CoreError::io(path, source));
     }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
+    commit_temp(&tmp, path)
+}
+
+/// Rename a fully written and fsynced temporary file over `path` and fsync the directory so the
+/// rename survives a crash. On failure the temporary file is removed.
+pub fn commit_temp(tmp: &Path, path: &Path) -> Result<()> {
+    fs::rename(tmp, path).map_err(|e| {
+        let _ = fs::remove_file(tmp);
         CoreError::io(path, e)
     })?;
     sync_dir(path.parent())

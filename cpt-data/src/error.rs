@@ -16,6 +16,10 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// A write through cpt-core's atomic file helpers failed.
+    #[error(transparent)]
+    Write(#[from] cpt_core::CoreError),
+
     /// A Parquet file is not valid (bad footer, corrupt page, truncated) or could not be written.
     #[error("{}: Parquet error: {source}", path.display())]
     Parquet {

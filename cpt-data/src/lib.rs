@@ -1,20 +1,19 @@
 //! cpt-data: the data side of continual pre-training — Parquet text sources streamed row group by
 //! row group, Hugging Face tokenizers (loading and byte-level BPE training), packing into
-//! fixed-length sequences, weighted mixtures, a reservoir replay buffer, and corpus preparation.
+//! fixed-length sequences, weighted mixtures, and corpus preparation. (Replay buffers are `cpt_core::reservoir::Reservoir`,
+//! generic over any batch item.)
 //!
 //! Every stream is deterministic from its seed and resumable from a small serde cursor, so a
 //! resumed run sees exactly the sequences an uninterrupted one would.
 
 #![warn(missing_docs)]
 
-mod atomic;
 mod error;
 mod mixture;
 mod packing;
 mod parquet_text;
 mod parquet_writer;
 mod prepare;
-mod replay;
 mod tokenizer;
 
 pub use error::{DataError, Result};
@@ -25,5 +24,4 @@ pub use parquet_text::{
 };
 pub use parquet_writer::TextParquetWriter;
 pub use prepare::{DEFAULT_ROW_GROUP_ROWS, PrepareReport, is_eval, prepare};
-pub use replay::{ReplayBuffer, ReplayState};
 pub use tokenizer::{DEFAULT_EOS_TOKEN, Tokenizer, train_bpe, train_bpe_from_parquet};

@@ -12,7 +12,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::atomic::{commit, scratch_path};
+use cpt_core::atomic::{commit_temp, temp_sibling};
 use crate::error::{DataError, Result};
 
 /// Rows buffered before they are handed to the Parquet encoder.
@@ -44,7 +44,7 @@ impl TextParquetWriter {
             });
         }
         let path = path.as_ref().to_path_buf();
-        let scratch = scratch_path(&path);
+        let scratch = temp_sibling(&path);
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Utf8, false),
             Field::new("text", DataType::Utf8, false),
@@ -101,7 +101,7 @@ impl TextParquetWriter {
         file.sync_all()
             .map_err(|e| DataError::io(&self.scratch, e))?;
         drop(file);
-        commit(&self.scratch, &self.path)?;
+        commit_temp(&self.scratch, &self.path)?;
         Ok(self.rows)
     }
 
@@ -153,7 +153,7 @@ mod tests {
         }
         assert!(!path.exists(), "nothing visible before finish");
         assert_eq!(w.finish().unwrap(), 10);
-        assert!(!scratch_path(&path).exists());
+        assert!(!temp_sibling(&path).exists());
         let source = ParquetTextSource::open(&[path], TextSourceOptions::default()).unwrap();
         let sizes: Vec<usize> = source.units().iter().map(|u| u.num_rows).collect();
         assert_eq!(sizes, vec![4, 4, 2]);
@@ -167,6 +167,6 @@ mod tests {
         w.write("a", "b").unwrap();
         drop(w);
         assert!(!path.exists());
-        assert!(!scratch_path(&path).exists());
+        assert!(!temp_sibling(&path).exists());
     }
 }

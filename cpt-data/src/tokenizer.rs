@@ -14,7 +14,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
-use crate::atomic::write_atomic;
+use cpt_core::atomic::write_atomic;
 use crate::error::{DataError, Result};
 use crate::parquet_text::{ParquetTextSource, TextSourceOptions};
 
@@ -150,7 +150,7 @@ impl Tokenizer {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        write_atomic(path, json.as_bytes())
+        Ok(write_atomic(path, json.as_bytes())?)
     }
 }
 
@@ -311,7 +311,7 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         let tok = tiny();
         tok.save(&path).unwrap();
-        assert!(!dir.path().join("tokenizer.json.tmp").exists());
+        assert!(!dir.path().join(".tokenizer.json.tmp").exists());
         let loaded = Tokenizer::from_file(&path).unwrap();
         assert_eq!(loaded.vocab_size(), tok.vocab_size());
         assert_eq!(loaded.eos_id(), tok.eos_id());

@@ -1,0 +1,147 @@
+//! Shared pieces of the trainer tests: a tiny LLaMA, a synthetic resumable token stream, and a
+//! loss evaluator.
+
+#![allow(dead_code)]
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::ElementConversion;
+use cpt_continual::{AdamWConfig, ContinualTrainer, Experience, Strategy, TrainerSettings};
+use cpt_core::{EvalScores, Evaluator, ItemSource, ScheduleConfig, ScheduleKind, SplitMix64, TaskModel, TokenBatch};
+use cpt_models::{LlamaConfig, LlamaForCausalLM};
+
+pub type B = Autodiff<Flex>;
+pub type Inner = Flex;
+pub type Model = LlamaForCausalLM<B>;
+
+pub const VOCAB: usize = 32;
+pub const SEQ: usize = 8;
+
+pub fn tiny_config() -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: VOCAB,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: Some(1),
+        head_dim: None,
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-6,
+        max_position_embeddings: 64,
+        tie_word_embeddings: false,
+        attention_bias: false,
+        mlp_bias: false,
+        initializer_range: 0.1,
+    }
+}
+
+pub fn tiny_model(seed: u64) -> Model {
+    let device = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, seed);
+    tiny_config().init(&device)
+}
+
+/// A resumable stream of token sequences from one "domain": tokens drawn from a band of the
+/// vocabulary with a simple repeating structure, so that a model can learn and forget it.
+pub struct SyntheticSource {
+    rng: SplitMix64,
+    band: u32,
+}
+
+impl SyntheticSource {
+    pub fn new(seed: u64, band: u32) -> Self {
+        Self { rng: SplitMix64::new(seed), band }
+    }
+}
+
+impl ItemSource<Vec<u32>> for SyntheticSource {
+    fn next_item(&mut self) -> cpt_core::Result<Vec<u32>> {
+        let start = self.rng.below(8) as u32;
+        Ok((0..SEQ as u32).map(|i| self.band * 8 + (start + i) % 8).collect())
+    }
+    fn cursor(&self) -> serde_json::Value {
+        serde_json::to_value(self.rng).unwrap()
+    }
+    fn seek(&mut self, cursor: &serde_json::Value) -> cpt_core::Result<()> {
+        self.rng = serde_json::from_value(cursor.clone()).unwrap();
+        Ok(())
+    }
+}
+
+/// Mean loss on fixed batches per experience; metric = perplexity.
+pub struct LossEvaluator {
+    pub sets: Vec<(String, TokenBatch)>,
+}
+
+impl Evaluator<LlamaForCausalLM<Inner>> for LossEvaluator {
+    fn metric_name(&self) -> &str {
+        "perplexity"
+    }
+    fn lower_is_better(&self) -> bool {
+        true
+    }
+    fn evaluate(&mut self, model: &LlamaForCausalLM<Inner>) -> cpt_core::Result<Vec<EvalScores>> {
+        Ok(self
+            .sets
+            .iter()
+            .map(|(name, batch)| {
+                let out = model.forward_step(batch);
+                let loss = out.loss.into_scalar().elem::<f64>();
+                EvalScores { experience: name.clone(), loss, metric: loss.exp(), count: out.count }
+            })
+            .collect())
+    }
+}
+
+pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
+    TrainerSettings {
+        batch_size: 4,
+        grad_accum_steps: 2,
+        grad_clip_norm: 1.0,
+        adamw: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01 },
+        schedule: ScheduleConfig {
+            kind: ScheduleKind::Cosine,
+            peak_lr: 1e-2,
+            min_lr: 1e-3,
+            warmup_steps: 2,
+            decay_fraction: 0.2,
+            rewarm: true,
+        },
+        eval_every_steps: 2,
+        checkpoint_every_steps: steps_between_checkpoints,
+        keep_last: 0,
+        log_every_steps: 1,
+        config_hash: "test".into(),
+    }
+}
+
+pub const STEPS: [u64; 3] = [5, 4, 3];
+
+pub fn experiences() -> Vec<Experience<Vec<u32>>> {
+    (0..3)
+        .map(|i| Experience {
+            name: format!("domain{i}"),
+            steps: STEPS[i],
+            source: Box::new(SyntheticSource::new(100 + i as u64, i as u32)) as Box<dyn ItemSource<Vec<u32>>>,
+        })
+        .collect()
+}
+
+pub fn evaluator() -> LossEvaluator {
+    let sets = (0..3)
+        .map(|i| {
+            let mut source = SyntheticSource::new(900 + i as u64, i as u32);
+            let rows: Vec<Vec<u32>> = (0..4).map(|_| source.next_item().unwrap()).collect();
+            (format!("domain{i}"), TokenBatch::from_sequences(&rows))
+        })
+        .collect();
+    LossEvaluator { sets }
+}
+
+pub fn trainer(
+    seed: u64,
+    strategies: Vec<Box<dyn Strategy<B, Model>>>,
+    checkpoint_every: u64,
+) -> ContinualTrainer<B, Model> {
+    ContinualTrainer::new(tiny_model(seed), strategies, experiences(), Box::new(evaluator()), settings(checkpoint_every))
+}
