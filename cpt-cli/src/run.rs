@@ -20,6 +20,9 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// A strategy of a LLaMA run.
+type LlamaStrategy<B> = Box<dyn Strategy<B, LlamaForCausalLM<B>>>;
+
 /// Strategy names `strategies = [...]` accepts.
 pub const STRATEGIES: &[&str] = &["naive", "replay"];
 
@@ -165,9 +168,7 @@ fn llama_config(config: &RunConfig, tokenizer: &Tokenizer) -> Result<LlamaConfig
     Ok(model)
 }
 
-fn build_strategies<B: AutodiffBackend>(
-    config: &RunConfig,
-) -> Result<Vec<Box<dyn Strategy<B, LlamaForCausalLM<B>>>>> {
+fn build_strategies<B: AutodiffBackend>(config: &RunConfig) -> Result<Vec<LlamaStrategy<B>>> {
     config
         .strategies
         .iter()

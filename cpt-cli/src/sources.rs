@@ -49,11 +49,13 @@ fn packed(
 ) -> Result<PackedSource> {
     let paths = expand_paths(files)?;
     let text = ParquetTextSource::open(&paths, text_options(config, seed))?;
-    Ok(PackedSource::new(
-        text,
-        tokenizer.clone(),
-        config.data.seq_len,
-    )?)
+    let mut source = PackedSource::new(text, tokenizer.clone(), config.data.seq_len)?;
+    // Draw one sequence and rewind, so that an empty corpus fails now, before the run
+    // directory is created, instead of at its first training step.
+    let start = source.cursor();
+    source.next_sequence()?;
+    source.seek(&start)?;
+    Ok(source)
 }
 
 /// The training stream of experience `index`: its files, or its weighted mixture.

@@ -215,15 +215,15 @@ where
             while self.state.step_in_experience < steps {
                 let record = self.train_step(e)?;
                 let step = self.state.step_in_experience;
-                if step % self.settings.log_every_steps.max(1) == 0 || step == steps {
+                if step.is_multiple_of(self.settings.log_every_steps.max(1)) || step == steps {
                     observer.step(&record);
                 }
                 let every = self.settings.eval_every_steps;
-                if every > 0 && step % every == 0 && step < steps {
+                if every > 0 && step.is_multiple_of(every) && step < steps {
                     self.evaluate(EvalPoint::Periodic, observer)?;
                 }
                 let every = self.settings.checkpoint_every_steps;
-                if every > 0 && self.state.global_step % every == 0 {
+                if every > 0 && self.state.global_step.is_multiple_of(every) {
                     self.state.elapsed_secs = clock();
                     self.checkpoint(observer)?;
                 }

@@ -6,7 +6,10 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::ElementConversion;
 use cpt_continual::{AdamWConfig, ContinualTrainer, Experience, Strategy, TrainerSettings};
-use cpt_core::{EvalScores, Evaluator, ItemSource, ScheduleConfig, ScheduleKind, SplitMix64, TaskModel, TokenBatch};
+use cpt_core::{
+    EvalScores, Evaluator, ItemSource, ScheduleConfig, ScheduleKind, SplitMix64, TaskModel,
+    TokenBatch,
+};
 use cpt_models::{LlamaConfig, LlamaForCausalLM};
 
 pub type B = Autodiff<Flex>;
@@ -50,14 +53,19 @@ pub struct SyntheticSource {
 
 impl SyntheticSource {
     pub fn new(seed: u64, band: u32) -> Self {
-        Self { rng: SplitMix64::new(seed), band }
+        Self {
+            rng: SplitMix64::new(seed),
+            band,
+        }
     }
 }
 
 impl ItemSource<Vec<u32>> for SyntheticSource {
     fn next_item(&mut self) -> cpt_core::Result<Vec<u32>> {
         let start = self.rng.below(8) as u32;
-        Ok((0..SEQ as u32).map(|i| self.band * 8 + (start + i) % 8).collect())
+        Ok((0..SEQ as u32)
+            .map(|i| self.band * 8 + (start + i) % 8)
+            .collect())
     }
     fn cursor(&self) -> serde_json::Value {
         serde_json::to_value(self.rng).unwrap()
@@ -87,7 +95,12 @@ impl Evaluator<LlamaForCausalLM<Inner>> for LossEvaluator {
             .map(|(name, batch)| {
                 let out = model.forward_step(batch);
                 let loss = out.loss.into_scalar().elem::<f64>();
-                EvalScores { experience: name.clone(), loss, metric: loss.exp(), count: out.count }
+                EvalScores {
+                    experience: name.clone(),
+                    loss,
+                    metric: loss.exp(),
+                    count: out.count,
+                }
             })
             .collect())
     }
@@ -98,7 +111,12 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
         batch_size: 4,
         grad_accum_steps: 2,
         grad_clip_norm: 1.0,
-        adamw: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01 },
+        adamw: AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
         schedule: ScheduleConfig {
             kind: ScheduleKind::Cosine,
             peak_lr: 1e-2,
@@ -122,7 +140,8 @@ pub fn experiences() -> Vec<Experience<Vec<u32>>> {
         .map(|i| Experience {
             name: format!("domain{i}"),
             steps: STEPS[i],
-            source: Box::new(SyntheticSource::new(100 + i as u64, i as u32)) as Box<dyn ItemSource<Vec<u32>>>,
+            source: Box::new(SyntheticSource::new(100 + i as u64, i as u32))
+                as Box<dyn ItemSource<Vec<u32>>>,
         })
         .collect()
 }
@@ -143,5 +162,11 @@ pub fn trainer(
     strategies: Vec<Box<dyn Strategy<B, Model>>>,
     checkpoint_every: u64,
 ) -> ContinualTrainer<B, Model> {
-    ContinualTrainer::new(tiny_model(seed), strategies, experiences(), Box::new(evaluator()), settings(checkpoint_every))
+    ContinualTrainer::new(
+        tiny_model(seed),
+        strategies,
+        experiences(),
+        Box::new(evaluator()),
+        settings(checkpoint_every),
+    )
 }

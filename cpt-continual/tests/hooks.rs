@@ -18,15 +18,24 @@ impl Strategy<B, Model> for Recorder {
         self.tag
     }
     fn before_experience(&mut self, cx: &mut Context<'_, B, Model>) -> cpt_continual::Result<()> {
-        self.log.lock().unwrap().push(format!("{}:before:{}", self.tag, cx.experience));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:before:{}", self.tag, cx.experience));
         Ok(())
     }
     fn after_step(&mut self, cx: &mut Context<'_, B, Model>) -> cpt_continual::Result<()> {
-        self.log.lock().unwrap().push(format!("{}:step:{}", self.tag, cx.global_step));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:step:{}", self.tag, cx.global_step));
         Ok(())
     }
     fn after_experience(&mut self, cx: &mut Context<'_, B, Model>) -> cpt_continual::Result<()> {
-        self.log.lock().unwrap().push(format!("{}:after:{}", self.tag, cx.experience));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:after:{}", self.tag, cx.experience));
         Ok(())
     }
 }
@@ -35,8 +44,14 @@ impl Strategy<B, Model> for Recorder {
 fn hooks_run_in_order_for_every_strategy() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let strategies: Vec<Box<dyn cpt_continual::Strategy<B, Model>>> = vec![
-        Box::new(Recorder { log: log.clone(), tag: "a" }),
-        Box::new(Recorder { log: log.clone(), tag: "b" }),
+        Box::new(Recorder {
+            log: log.clone(),
+            tag: "a",
+        }),
+        Box::new(Recorder {
+            log: log.clone(),
+            tag: "b",
+        }),
     ];
     let mut t = trainer(1, strategies, 0);
     assert_eq!(t.run(&mut SilentObserver).unwrap(), RunOutcome::Finished);
@@ -57,7 +72,8 @@ fn hooks_run_in_order_for_every_strategy() {
 #[test]
 fn replay_fills_its_share_of_the_batch_from_past_items() {
     let mut replay: Replay<Vec<u32>> = Replay::new(4, 0.5, 3);
-    let reserve = |r: &Replay<Vec<u32>>| <Replay<Vec<u32>> as Strategy<B, Model>>::reserved_slots(r, 4);
+    let reserve =
+        |r: &Replay<Vec<u32>>| <Replay<Vec<u32>> as Strategy<B, Model>>::reserved_slots(r, 4);
     // Empty buffer: nothing reserved, the whole batch is fresh, and it is offered to the buffer.
     assert_eq!(reserve(&replay), 0);
     let fresh: Vec<ItemOf<B, Model>> = vec![vec![1], vec![2], vec![3], vec![4]];
@@ -71,6 +87,9 @@ fn replay_fills_its_share_of_the_batch_from_past_items() {
     let mut batch = fresh2.clone();
     <Replay<Vec<u32>> as Strategy<B, Model>>::extend_batch(&mut replay, 4, &fresh2, &mut batch);
     assert_eq!(batch.len(), 4);
-    assert!(batch[2..].iter().all(|item| item[0] <= 4), "replayed items come from the past: {batch:?}");
+    assert!(
+        batch[2..].iter().all(|item| item[0] <= 4),
+        "replayed items come from the past: {batch:?}"
+    );
     assert_eq!(replay.buffer().seen(), 6);
 }

@@ -22,7 +22,8 @@ struct StopAt {
 
 impl RunObserver for StopAt {
     fn step(&mut self, record: &StepRecord) {
-        self.losses.push((record.global_step, record.loss.to_bits()));
+        self.losses
+            .push((record.global_step, record.loss.to_bits()));
         if Some(record.global_step) == self.stop_at {
             self.flag.store(true, Ordering::SeqCst);
         }
@@ -34,37 +35,70 @@ fn strategies() -> Vec<Box<dyn Strategy<B, Model>>> {
 }
 
 fn bits(model: &Model) -> Vec<(String, Vec<u32>)> {
-    named_tensors(model).into_iter().map(|(k, t)| (k, t.values.iter().map(|v| v.to_bits()).collect())).collect()
+    named_tensors(model)
+        .into_iter()
+        .map(|(k, t)| (k, t.values.iter().map(|v| v.to_bits()).collect()))
+        .collect()
 }
 
 fn matrix_bits(trainer: &cpt_continual::ContinualTrainer<B, Model>) -> Vec<Vec<u64>> {
-    trainer.state().matrix.iter().map(|row| row.iter().map(|s| s.loss.to_bits()).collect()).collect()
+    trainer
+        .state()
+        .matrix
+        .iter()
+        .map(|row| row.iter().map(|s| s.loss.to_bits()).collect())
+        .collect()
 }
 
 fn resume_matches_uninterrupted(stop_at: u64) {
     let mut reference = trainer(1, strategies(), 0);
-    let mut seen = StopAt { stop_at: None, flag: reference.stop_flag(), losses: Vec::new() };
+    let mut seen = StopAt {
+        stop_at: None,
+        flag: reference.stop_flag(),
+        losses: Vec::new(),
+    };
     assert_eq!(reference.run(&mut seen).unwrap(), RunOutcome::Finished);
 
     let dir = tempfile::tempdir().unwrap();
     let mut first = trainer(1, strategies(), 3).with_checkpoints(dir.path().to_path_buf());
-    let mut cut = StopAt { stop_at: Some(stop_at), flag: first.stop_flag(), losses: Vec::new() };
-    assert!(matches!(first.run(&mut cut).unwrap(), RunOutcome::Interrupted { .. }));
+    let mut cut = StopAt {
+        stop_at: Some(stop_at),
+        flag: first.stop_flag(),
+        losses: Vec::new(),
+    };
+    assert!(matches!(
+        first.run(&mut cut).unwrap(),
+        RunOutcome::Interrupted { .. }
+    ));
     drop(first);
 
     // A different init seed: every weight must come from the checkpoint.
     let mut second = trainer(99, strategies(), 3).with_checkpoints(dir.path().to_path_buf());
-    let checkpoint = latest_checkpoint(dir.path()).unwrap().expect("a checkpoint was written");
+    let checkpoint = latest_checkpoint(dir.path())
+        .unwrap()
+        .expect("a checkpoint was written");
     assert_eq!(checkpoint.manifest.step, stop_at);
     second.resume(&checkpoint).unwrap();
-    let mut rest = StopAt { stop_at: None, flag: second.stop_flag(), losses: Vec::new() };
+    let mut rest = StopAt {
+        stop_at: None,
+        flag: second.stop_flag(),
+        losses: Vec::new(),
+    };
     assert_eq!(second.run(&mut rest).unwrap(), RunOutcome::Finished);
 
     let mut joined = cut.losses.clone();
     joined.extend(rest.losses);
     assert_eq!(joined, seen.losses, "per-step losses differ");
-    assert_eq!(matrix_bits(&second), matrix_bits(&reference), "eval matrix differs");
-    assert_eq!(bits(second.model()), bits(reference.model()), "final weights differ");
+    assert_eq!(
+        matrix_bits(&second),
+        matrix_bits(&reference),
+        "eval matrix differs"
+    );
+    assert_eq!(
+        bits(second.model()),
+        bits(reference.model()),
+        "final weights differ"
+    );
     assert_eq!(second.state().tokens_seen, reference.state().tokens_seen);
 }
 
@@ -81,7 +115,10 @@ fn resume_at_an_experience_boundary_is_bit_identical() {
 #[test]
 fn a_run_without_checkpoints_trains_and_fills_the_matrix() {
     let mut t = trainer(1, strategies(), 0);
-    assert_eq!(t.run(&mut cpt_continual::SilentObserver).unwrap(), RunOutcome::Finished);
+    assert_eq!(
+        t.run(&mut cpt_continual::SilentObserver).unwrap(),
+        RunOutcome::Finished
+    );
     let state = t.state();
     assert_eq!(state.matrix.len(), 3);
     assert_eq!(state.global_step, STEPS.iter().sum::<u64>());

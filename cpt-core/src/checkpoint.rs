@@ -89,7 +89,7 @@ pub fn save_checkpoint(
     files: &[(String, Vec<u8>)],
     keep_last: usize,
 ) -> Result<PathBuf> {
-    let final_dir = root.join(&tag);
+    let final_dir = root.join(tag);
     let tmp_dir = root.join(format!(".tmp-{tag}"));
     fs::create_dir_all(root).map_err(|e| CoreError::io(root, e))?;
     let written = write_contents(&tmp_dir, step, config_hash, files).and_then(|()| {

@@ -378,3 +378,117 @@ fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+seed = 1
+[model]
+architecture = "llama"
+config = { vocab_size = 8 }
+[data]
+tokenizer = "t.json"
+seq_len = 4
+[[experiences]]
+name = "a"
+train = ["a.parquet"]
+eval = ["a_eval.parquet"]
+tokens = 100
+[[experiences]]
+name = "b"
+train = ["b.parquet"]
+eval = ["b_eval.parquet"]
+steps = 7
+[train]
+batch_size = 2
+grad_accum_steps = 3
+[schedule]
+kind = "wsd"
+peak_lr = 0.01
+"#;
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<RunConfig> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        RunConfig::parse(text, Path::new("run.toml"), &overrides)
+    }
+
+    #[test]
+    fn defaults_and_budgets() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.strategies, vec!["naive"]);
+        assert_eq!(c.data.text_column, "text");
+        assert_eq!(c.tokens_per_step(), 24);
+        // 100 tokens at 24 per step round up to 5 steps.
+        assert_eq!(c.experience_steps(), vec![5, 7]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let err = parse(
+            &MINIMAL.replace("seq_len = 4", "seq_len = 4\nseq_length = 5"),
+            &[],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("run.toml") && msg.contains("seq_length"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys_and_array_elements() {
+        let c = parse(
+            MINIMAL,
+            &[
+                "train.batch_size=5",
+                "experiences[1].steps=9",
+                "strategies=[\"replay\"]",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.batch_size, 5);
+        assert_eq!(c.experience_steps()[1], 9);
+        assert_eq!(c.strategies, vec!["replay"]);
+        let err = parse(MINIMAL, &["experiences[5].steps=1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no element 5"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases = [
+            (MINIMAL.replace("steps = 7", ""), "experiences[1].steps"),
+            (
+                MINIMAL.replace("tokens = 100", "tokens = 100\nsteps = 3"),
+                "experiences[0].tokens",
+            ),
+            (
+                MINIMAL.replace("seq_len = 4", "seq_len = 1"),
+                "data.seq_len",
+            ),
+            (
+                MINIMAL.replace("name = \"b\"", "name = \"a\""),
+                "experiences.name",
+            ),
+            (
+                MINIMAL.replace("peak_lr = 0.01", "peak_lr = -1.0"),
+                "schedule.peak_lr",
+            ),
+        ];
+        for (text, key) in cases {
+            let msg = parse(&text, &[]).unwrap_err().to_string();
+            assert!(msg.contains(key), "expected `{key}` in: {msg}");
+        }
+    }
+
+    #[test]
+    fn the_resolved_config_round_trips() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(parse(&c.to_toml(), &[]).unwrap(), c);
+    }
+}

@@ -12,8 +12,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use cpt_core::atomic::{commit_temp, temp_sibling};
 use crate::error::{DataError, Result};
+use cpt_core::atomic::{commit_temp, temp_sibling};
 
 /// Rows buffered before they are handed to the Parquet encoder.
 const BATCH_ROWS: usize = 256;

@@ -14,9 +14,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
-use cpt_core::atomic::write_atomic;
 use crate::error::{DataError, Result};
 use crate::parquet_text::{ParquetTextSource, TextSourceOptions};
+use cpt_core::atomic::write_atomic;
 
 /// End-of-text token names, most common first.
 const EOS_NAMES: [&str; 4] = ["<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"];

@@ -95,13 +95,13 @@ impl LlamaConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
-        if self.num_attention_heads % self.kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err("hidden_size must be a multiple of num_attention_heads".into());
         }
-        if self.head_width() % 2 != 0 {
+        if !self.head_width().is_multiple_of(2) {
             return Err("the head width must be even for rotary embeddings".into());
         }
         Ok(())

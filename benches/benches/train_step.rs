@@ -1,0 +1,60 @@
+//! One optimizer step of the quickstart model (forward, backward, AdamW), in tokens per second,
+//! on every compiled backend.
+
+use burn::tensor::backend::AutodiffBackend;
+use cpt_benches::{quickstart_model, quickstart_shape};
+use cpt_continual::{AdamW, AdamWConfig, GradStore};
+use cpt_core::{SplitMix64, TaskModel, TokenBatch};
+use cpt_models::LlamaForCausalLM;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn bench_backend<B: AutodiffBackend>(
+    c: &mut Criterion,
+    name: &str,
+    device: burn::tensor::Device<B>,
+) {
+    let config = quickstart_model();
+    let (seq_len, batch_size) = quickstart_shape();
+    let mut model: LlamaForCausalLM<B> = config.init(&device);
+    let mut rng = SplitMix64::new(1);
+    let rows: Vec<Vec<u32>> = (0..batch_size)
+        .map(|_| {
+            (0..seq_len)
+                .map(|_| rng.below(config.vocab_size as u64) as u32)
+                .collect()
+        })
+        .collect();
+    let batch = TokenBatch::from_sequences(&rows);
+    let mut optimizer = AdamW::<B>::new(AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    });
+    let mut group = c.benchmark_group("train_step");
+    group.throughput(Throughput::Elements((seq_len * batch_size) as u64));
+    group.sample_size(10);
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let loss = model.forward_step(&batch).loss;
+            let mut grads = GradStore::<B>::default();
+            grads.accumulate(&model, &loss.backward());
+            model = optimizer.step(model.clone(), &grads, 1e-3, |_| 1.0);
+            // Reading the loss forces the step to finish on asynchronous backends.
+            grads.global_norm()
+        })
+    });
+    group.finish();
+}
+
+fn train_step(c: &mut Criterion) {
+    #[cfg(feature = "flex")]
+    bench_backend::<burn::backend::Autodiff<burn::backend::Flex>>(c, "flex", Default::default());
+    #[cfg(feature = "wgpu")]
+    bench_backend::<burn::backend::Autodiff<burn::backend::Wgpu>>(c, "wgpu", Default::default());
+    #[cfg(feature = "cuda")]
+    bench_backend::<burn::backend::Autodiff<burn::backend::Cuda>>(c, "cuda", Default::default());
+}
+
+criterion_group!(benches, train_step);
+criterion_main!(benches);

@@ -1,0 +1,347 @@
+//! The `cpt` binary end to end: a tiny run on the bundled data, resume rules, and bad input that
+//! must give a one-line error naming the culprit, a non-zero exit, and no complete-looking output.
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn data(rel: &str) -> String {
+    repo().join("examples/data").join(rel).display().to_string()
+}
+
+/// A tiny two-experience config over the bundled data.
+fn config(dir: &Path, tweak: impl FnOnce(String) -> String) -> PathBuf {
+    let text = format!(
+        r#"
+seed = 5
+strategies = ["replay"]
+[model]
+architecture = "llama"
+[model.config]
+vocab_size = 1024
+hidden_size = 16
+intermediate_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+tie_word_embeddings = true
+[data]
+tokenizer = "{tok}"
+seq_len = 16
+[[experiences]]
+name = "austen"
+train = ["{a_train}"]
+eval = ["{a_eval}"]
+steps = 3
+[[experiences]]
+name = "rust"
+train = ["{r_train}"]
+eval = ["{r_eval}"]
+steps = 3
+[train]
+batch_size = 2
+[schedule]
+kind = "wsd"
+peak_lr = 1e-3
+warmup_steps = 1
+[replay]
+capacity = 8
+ratio = 0.5
+[eval]
+every_steps = 2
+max_sequences = 2
+batch_size = 2
+[checkpoint]
+every_steps = 2
+keep_last = 2
+"#,
+        tok = data("tokenizer.json"),
+        a_train = data("austen/train.parquet"),
+        a_eval = data("austen/eval.parquet"),
+        r_train = data("rust/train.parquet"),
+        r_eval = data("rust/eval.parquet"),
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, tweak(text)).unwrap();
+    path
+}
+
+fn cpt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cpt"))
+        .args(args)
+        .env("CPT_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cpt(&args)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The error line of a failed command.
+fn error_line(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected failure, got success: {}",
+        stderr(o)
+    );
+    stderr(o)
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {}", stderr(o)))
+        .to_string()
+}
+
+#[test]
+fn a_tiny_run_writes_the_whole_run_directory_and_resumes_to_the_same_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let out = dir.path().join("run");
+    let o = run(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "eval.jsonl",
+        "eval_matrix.csv",
+        "summary.json",
+    ] {
+        assert!(out.join(file).is_file(), "missing {file}");
+    }
+    let csv = std::fs::read_to_string(out.join("eval_matrix.csv")).unwrap();
+    assert_eq!(csv.lines().next().unwrap(), "after,austen,rust");
+    assert_eq!(csv.lines().count(), 4);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6);
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+
+    // Running again into the same directory without --resume is refused...
+    assert!(error_line(&run(&cfg, &out, &[])).contains("--resume"));
+    // ...and a resume of the finished run redoes nothing and reaches the same summary.
+    let o = run(&cfg, &out, &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    let strip = |s: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
+        for k in ["wall_time_secs", "tokens_per_sec"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    };
+    assert_eq!(strip(&summary), strip(&again));
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+}
+
+#[test]
+fn resume_refuses_a_changed_config_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let out = dir.path().join("run");
+    assert!(run(&cfg, &out, &[]).status.success());
+    let line = error_line(&run(&cfg, &out, &["--resume", "--set", "seed=6"]));
+    assert!(line.contains("`seed`"), "{line}");
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| {
+        t.replace(
+            "batch_size = 2\n[schedule]",
+            "batch_size = 2\nbatch_sise = 3\n[schedule]",
+        )
+    });
+    let out = dir.path().join("run");
+    let line = error_line(&run(&cfg, &out, &[]));
+    assert!(
+        line.contains("batch_sise") && line.contains("run.toml"),
+        "{line}"
+    );
+    assert!(!out.exists(), "nothing may be written for a bad config");
+}
+
+#[test]
+fn unknown_model_key_and_bad_override_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| {
+        t.replace(
+            "tie_word_embeddings = true",
+            "tie_word_embeddings = true\nhidden_sise = 3",
+        )
+    });
+    let line = error_line(&run(&cfg, &dir.path().join("run"), &[]));
+    assert!(
+        line.contains("hidden_sise") && line.contains("model.config"),
+        "{line}"
+    );
+    let cfg = config(dir.path(), |t| t);
+    let line = error_line(&run(
+        &cfg,
+        &dir.path().join("run"),
+        &["--set", "strategies=[\"repaly\"]"],
+    ));
+    assert!(line.contains("repaly"), "{line}");
+}
+
+#[test]
+fn missing_data_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| {
+        t.replace(&data("rust/train.parquet"), "/nonexistent/rust.parquet")
+    });
+    let out = dir.path().join("run");
+    let line = error_line(&run(&cfg, &out, &[]));
+    assert!(line.contains("/nonexistent/rust.parquet"), "{line}");
+    assert!(!out.exists());
+}
+
+fn write_parquet(path: &Path, field: Field, column: Arc<dyn arrow_array::Array>) {
+    let schema = Arc::new(Schema::new(vec![field]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![column]).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn missing_column_non_text_column_and_empty_corpus_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "nocol.parquet",
+            Field::new("body", DataType::Utf8, false),
+            Arc::new(StringArray::from(vec!["a b c"])) as Arc<dyn arrow_array::Array>,
+            "no column",
+        ),
+        (
+            "ints.parquet",
+            Field::new("text", DataType::Int64, false),
+            Arc::new(Int64Array::from(vec![1, 2])) as _,
+            "text",
+        ),
+        (
+            "empty.parquet",
+            Field::new("text", DataType::Utf8, false),
+            Arc::new(StringArray::from(Vec::<&str>::new())) as _,
+            "empty",
+        ),
+    ];
+    for (name, field, column, needle) in cases {
+        let file = dir.path().join(name);
+        write_parquet(&file, field, column);
+        let cfg = config(dir.path(), |t| {
+            t.replace(&data("rust/train.parquet"), file.to_str().unwrap())
+        });
+        let out = dir.path().join(format!("run-{name}"));
+        let line = error_line(&run(&cfg, &out, &[]));
+        assert!(
+            line.contains(name) && line.to_lowercase().contains(needle),
+            "{name}: {line}"
+        );
+        assert!(!out.exists(), "{name}: nothing may be written");
+    }
+}
+
+#[test]
+fn malformed_tokenizer_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("tokenizer.json");
+    std::fs::write(&bad, "{\"model\": 42").unwrap();
+    let cfg = config(dir.path(), |t| {
+        t.replace(&data("tokenizer.json"), bad.to_str().unwrap())
+    });
+    let line = error_line(&run(&cfg, &dir.path().join("run"), &[]));
+    assert!(line.contains("tokenizer.json"), "{line}");
+}
+
+#[test]
+fn a_backend_that_is_not_compiled_in_says_so() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let line = error_line(&run(&cfg, &dir.path().join("run"), &["--backend", "cuda"]));
+    assert!(
+        line.contains("not compiled") && line.contains("--features cuda"),
+        "{line}"
+    );
+}
+
+#[test]
+fn data_prepare_then_tokenizer_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    for i in 0..30 {
+        std::fs::write(
+            corpus.join(format!("doc{i}.txt")),
+            format!("Document {i} says hello to the world of continual learning."),
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("prepared");
+    let o = cpt(&[
+        "data",
+        "prepare",
+        "--input",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--eval-fraction",
+        "0.2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("train.parquet").is_file() && out.join("eval.parquet").is_file());
+    let tok = dir.path().join("tok.json");
+    let glob = format!("{}/*.parquet", out.display());
+    let o = cpt(&[
+        "tokenizer",
+        "train",
+        "--input",
+        &glob,
+        "--vocab-size",
+        "300",
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+    assert_eq!(json["model"]["type"], "BPE");
+
+    let missing = dir.path().join("nope.txt");
+    let line = error_line(&cpt(&[
+        "data",
+        "prepare",
+        "--input",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(line.contains("nope.txt"), "{line}");
+}

@@ -1,0 +1,172 @@
+//! LLaMA mechanics: shapes, causal masking, rotate-half RoPE, the loss, tied embeddings and the
+//! Hugging Face parameter names.
+
+use burn::backend::Flex;
+use burn::tensor::{Int, Tensor, TensorData};
+use cpt_core::params::named_tensors;
+use cpt_core::{TaskModel, TokenBatch};
+use cpt_models::llama::{Rope, causal_lm_loss};
+use cpt_models::{LlamaConfig, LlamaForCausalLM};
+
+type B = Flex;
+
+fn config(tied: bool) -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 64,
+        hidden_size: 16,
+        intermediate_size: 40,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
+        head_dim: None,
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-6,
+        max_position_embeddings: 64,
+        tie_word_embeddings: tied,
+        attention_bias: false,
+        mlp_bias: false,
+        initializer_range: 0.2,
+    }
+}
+
+fn model(tied: bool) -> LlamaForCausalLM<B> {
+    let device = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, 3);
+    config(tied).init(&device)
+}
+
+fn tokens(rows: &[&[i64]]) -> Tensor<B, 2, Int> {
+    let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_data(
+        TensorData::new(flat, [rows.len(), rows[0].len()]),
+        &Default::default(),
+    )
+}
+
+fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+#[test]
+fn logits_have_batch_seq_vocab_shape() {
+    let logits = model(false).forward(tokens(&[&[1, 2, 3, 4, 5], &[6, 7, 8, 9, 10]]));
+    assert_eq!(logits.dims(), [2, 5, 64]);
+}
+
+#[test]
+fn a_position_never_sees_later_tokens() {
+    let m = model(false);
+    let a = m.forward(tokens(&[&[1, 2, 3, 4, 5, 6]]));
+    let b = m.forward(tokens(&[&[1, 2, 3, 40, 50, 60]]));
+    let prefix = |t: Tensor<B, 3>| values(t.narrow(1, 0, 3));
+    let suffix = |t: Tensor<B, 3>| values(t.narrow(1, 3, 3));
+    assert_eq!(
+        prefix(a.clone()),
+        prefix(b.clone()),
+        "positions 0..3 changed with later tokens"
+    );
+    assert_ne!(
+        suffix(a),
+        suffix(b),
+        "later positions must depend on their own tokens"
+    );
+}
+
+#[test]
+fn rope_rotates_element_i_with_element_i_plus_half() {
+    // One head of width 4 at position 3: pairs (0, 2) and (1, 3), angles 3·θ^(-2i/4).
+    let device = Default::default();
+    let rope = Rope::<B>::new(4, 0, 4, 100.0, &device);
+    let x = Tensor::<B, 2>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 4]),
+        &device,
+    );
+    let x = x.unsqueeze::<3>().repeat_dim(1, 4).unsqueeze::<4>(); // [1, 1, 4 positions, 4]
+    let out = values(rope.apply(x).narrow(2, 3, 1));
+    let (a0, a1) = (3.0f32, 3.0f32 / 100f32.powf(0.5));
+    let expected = [
+        1.0 * a0.cos() - 3.0 * a0.sin(),
+        2.0 * a1.cos() - 4.0 * a1.sin(),
+        3.0 * a0.cos() + 1.0 * a0.sin(),
+        4.0 * a1.cos() + 2.0 * a1.sin(),
+    ];
+    for (got, want) in out.iter().zip(expected) {
+        assert!((got - want).abs() < 1e-5, "{out:?} vs {expected:?}");
+    }
+}
+
+#[test]
+fn loss_is_mean_next_token_cross_entropy() {
+    let device = Default::default();
+    // Batch 1, 3 positions, vocab 2: position t predicts token t+1.
+    let logits = Tensor::<B, 1>::from_data(
+        TensorData::new(vec![0.0f32, 1.0, 2.0, 0.0, 5.0, 5.0], [6]),
+        &device,
+    )
+    .reshape([1, 3, 2]);
+    let loss = values(causal_lm_loss(logits, tokens(&[&[0, 1, 0]])))[0];
+    let lse = |a: f32, b: f32| (a.exp() + b.exp()).ln();
+    let expected = ((lse(0.0, 1.0) - 1.0) + (lse(2.0, 0.0) - 2.0)) / 2.0;
+    assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+}
+
+#[test]
+fn forward_step_counts_predicted_tokens() {
+    let batch = TokenBatch::from_sequences(&[vec![1, 2, 3, 4], vec![5, 6, 7, 8]]);
+    let out = model(false).forward_step(&batch);
+    assert_eq!(out.count, 6);
+    assert!(values(out.loss)[0].is_finite());
+}
+
+#[test]
+fn parameter_names_are_the_transformers_names() {
+    let names: Vec<String> = named_tensors(&model(false)).into_keys().collect();
+    for expected in [
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.1.self_attn.o_proj.weight",
+        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.1.mlp.up_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "missing {expected} in {names:?}"
+        );
+    }
+    // 2 layers × (4 attention + 3 MLP + 2 norms) + embedding + final norm + head.
+    assert_eq!(names.len(), 2 * 9 + 3);
+}
+
+#[test]
+fn tied_embeddings_project_with_the_input_embedding() {
+    let m = model(true);
+    assert!(m.lm_head.is_none());
+    let names = named_tensors(&m);
+    assert!(!names.contains_key("lm_head.weight"));
+    // Logits are hidden states times the embedding transposed.
+    let t = tokens(&[&[3, 1, 4]]);
+    let hidden = m.hidden_states(t.clone());
+    let manual = hidden.matmul(
+        m.model
+            .embed_tokens
+            .weight
+            .val()
+            .transpose()
+            .unsqueeze::<3>(),
+    );
+    assert_eq!(values(m.forward(t)), values(manual));
+}
+
+#[test]
+fn gqa_shapes_are_checked_by_validate() {
+    let mut c = config(false);
+    c.num_key_value_heads = Some(3);
+    assert!(c.validate().unwrap_err().contains("num_key_value_heads"));
+    assert!(config(false).validate().is_ok());
+}
