@@ -35,6 +35,7 @@ pub fn tiny_config() -> LlamaConfig {
         attention_bias: false,
         mlp_bias: false,
         initializer_range: 0.1,
+        rope_scaling: None,
     }
 }
 

@@ -55,6 +55,34 @@ pub struct LlamaConfig {
     /// Standard deviation of the normal initialisation of weights.
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
+    /// RoPE frequency scaling for longer contexts (transformers' `rope_scaling`).
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+/// Rotary-frequency scaling, as transformers' `rope_scaling` (`rope_type` selects the rule).
+/// Continuing pre-training at a longer context is an edit of this and `rope_theta`
+/// ("Effective Long-Context Scaling of Foundation Models", 2023).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear {
+        /// Context extension factor.
+        factor: f64,
+    },
+    /// Llama 3.1's band-wise rule: long wavelengths divided by `factor`, short ones kept, the
+    /// band between interpolated smoothly.
+    Llama3 {
+        /// Context extension factor.
+        factor: f64,
+        /// Wavelengths above `original / low_freq_factor` are scaled fully.
+        low_freq_factor: f64,
+        /// Wavelengths below `original / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// Context length of the original pre-training.
+        original_max_position_embeddings: usize,
+    },
 }
 
 fn default_rope_theta() -> f64 {
@@ -80,6 +108,37 @@ impl LlamaConfig {
     pub fn head_width(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Rotary inverse frequencies `[head_width / 2]`, in f32 as transformers computes them,
+    /// with `rope_scaling` applied.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let width = self.head_width();
+        let base: Vec<f32> = (0..width / 2)
+            .map(|i| 1.0 / (self.rope_theta as f32).powf((2 * i) as f32 / width as f32))
+            .collect();
+        match &self.rope_scaling {
+            None => base,
+            Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / *factor as f32).collect(),
+            Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+                let (factor, low, high) = (*factor as f32, *low_freq_factor as f32, *high_freq_factor as f32);
+                let original = *original_max_position_embeddings as f32;
+                let (low_wavelen, high_wavelen) = (original / low, original / high);
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        if wavelen > low_wavelen {
+                            f / factor
+                        } else if wavelen < high_wavelen {
+                            f
+                        } else {
+                            let smooth = (original / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Check the shape constraints, naming the field.
@@ -132,7 +191,6 @@ impl LlamaConfig {
                     num_heads: heads,
                     num_kv_heads: kv_heads,
                     head_dim: head,
-                    rope_theta: self.rope_theta,
                 },
                 mlp: LlamaMlp {
                     gate_proj: linear(self.hidden_size, self.intermediate_size, self.mlp_bias),
@@ -150,8 +208,7 @@ impl LlamaConfig {
                     .init(device),
                 layers,
                 norm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
-                head_dim: head,
-                rope_theta: self.rope_theta,
+                inv_freq: self.inv_freq(),
             },
             lm_head: (!self.tie_word_embeddings)
                 .then(|| linear(self.hidden_size, self.vocab_size, false)),
@@ -201,25 +258,35 @@ pub struct LlamaAttention<B: Backend> {
     pub num_kv_heads: usize,
     /// Per-head width.
     pub head_dim: usize,
-    /// RoPE base.
-    pub rope_theta: f64,
 }
 
 impl<B: Backend> LlamaAttention<B> {
+    /// Self-attention over `x`, after the `cache`d keys and values of earlier positions (if any),
+    /// which it extends with this call's.
+    ///
     /// # Shapes
-    /// `x`: `[batch, seq, hidden]`, `mask`: `[seq, seq]` (true = hidden) → `[batch, seq, hidden]`.
+    /// `x`: `[batch, seq, hidden]`, `mask`: `[seq, past + seq]` (true = hidden) →
+    /// `[batch, seq, hidden]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
         mask: Tensor<B, 2, Bool>,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let heads =
             |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
         let q = rope.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
-        let k = rope.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let mut k = rope.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
+        let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        if let Some(cache) = cache {
+            if let Some((past_k, past_v)) = cache.kv.take() {
+                k = Tensor::cat(vec![past_k, k], 2);
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            cache.kv = Some((k.clone(), v.clone()));
+        }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let scores = q.matmul(k.swap_dims(2, 3)) / (self.head_dim as f64).sqrt();
         let scores = scores.mask_fill(mask.unsqueeze::<4>(), f32::NEG_INFINITY);
@@ -250,16 +317,17 @@ pub struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    /// Tables for positions `offset..offset + seq` of heads `head_dim` wide, base `theta`.
-    pub fn new(seq: usize, offset: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
-        let half = head_dim / 2;
-        // Computed on the host in f32 with transformers' formula, so the tables match its own.
+    /// Tables for positions `offset..offset + seq` with inverse frequencies `inv_freq`
+    /// (`[head_dim / 2]`, see [`LlamaConfig::inv_freq`]).
+    pub fn new(seq: usize, offset: usize, inv_freq: &[f32], device: &B::Device) -> Self {
+        let head_dim = 2 * inv_freq.len();
+        // Computed on the host in f32 with transformers' formula, so the tables match its own:
+        // angle = position × inv_freq, repeated for both halves of the head.
         let mut cos = Vec::with_capacity(seq * head_dim);
         let mut sin = Vec::with_capacity(seq * head_dim);
         for pos in offset..offset + seq {
             for i in 0..head_dim {
-                let inv_freq = 1.0 / (theta as f32).powf((2 * (i % half)) as f32 / head_dim as f32);
-                let angle = pos as f32 * inv_freq;
+                let angle = pos as f32 * inv_freq[i % inv_freq.len()];
                 cos.push(angle.cos());
                 sin.push(angle.sin());
             }
@@ -267,10 +335,7 @@ impl<B: Backend> Rope<B> {
         let table = |v: Vec<f32>| {
             Tensor::<B, 2>::from_data(TensorData::new(v, [seq, head_dim]), device).unsqueeze::<4>()
         };
-        Self {
-            cos: table(cos),
-            sin: table(sin),
-        }
+        Self { cos: table(cos), sin: table(sin) }
     }
 
     /// Rotate `x` `[batch, heads, seq, head_dim]`: `x * cos + rotate_half(x) * sin`.
@@ -317,11 +382,15 @@ pub struct LlamaDecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> LlamaDecoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
-        let x = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), rope, mask);
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: Tensor<B, 2, Bool>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        let x = x + self.self_attn.forward(normed, rope, mask, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -335,10 +404,9 @@ pub struct LlamaModel<B: Backend> {
     pub layers: Vec<LlamaDecoderLayer<B>>,
     /// Final norm.
     pub norm: RmsNorm<B>,
-    /// Per-head width (sizes the rotary tables).
-    pub head_dim: usize,
-    /// RoPE base.
-    pub rope_theta: f64,
+    /// Rotary inverse frequencies (derived from the config, not a parameter).
+    #[module(skip)]
+    pub inv_freq: Vec<f32>,
 }
 
 /// The causal language model: [`LlamaModel`] and an output projection (`lm_head`), or the
@@ -357,16 +425,41 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Shapes
     /// `tokens`: `[batch, seq]` → `[batch, seq, hidden]`.
     pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.hidden_states_cached(tokens, None)
+    }
+
+    /// Final hidden states of `tokens` placed after the positions already in `cache` (which
+    /// this call extends); without a cache, `tokens` start at position 0.
+    pub fn hidden_states_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let [_, seq] = tokens.dims();
         let device = tokens.device();
+        let past = cache.as_ref().map_or(0, |c| c.len);
         let mut x = self.model.embed_tokens.forward(tokens);
-        let rope = Rope::new(seq, 0, self.model.head_dim, self.model.rope_theta, &device);
-        // `true` strictly above the diagonal: a position never attends to a later one.
-        let mask = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, &device);
-        for layer in &self.model.layers {
-            x = layer.forward(x, &rope, mask.clone());
+        let rope = Rope::new(seq, past, &self.model.inv_freq, &device);
+        // `true` where key position j > past + i: a position never attends to a later one.
+        let mask = Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, &device);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer(i));
+            x = layer.forward(x, &rope, mask.clone(), layer_cache);
+        }
+        if let Some(cache) = cache {
+            cache.len += seq;
         }
         self.model.norm.forward(x)
+    }
+
+    /// Next-token logits of `tokens` after the positions in `cache`, extending it: one call with
+    /// the prompt, then one per generated token.
+    ///
+    /// # Shapes
+    /// `tokens`: `[batch, seq]` → `[batch, seq, vocab]`.
+    pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let hidden = self.hidden_states_cached(tokens, Some(cache));
+        self.project(hidden)
     }
 
     /// Next-token logits.
@@ -374,7 +467,11 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Shapes
     /// `tokens`: `[batch, seq]` → `[batch, seq, vocab]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let hidden = self.hidden_states(tokens);
+        self.project(self.hidden_states(tokens))
+    }
+
+    /// Output projection of final hidden states.
+    fn project(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
@@ -392,6 +489,40 @@ impl<B: Backend> LlamaForCausalLM<B> {
             TensorData::new(ids, [batch.batch_size, batch.seq_len]),
             &device,
         )
+    }
+}
+
+/// Keys and values of one layer for the positions seen so far, `[batch, kv_heads, past, head]`.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    kv: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+/// The key/value cache of a whole model, for incremental decoding.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<LayerCache<B>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for a model of `layers` layers.
+    pub fn new(layers: usize) -> Self {
+        Self { layers: vec![LayerCache { kv: None }; layers], len: 0 }
+    }
+
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` before the first call.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn layer(&mut self, i: usize) -> &mut LayerCache<B> {
+        &mut self.layers[i]
     }
 }
 

@@ -26,6 +26,7 @@ fn config(tied: bool) -> LlamaConfig {
         attention_bias: false,
         mlp_bias: false,
         initializer_range: 0.2,
+        rope_scaling: None,
     }
 }
 
@@ -76,7 +77,7 @@ fn a_position_never_sees_later_tokens() {
 fn rope_rotates_element_i_with_element_i_plus_half() {
     // One head of width 4 at position 3: pairs (0, 2) and (1, 3), angles 3·θ^(-2i/4).
     let device = Default::default();
-    let rope = Rope::<B>::new(4, 0, 4, 100.0, &device);
+    let rope = Rope::<B>::new(4, 0, &[1.0, 1.0 / 10.0], &device);
     let x = Tensor::<B, 2>::from_data(
         TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 4]),
         &device,
@@ -169,4 +170,42 @@ fn gqa_shapes_are_checked_by_validate() {
     c.num_key_value_heads = Some(3);
     assert!(c.validate().unwrap_err().contains("num_key_value_heads"));
     assert!(config(false).validate().is_ok());
+}
+
+#[test]
+fn cached_decoding_equals_the_full_forward_pass() {
+    use cpt_models::llama::KvCache;
+    let m = model(false);
+    let ids: &[i64] = &[5, 9, 2, 33, 17, 8, 60];
+    let full = values(m.forward(tokens(&[ids])));
+    let mut cache = KvCache::new(2);
+    let mut cached = values(m.forward_cached(tokens(&[&ids[..3]]), &mut cache));
+    for &id in &ids[3..] {
+        cached.extend(values(m.forward_cached(tokens(&[&[id]]), &mut cache)));
+    }
+    assert_eq!(cache.len(), ids.len());
+    let worst = full.iter().zip(&cached).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "max difference {worst}");
+}
+
+#[test]
+fn rope_scaling_rules_change_only_what_they_should() {
+    use cpt_models::llama::RopeScaling;
+    let mut c = config(false);
+    let base = c.inv_freq();
+    c.rope_scaling = Some(RopeScaling::Linear { factor: 4.0 });
+    assert!(c.inv_freq().iter().zip(&base).all(|(s, b)| (s * 4.0 - b).abs() < 1e-9));
+    // Llama 3: the highest frequency (shortest wavelength, 2π) is kept, the lowest divided.
+    c.rope_scaling = Some(RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 64,
+    });
+    let scaled = c.inv_freq();
+    assert_eq!(scaled[0], base[0]);
+    let last = base.len() - 1;
+    let wavelen = 2.0 * std::f32::consts::PI / base[last];
+    assert!(wavelen > 64.0, "test needs a long wavelength, got {wavelen}");
+    assert!((scaled[last] - base[last] / 8.0).abs() < 1e-9);
 }
