@@ -18,9 +18,14 @@ pub fn quickstart_model() -> LlamaConfig {
     let config: cpt_core::RunConfig =
         cpt_core::RunConfig::parse(&text, std::path::Path::new("quickstart.toml"), &[])
             .expect("valid quickstart");
-    toml::Value::Table(config.model.config)
-        .try_into()
-        .expect("a llama config")
+    toml::Value::Table(
+        config
+            .model
+            .config
+            .expect("the quickstart builds a fresh model"),
+    )
+    .try_into()
+    .expect("a llama config")
 }
 
 /// Sequence length and batch size of the quickstart.

@@ -2,6 +2,8 @@
 
 mod backend;
 mod data_cmd;
+mod model_cmd;
+mod model_source;
 mod run;
 mod run_dir;
 mod sources;
@@ -46,6 +48,74 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Held-out loss and perplexity of a model on Parquet text.
+    Eval {
+        /// A Hugging Face folder, run directory or checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// Parquet files or globs.
+        #[arg(long, required = true, num_args = 1..)]
+        data: Vec<String>,
+        /// Text column.
+        #[arg(long, default_value = "text")]
+        column: String,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Sequences to score.
+        #[arg(long, default_value_t = 64)]
+        max_sequences: usize,
+        /// Sequences per batch.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Backend to run on.
+        #[arg(long, value_enum)]
+        backend: Option<BackendChoice>,
+    },
+    /// Log-probabilities of texts or continuations (JSONL in, JSONL out).
+    Score {
+        /// A Hugging Face folder, run directory or checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// JSONL: {"text"}, {"context", "continuation"}, {"ids"} or {"context_ids", "continuation_ids"}.
+        #[arg(long)]
+        input: PathBuf,
+        /// Backend to run on.
+        #[arg(long, value_enum)]
+        backend: Option<BackendChoice>,
+    },
+    /// Continue a prompt (greedy unless --temperature > 0).
+    Generate {
+        /// A Hugging Face folder, run directory or checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Keep the k most likely tokens (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Nucleus sampling mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Backend to run on.
+        #[arg(long, value_enum)]
+        backend: Option<BackendChoice>,
+    },
+    /// Export a model to another ecosystem.
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
     /// Data preparation.
     Data {
         #[command(subcommand)]
@@ -55,6 +125,18 @@ enum Command {
     Tokenizer {
         #[command(subcommand)]
         command: data_cmd::TokenizerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportFormat {
+    /// A Hugging Face folder: config.json, model.safetensors, tokenizer.json.
+    Hf {
+        /// A run directory, checkpoint or model folder.
+        model: PathBuf,
+        /// Output folder (written whole or not at all).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -114,6 +196,57 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 run::RunEnd::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
             })
         }
+        Command::Eval {
+            model,
+            data,
+            column,
+            seq_len,
+            max_sequences,
+            batch_size,
+            backend,
+        } => {
+            let job = model_cmd::EvalJob {
+                model,
+                data,
+                column,
+                seq_len,
+                max_sequences,
+                batch_size,
+            };
+            dispatch(backend, job).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Score {
+            model,
+            input,
+            backend,
+        } => dispatch(backend, model_cmd::ScoreJob { model, input }).map(|()| ExitCode::SUCCESS),
+        Command::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            backend,
+        } => {
+            let sampling = cpt_models::generate::Sampling {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            };
+            let job = model_cmd::GenerateJob {
+                model,
+                prompt,
+                max_new_tokens,
+                sampling,
+            };
+            dispatch(backend, job).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Export {
+            format: ExportFormat::Hf { model, out },
+        } => dispatch(None, model_cmd::ExportJob { model, out }).map(|()| ExitCode::SUCCESS),
         Command::Data { command } => data_cmd::data(command).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer { command } => data_cmd::tokenizer(command).map(|()| ExitCode::SUCCESS),
     }

@@ -2,6 +2,7 @@
 //! the concrete model, the data files, the strategies and the evaluator together.
 
 use crate::backend::BackendJob;
+use crate::model_source::initial_model;
 use crate::run_dir::{RunDirObserver, trim_logs};
 use crate::sources::{eval_batches, training_source};
 use anyhow::{Context, Result, bail};
@@ -15,7 +16,7 @@ use cpt_core::checkpoint::{checksum, latest_checkpoint};
 use cpt_core::{RunConfig, SplitMix64};
 use cpt_data::Tokenizer;
 use cpt_eval::{EvalSet, PerplexityEvaluator, matrix_csv, matrix_table, summarize};
-use cpt_models::{LlamaConfig, LlamaForCausalLM};
+use cpt_models::LlamaForCausalLM;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,8 +67,9 @@ impl BackendJob for RunJob {
             out,
             resume,
         } = self;
-        let tokenizer = Arc::new(Tokenizer::from_file(&config.data.tokenizer)?);
-        let model_config = llama_config(&config, &tokenizer)?;
+        let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
+        // Checks the model config (or folder) before anything is written.
+        let (_, model) = initial_model::<B>(&config, &tokenizer, &device)?;
 
         // Build and check all data before writing anything to the run directory.
         let mut experiences = Vec::new();
@@ -92,8 +94,6 @@ impl BackendJob for RunJob {
         }
 
         prepare_run_dir(&config, &out, resume)?;
-        B::seed(&device, config.seed);
-        let model: LlamaForCausalLM<B> = model_config.init(&device);
         let evaluator =
             PerplexityEvaluator::<B::InnerBackend, LlamaForCausalLM<B::InnerBackend>>::new(
                 eval_sets,
@@ -140,32 +140,6 @@ impl BackendJob for RunJob {
             }
         }
     }
-}
-
-/// The model config from `[model]`, checked against the tokenizer.
-fn llama_config(config: &RunConfig, tokenizer: &Tokenizer) -> Result<LlamaConfig> {
-    if config.model.architecture != "llama" {
-        bail!(
-            "config key `model.architecture`: unknown architecture `{}` (known: llama)",
-            config.model.architecture
-        );
-    }
-    let model: LlamaConfig = toml::Value::Table(config.model.config.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("config key `model.config`: {}", e.message())
-        })?;
-    model
-        .validate()
-        .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
-    if model.vocab_size < tokenizer.vocab_size() {
-        bail!(
-            "config key `model.config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
-            model.vocab_size,
-            tokenizer.vocab_size()
-        );
-    }
-    Ok(model)
 }
 
 fn build_strategies<B: AutodiffBackend>(config: &RunConfig) -> Result<Vec<LlamaStrategy<B>>> {

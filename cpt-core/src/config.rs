@@ -42,22 +42,34 @@ fn default_strategies() -> Vec<String> {
     vec!["naive".to_string()]
 }
 
-/// Which model to build.
+/// Which model to build: a fresh one from hyperparameters (`config`), or a Hugging Face
+/// model folder to continue from (`from`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// Architecture name, e.g. `llama`.
+    #[serde(default = "default_architecture")]
     pub architecture: String,
-    /// Hyperparameters, in the architecture's own (Hugging Face) field names.
-    pub config: toml::Table,
+    /// Hyperparameters of a freshly initialised model, in the architecture's own (Hugging Face)
+    /// field names.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// A Hugging Face model folder (`config.json`, safetensors weights) to start from.
+    #[serde(default)]
+    pub from: Option<PathBuf>,
+}
+
+fn default_architecture() -> String {
+    "llama".to_string()
 }
 
 /// Tokenizer and sequence settings shared by every experience.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// Path of a Hugging Face `tokenizer.json`.
-    pub tokenizer: PathBuf,
+    /// Path of a Hugging Face `tokenizer.json` (default: the one in `model.from`).
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
     /// Tokens per packed training sequence.
     pub seq_len: usize,
     /// Name of the text column in every Parquet file.
@@ -254,6 +266,24 @@ impl RunConfig {
                 message: message.to_string(),
             })
         };
+        match (&self.model.config, &self.model.from) {
+            (None, None) => {
+                return invalid(
+                    "model.config".into(),
+                    "give `config` (a fresh model) or `from` (a model folder)",
+                );
+            }
+            (Some(_), Some(_)) => {
+                return invalid("model.from".into(), "give `config` or `from`, not both");
+            }
+            _ => {}
+        }
+        if self.data.tokenizer.is_none() && self.model.from.is_none() {
+            return invalid(
+                "data.tokenizer".into(),
+                "required unless `model.from` holds a tokenizer.json",
+            );
+        }
         if self.experiences.is_empty() {
             return invalid(
                 "experiences".into(),
@@ -310,6 +340,15 @@ impl RunConfig {
             );
         }
         self.schedule.validate()
+    }
+
+    /// The tokenizer file: `data.tokenizer`, or `tokenizer.json` inside `model.from`.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        match (&self.data.tokenizer, &self.model.from) {
+            (Some(path), _) => path.clone(),
+            (None, Some(dir)) => dir.join("tokenizer.json"),
+            (None, None) => unreachable!("validate() requires one of them"),
+        }
     }
 
     /// Tokens consumed by one optimizer step.

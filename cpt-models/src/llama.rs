@@ -119,9 +119,20 @@ impl LlamaConfig {
             .collect();
         match &self.rope_scaling {
             None => base,
-            Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / *factor as f32).collect(),
-            Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
-                let (factor, low, high) = (*factor as f32, *low_freq_factor as f32, *high_freq_factor as f32);
+            Some(RopeScaling::Linear { factor }) => {
+                base.iter().map(|f| f / *factor as f32).collect()
+            }
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let (factor, low, high) = (
+                    *factor as f32,
+                    *low_freq_factor as f32,
+                    *high_freq_factor as f32,
+                );
                 let original = *original_max_position_embeddings as f32;
                 let (low_wavelen, high_wavelen) = (original / low, original / high);
                 base.iter()
@@ -335,7 +346,10 @@ impl<B: Backend> Rope<B> {
         let table = |v: Vec<f32>| {
             Tensor::<B, 2>::from_data(TensorData::new(v, [seq, head_dim]), device).unsqueeze::<4>()
         };
-        Self { cos: table(cos), sin: table(sin) }
+        Self {
+            cos: table(cos),
+            sin: table(sin),
+        }
     }
 
     /// Rotate `x` `[batch, heads, seq, head_dim]`: `x * cos + rotate_half(x) * sin`.
@@ -457,7 +471,11 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ///
     /// # Shapes
     /// `tokens`: `[batch, seq]` → `[batch, seq, vocab]`.
-    pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+    pub fn forward_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
         let hidden = self.hidden_states_cached(tokens, Some(cache));
         self.project(hidden)
     }
@@ -508,7 +526,10 @@ pub struct KvCache<B: Backend> {
 impl<B: Backend> KvCache<B> {
     /// An empty cache for a model of `layers` layers.
     pub fn new(layers: usize) -> Self {
-        Self { layers: vec![LayerCache { kv: None }; layers], len: 0 }
+        Self {
+            layers: vec![LayerCache { kv: None }; layers],
+            len: 0,
+        }
     }
 
     /// Positions cached so far.

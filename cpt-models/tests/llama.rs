@@ -184,7 +184,11 @@ fn cached_decoding_equals_the_full_forward_pass() {
         cached.extend(values(m.forward_cached(tokens(&[&[id]]), &mut cache)));
     }
     assert_eq!(cache.len(), ids.len());
-    let worst = full.iter().zip(&cached).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let worst = full
+        .iter()
+        .zip(&cached)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "max difference {worst}");
 }
 
@@ -194,7 +198,12 @@ fn rope_scaling_rules_change_only_what_they_should() {
     let mut c = config(false);
     let base = c.inv_freq();
     c.rope_scaling = Some(RopeScaling::Linear { factor: 4.0 });
-    assert!(c.inv_freq().iter().zip(&base).all(|(s, b)| (s * 4.0 - b).abs() < 1e-9));
+    assert!(
+        c.inv_freq()
+            .iter()
+            .zip(&base)
+            .all(|(s, b)| (s * 4.0 - b).abs() < 1e-9)
+    );
     // Llama 3: the highest frequency (shortest wavelength, 2π) is kept, the lowest divided.
     c.rope_scaling = Some(RopeScaling::Llama3 {
         factor: 8.0,
@@ -206,6 +215,9 @@ fn rope_scaling_rules_change_only_what_they_should() {
     assert_eq!(scaled[0], base[0]);
     let last = base.len() - 1;
     let wavelen = 2.0 * std::f32::consts::PI / base[last];
-    assert!(wavelen > 64.0, "test needs a long wavelength, got {wavelen}");
+    assert!(
+        wavelen > 64.0,
+        "test needs a long wavelength, got {wavelen}"
+    );
     assert!((scaled[last] - base[last] / 8.0).abs() < 1e-9);
 }

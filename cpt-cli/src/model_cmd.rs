@@ -1,0 +1,233 @@
+//! Commands on a trained or published model: `cpt eval`, `cpt score`, `cpt generate` and
+//! `cpt export hf`. The model may be a Hugging Face folder, a run directory or a checkpoint.
+
+use crate::backend::BackendJob;
+use crate::model_source::{LoadedModel, load_model};
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use cpt_core::TokenBatch;
+use cpt_data::{ParquetTextSource, TextSourceOptions, Tokenizer, eval_sequences, expand_paths};
+use cpt_eval::{mean_loss, score_continuation};
+use cpt_models::generate::{Sampling, generate};
+use cpt_models::hf_llama;
+use serde_json::{Value, json};
+use std::io::BufRead;
+use std::path::PathBuf;
+
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+fn load<B: AutodiffBackend>(path: &std::path::Path) -> Result<(LoadedModel<Inner<B>>, Tokenizer)> {
+    let device: burn::tensor::Device<Inner<B>> = Default::default();
+    let loaded = load_model::<Inner<B>>(path, &device)?;
+    let tokenizer = Tokenizer::from_file(&loaded.tokenizer)
+        .with_context(|| format!("the tokenizer of {}", path.display()))?;
+    Ok((loaded, tokenizer))
+}
+
+/// `cpt eval`: held-out loss and perplexity of a model on Parquet text.
+pub struct EvalJob {
+    /// Model folder, run directory or checkpoint.
+    pub model: PathBuf,
+    /// Parquet files or globs.
+    pub data: Vec<String>,
+    /// Text column.
+    pub column: String,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Sequences to score.
+    pub max_sequences: usize,
+    /// Sequences per batch.
+    pub batch_size: usize,
+}
+
+impl BackendJob for EvalJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+        let (loaded, tokenizer) = load::<B>(&self.model)?;
+        let paths = expand_paths(&self.data)?;
+        let options = TextSourceOptions {
+            column: self.column.clone(),
+            shuffle: false,
+            seed: 0,
+        };
+        let source = ParquetTextSource::open(&paths, options)?;
+        let sequences = eval_sequences(source, &tokenizer, self.seq_len, self.max_sequences)?;
+        let batches: Vec<TokenBatch> = sequences
+            .chunks(self.batch_size.max(1))
+            .map(TokenBatch::from_sequences)
+            .collect();
+        let (loss, tokens) = mean_loss(&loaded.model, &batches);
+        let line = json!({"model": loaded.source, "loss": loss, "perplexity": loss.exp(), "tokens": tokens});
+        println!("{line}");
+        Ok(())
+    }
+}
+
+/// `cpt score`: log-probability of texts or continuations, one JSON line in, one out.
+pub struct ScoreJob {
+    /// Model folder, run directory or checkpoint.
+    pub model: PathBuf,
+    /// JSONL input.
+    pub input: PathBuf,
+}
+
+/// Token ids of one score request and where the scored part starts.
+fn request_ids(request: &Value, tokenizer: &Tokenizer) -> Result<(Vec<u32>, usize)> {
+    let text = |key: &str| request.get(key).and_then(Value::as_str);
+    let ids = |key: &str| -> Option<Result<Vec<u32>>> {
+        let list = request.get(key)?.as_array()?;
+        Some(
+            list.iter()
+                .map(|v| {
+                    v.as_u64()
+                        .map(|n| n as u32)
+                        .ok_or_else(|| anyhow!("`{key}` must hold token ids"))
+                })
+                .collect(),
+        )
+    };
+    let bos: Vec<u32> = tokenizer.bos_id().into_iter().collect();
+    let eos = tokenizer.eos_id();
+    if let (Some(context), Some(continuation)) = (text("context"), text("continuation")) {
+        // Encoded separately and joined, as the LM evaluation harness does.
+        let mut all = bos.clone();
+        all.extend(tokenizer.encode(context)?);
+        let start = all.len();
+        all.extend(tokenizer.encode(continuation)?);
+        return Ok((all, start));
+    }
+    if let (Some(context), Some(continuation)) = (ids("context_ids"), ids("continuation_ids")) {
+        let mut all = context?;
+        let start = all.len();
+        all.extend(continuation?);
+        return Ok((all, start));
+    }
+    if let Some(text) = text("text") {
+        // A whole text is scored after a document boundary, as it would be met in training.
+        let mut all: Vec<u32> = if bos.is_empty() {
+            eos.into_iter().collect()
+        } else {
+            bos
+        };
+        all.extend(tokenizer.encode(text)?);
+        return Ok((all, 1));
+    }
+    if let Some(all) = ids("ids") {
+        return Ok((all?, 1));
+    }
+    bail!(
+        "expected {{\"text\"}}, {{\"context\", \"continuation\"}}, {{\"ids\"}} or {{\"context_ids\", \"continuation_ids\"}}"
+    )
+}
+
+impl BackendJob for ScoreJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+        let (loaded, tokenizer) = load::<B>(&self.model)?;
+        let file = std::fs::File::open(&self.input)
+            .with_context(|| format!("{}", self.input.display()))?;
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let at = || format!("{} line {}", self.input.display(), n + 1);
+            let line = line.with_context(at)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let request: Value = serde_json::from_str(&line).with_context(at)?;
+            let (ids, start) = request_ids(&request, &tokenizer).with_context(at)?;
+            if start == 0 || start >= ids.len() {
+                bail!("{}: nothing to score (empty context or continuation)", at());
+            }
+            if ids.len() > loaded.config.max_position_embeddings {
+                bail!(
+                    "{}: {} tokens exceed max_position_embeddings {}",
+                    at(),
+                    ids.len(),
+                    loaded.config.max_position_embeddings
+                );
+            }
+            let score = score_continuation(&loaded.model, &ids, start);
+            let out = json!({"logprob": score.total(), "tokens": score.logprobs.len(), "greedy": score.greedy});
+            println!("{out}");
+        }
+        Ok(())
+    }
+}
+
+/// `cpt generate`: continue a prompt.
+pub struct GenerateJob {
+    /// Model folder, run directory or checkpoint.
+    pub model: PathBuf,
+    /// Prompt text.
+    pub prompt: String,
+    /// Tokens to generate.
+    pub max_new_tokens: usize,
+    /// Sampling settings (temperature 0: greedy).
+    pub sampling: Sampling,
+}
+
+impl BackendJob for GenerateJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+        let (loaded, tokenizer) = load::<B>(&self.model)?;
+        let mut prompt: Vec<u32> = tokenizer.bos_id().into_iter().collect();
+        prompt.extend(tokenizer.encode(&self.prompt)?);
+        if prompt.is_empty() {
+            bail!("the prompt is empty");
+        }
+        if prompt.len() + self.max_new_tokens > loaded.config.max_position_embeddings {
+            bail!(
+                "prompt ({} tokens) + --max-new-tokens {} exceed max_position_embeddings {}",
+                prompt.len(),
+                self.max_new_tokens,
+                loaded.config.max_position_embeddings
+            );
+        }
+        let new = generate(
+            &loaded.model,
+            &prompt,
+            self.max_new_tokens,
+            &self.sampling,
+            tokenizer.eos_id(),
+        );
+        println!("{}{}", self.prompt, tokenizer.decode(&new)?);
+        Ok(())
+    }
+}
+
+/// `cpt export hf`: a Hugging Face folder from any model reference.
+pub struct ExportJob {
+    /// Model folder, run directory or checkpoint.
+    pub model: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+}
+
+impl BackendJob for ExportJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+        let (loaded, tokenizer) = load::<B>(&self.model)?;
+        export::<Inner<B>>(&loaded, &tokenizer, &self.out)?;
+        println!("{} → {}", loaded.source.display(), self.out.display());
+        Ok(())
+    }
+}
+
+fn export<B: Backend>(
+    loaded: &LoadedModel<B>,
+    tokenizer: &Tokenizer,
+    out: &std::path::Path,
+) -> Result<()> {
+    let ids = (tokenizer.bos_id(), tokenizer.eos_id());
+    hf_llama::save_llama(
+        &loaded.model,
+        &loaded.config,
+        Some(&loaded.tokenizer),
+        ids,
+        out,
+    )?;
+    Ok(())
+}
