@@ -122,6 +122,7 @@ impl BackendJob for RunJob {
             }
         }
 
+        install_signal_handlers(trainer.stop_flag())?;
         let mut observer = RunDirObserver::new(&out);
         match trainer.run(&mut observer)? {
             RunOutcome::Interrupted { checkpoint } => {
@@ -186,6 +187,19 @@ fn settings(config: &RunConfig) -> TrainerSettings {
         log_every_steps: t.log_every_steps,
         config_hash: checksum(config.to_toml().as_bytes()),
     }
+}
+
+/// First SIGINT/SIGTERM: raise the trainer's stop flag (it finishes the step, checkpoints and
+/// returns); a second one exits at once with status 130. The last complete checkpoint is safe
+/// either way, because checkpoints are only ever renamed into place.
+fn install_signal_handlers(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal raised it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(())
 }
 
 /// Create the run directory and write the resolved config; refuse to overwrite a run unless

@@ -345,3 +345,74 @@ fn data_prepare_then_tokenizer_train() {
     ]));
     assert!(line.contains("nope.txt"), "{line}");
 }
+
+/// Weights of a run's newest checkpoint, bit for bit.
+fn final_weights(run: &Path) -> Vec<u8> {
+    let root = run.join("checkpoints");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    std::fs::read(dirs.last().unwrap().join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn sigterm_checkpoints_and_exits_then_resume_matches_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough to be signalled mid-run, small enough to finish quickly.
+    let cfg = config(dir.path(), |t| {
+        t.replace("steps = 3", "steps = 600").replace(
+            "every_steps = 2\nkeep_last",
+            "every_steps = 1000\nkeep_last",
+        )
+    });
+    let reference = dir.path().join("reference");
+    assert!(run(&cfg, &reference, &[]).status.success());
+
+    let out = dir.path().join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpt"))
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .env("CPT_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way, then send one SIGTERM.
+    let metrics = out.join("metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 5 {
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "a stopped run exits with status 3");
+    assert!(
+        !out.join("summary.json").exists(),
+        "an interrupted run has no summary"
+    );
+
+    let o = run(&cfg, &out, &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        final_weights(&out),
+        final_weights(&reference),
+        "resumed weights differ"
+    );
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        lines(&out),
+        lines(&reference),
+        "metrics.jsonl must not repeat or lose steps"
+    );
+}
