@@ -15,7 +15,7 @@ fn bench_backend<B: AutodiffBackend>(
 ) {
     let config = quickstart_model();
     let (seq_len, batch_size) = quickstart_shape();
-    let mut model: LlamaForCausalLM<B> = config.init(&device);
+    let mut model: LlamaForCausalLM<B> = config.init_seeded(1, &device);
     let mut rng = SplitMix64::new(1);
     let rows: Vec<Vec<u32>> = (0..batch_size)
         .map(|_| {

@@ -55,8 +55,7 @@ pub fn initial_model<B: Backend>(
         Some(dir) => hf_llama::load_llama::<B>(dir, device)?,
         None => {
             let model_config = run_model_config(config)?;
-            B::seed(device, config.seed);
-            let model = model_config.init(device);
+            let model = model_config.init_seeded(config.seed, device);
             (model_config, model)
         }
     };

@@ -9,10 +9,12 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::strategies::{Naive, Replay};
 use cpt_continual::{
-    AdamWConfig, ContinualTrainer, Experience, RunOutcome, Strategy, TrainerSettings,
+    AdamWConfig, ContinualTrainer, Experience, NonFinitePolicy, RunOutcome, Strategy,
+    TrainerSettings,
 };
 use cpt_core::atomic::write_atomic;
 use cpt_core::checkpoint::{checksum, latest_checkpoint};
+use cpt_core::config::NonFiniteSetting;
 use cpt_core::{RunConfig, SplitMix64};
 use cpt_data::Tokenizer;
 use cpt_eval::{EvalSet, PerplexityEvaluator, matrix_csv, matrix_table, summarize};
@@ -186,6 +188,12 @@ fn settings(config: &RunConfig) -> TrainerSettings {
         keep_last: config.checkpoint.keep_last,
         log_every_steps: t.log_every_steps,
         config_hash: checksum(config.to_toml().as_bytes()),
+        non_finite: match t.non_finite {
+            NonFiniteSetting::Fail => NonFinitePolicy::Fail,
+            NonFiniteSetting::Skip => NonFinitePolicy::Skip {
+                max_skipped_steps: t.max_skipped_steps,
+            },
+        },
     }
 }
 

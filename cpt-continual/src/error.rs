@@ -22,6 +22,14 @@ pub enum ContinualError {
         /// Step inside the experience.
         step: u64,
     },
+    /// More steps were skipped for non-finite values than the policy allows.
+    #[error("more than {limit} steps skipped for non-finite values; the last: {last}")]
+    TooManySkipped {
+        /// The configured cap.
+        limit: u64,
+        /// The fault that crossed it.
+        last: Box<ContinualError>,
+    },
     /// A strategy could not run or restore its state.
     #[error("strategy `{strategy}`: {message}")]
     Strategy {

@@ -14,6 +14,6 @@ pub use error::{ContinualError, Result};
 pub use optim::{AdamW, AdamWConfig, GradStore};
 pub use strategy::{Context, ItemOf, Strategy, StrategyState};
 pub use trainer::{
-    ContinualTrainer, Experience, RunObserver, RunOutcome, SilentObserver, TrainerSettings,
-    TrainerState,
+    ContinualTrainer, Experience, NonFinitePolicy, RunObserver, RunOutcome, SilentObserver,
+    TrainerSettings, TrainerState,
 };

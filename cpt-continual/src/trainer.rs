@@ -47,6 +47,22 @@ pub struct TrainerSettings {
     pub log_every_steps: u64,
     /// Checksum of the resolved config, stored in checkpoint manifests.
     pub config_hash: String,
+    /// What to do when a loss or gradient norm is NaN or infinite.
+    pub non_finite: NonFinitePolicy,
+}
+
+/// What the trainer does with a step whose loss or gradient norm is not finite. The update is
+/// never applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFinitePolicy {
+    /// Stop the run with an error naming the experience and step.
+    Fail,
+    /// Skip the step (its data is consumed) and continue; fail once more than
+    /// `max_skipped_steps` steps were skipped in the run.
+    Skip {
+        /// Most steps that may be skipped over the run.
+        max_skipped_steps: u64,
+    },
 }
 
 /// One experience of the stream: a name, a step budget and its training stream.
@@ -100,6 +116,9 @@ pub struct TrainerState {
     pub strategies: Vec<serde_json::Value>,
     /// Training seconds over all sessions of this run.
     pub elapsed_secs: f64,
+    /// Steps skipped under the `skip` non-finite policy.
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 /// How [`ContinualTrainer::run`] ended.
@@ -268,6 +287,7 @@ where
 
         let mut grads = GradStore::<B>::default();
         let (mut loss_sum, mut total_sum, mut units) = (0.0, 0.0, 0usize);
+        let mut non_finite: Option<(&'static str, f64)> = None;
         for _ in 0..accum {
             let batch = self.next_training_batch(e, batch_size)?;
             units += batch.units();
@@ -280,29 +300,51 @@ where
             }
             let loss = out.loss.clone().into_scalar().elem::<f64>();
             let total_value = total.clone().into_scalar().elem::<f64>();
-            self.guard_finite("loss", total_value, e)?;
             loss_sum += loss;
             total_sum += total_value;
+            if !total_value.is_finite() {
+                // The remaining micro-batches are still drawn, so the data position does not
+                // depend on where the fault happened.
+                non_finite.get_or_insert(("loss", total_value));
+                continue;
+            }
             let backward = total.div_scalar(accum as f64).backward();
             grads.accumulate(&self.model, &backward);
         }
-        let grad_norm = grads.global_norm();
-        self.guard_finite("gradient norm", grad_norm, e)?;
-        let clip = self.settings.grad_clip_norm;
-        if clip > 0.0 && grad_norm > clip {
-            // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
-            grads.scale(clip / (grad_norm + 1e-6));
+        let grad_norm = if non_finite.is_none() {
+            grads.global_norm()
+        } else {
+            f64::NAN
+        };
+        if non_finite.is_none() && !grad_norm.is_finite() {
+            non_finite = Some(("gradient norm", grad_norm));
         }
-        let strategies = &self.strategies;
-        let lr_scale = |path: &str| strategies.iter().map(|s| s.lr_scale(path)).product::<f64>();
-        self.model = self
-            .optimizer
-            .step(self.model.clone(), &grads, lr, lr_scale);
+        let skipped = match non_finite {
+            None => false,
+            Some((what, value)) => self.non_finite_step(what, value, e)?,
+        };
+        if !skipped {
+            let clip = self.settings.grad_clip_norm;
+            if clip > 0.0 && grad_norm > clip {
+                // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
+                grads.scale(clip / (grad_norm + 1e-6));
+            }
+            let strategies = &self.strategies;
+            let lr_scale =
+                |path: &str| strategies.iter().map(|s| s.lr_scale(path)).product::<f64>();
+            self.model = self
+                .optimizer
+                .step(self.model.clone(), &grads, lr, lr_scale);
+        }
 
+        // A skipped step still spends its budget and its data: the run stays aligned with the
+        // schedule and the stream.
         self.state.step_in_experience += 1;
         self.state.global_step += 1;
         self.state.tokens_seen += units as u64;
-        self.hook(e, |s, cx| s.after_step(cx))?;
+        if !skipped {
+            self.hook(e, |s, cx| s.after_step(cx))?;
+        }
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         Ok(StepRecord {
             experience: e,
@@ -316,6 +358,7 @@ where
             grad_norm,
             tokens_seen: self.state.tokens_seen,
             tokens_per_sec: units as f64 / seconds,
+            skipped,
         })
     }
 
@@ -338,16 +381,32 @@ where
         Ok(M::Batch::from_items(items))
     }
 
-    fn guard_finite(&self, what: &'static str, value: f64, e: usize) -> Result<()> {
-        if value.is_finite() {
-            return Ok(());
-        }
-        Err(ContinualError::NonFinite {
+    /// Apply the non-finite policy to a step whose `what` was `value`: `Ok(true)` to skip it,
+    /// or the error that stops the run. The update is never applied either way.
+    fn non_finite_step(&mut self, what: &'static str, value: f64, e: usize) -> Result<bool> {
+        let error = ContinualError::NonFinite {
             what,
             value,
             experience: self.experiences[e].name.clone(),
             step: self.state.step_in_experience + 1,
-        })
+        };
+        match self.settings.non_finite {
+            NonFinitePolicy::Fail => Err(error),
+            NonFinitePolicy::Skip { max_skipped_steps } => {
+                self.state.skipped_steps += 1;
+                if self.state.skipped_steps > max_skipped_steps {
+                    return Err(ContinualError::TooManySkipped {
+                        limit: max_skipped_steps,
+                        last: Box::new(error),
+                    });
+                }
+                tracing::warn!(
+                    "{error}; skipped ({} of at most {max_skipped_steps})",
+                    self.state.skipped_steps
+                );
+                Ok(true)
+            }
+        }
     }
 
     /// Call `f` on every strategy with a context over the model and experience `e`'s stream.

@@ -40,9 +40,7 @@ pub fn tiny_config() -> LlamaConfig {
 }
 
 pub fn tiny_model(seed: u64) -> Model {
-    let device = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&device, seed);
-    tiny_config().init(&device)
+    tiny_config().init_seeded(seed, &Default::default())
 }
 
 /// A resumable stream of token sequences from one "domain": tokens drawn from a band of the
@@ -131,6 +129,7 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
         keep_last: 0,
         log_every_steps: 1,
         config_hash: "test".into(),
+        non_finite: cpt_continual::NonFinitePolicy::Fail,
     }
 }
 

@@ -147,6 +147,27 @@ pub struct TrainSection {
     /// Log a metrics line every this many steps.
     #[serde(default = "default_one_u64")]
     pub log_every_steps: u64,
+    /// A NaN/Inf loss or gradient norm: `fail` (stop, naming the step) or `skip` the step.
+    #[serde(default)]
+    pub non_finite: NonFiniteSetting,
+    /// Under `skip`: the most steps that may be skipped over the run.
+    #[serde(default = "default_max_skipped")]
+    pub max_skipped_steps: u64,
+}
+
+/// The `train.non_finite` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFiniteSetting {
+    /// Stop the run.
+    #[default]
+    Fail,
+    /// Skip the step, up to `max_skipped_steps`.
+    Skip,
+}
+
+fn default_max_skipped() -> u64 {
+    10
 }
 
 fn default_one() -> usize {

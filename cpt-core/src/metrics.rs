@@ -29,6 +29,9 @@ pub struct StepRecord {
     pub tokens_seen: u64,
     /// Throughput of this step, units per second.
     pub tokens_per_sec: f64,
+    /// The step's loss or gradient was not finite and its update was not applied.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// When an evaluation was taken.

@@ -130,7 +130,8 @@ pub fn map_named<B: Backend, M: Module<B>>(
             let flat = value.reshape([dims.iter().product::<usize>()]);
             let mut new = (self.map)(&self.stack.path(), flat).reshape(dims);
             if require_grad {
-                new = new.require_grad();
+                // A fresh leaf: the mapping is a value replacement, not a step to differentiate.
+                new = new.detach().require_grad();
             }
             Param::from_mapped_value(id, new, mapper)
         }

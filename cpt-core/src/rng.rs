@@ -44,6 +44,14 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// A standard normal draw (Box–Muller).
+    pub fn next_normal(&mut self) -> f64 {
+        // 1 - u lies in (0, 1], so the logarithm is finite.
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
     /// A uniform integer in `[0, n)`; `n` must be positive. Uses Lemire's multiply-shift with
     /// rejection so that no value is favoured.
     pub fn below(&mut self, n: u64) -> u64 {
@@ -118,6 +126,18 @@ mod tests {
         let c = SplitMix64::derive(2, &[0]).next_u64();
         assert_ne!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn normal_draws_have_unit_variance() {
+        let mut rng = SplitMix64::new(3);
+        let xs: Vec<f64> = (0..20_000).map(|_| rng.next_normal()).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.04,
+            "{mean} {var}"
+        );
     }
 
     proptest! {

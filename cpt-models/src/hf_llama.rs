@@ -36,13 +36,13 @@ pub fn parse_config(json: &Value, path: &Path) -> Result<LlamaConfig> {
         field: field.to_string(),
         message: message.to_string(),
     };
-    if let Some(kind) = json.get("model_type").and_then(Value::as_str) {
-        if kind != "llama" {
-            return Err(err(
-                "model_type",
-                &format!("`{kind}` is not a LLaMA model (expected `llama`)"),
-            ));
-        }
+    if let Some(kind) = json.get("model_type").and_then(Value::as_str)
+        && kind != "llama"
+    {
+        return Err(err(
+            "model_type",
+            &format!("`{kind}` is not a LLaMA model (expected `llama`)"),
+        ));
     }
     let usize_field = |name: &str| -> Result<Option<usize>> {
         match json.get(name) {
@@ -71,13 +71,13 @@ pub fn parse_config(json: &Value, path: &Path) -> Result<LlamaConfig> {
                 .ok_or_else(|| err(name, "expected true or false")),
         }
     };
-    if let Some(act) = json.get("hidden_act").and_then(Value::as_str) {
-        if act != "silu" {
-            return Err(err(
-                "hidden_act",
-                &format!("`{act}` is not supported (LLaMA uses silu)"),
-            ));
-        }
+    if let Some(act) = json.get("hidden_act").and_then(Value::as_str)
+        && act != "silu"
+    {
+        return Err(err(
+            "hidden_act",
+            &format!("`{act}` is not supported (LLaMA uses silu)"),
+        ));
     }
     // transformers 5 nests the RoPE settings in `rope_parameters`; 4 has `rope_theta` and
     // `rope_scaling` at the top level.

@@ -177,8 +177,29 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// Build the model with normally initialised weights (std `initializer_range`), as
-    /// transformers does.
+    /// Build the model with weights drawn from `seed` alone, as transformers initialises them
+    /// (normal with std `initializer_range`, zero biases, unit norms). The draws come from cpt's
+    /// own RNG, keyed by parameter path, so the same seed gives the same model on every backend
+    /// and in every thread (burn's backend RNG is global and backend-specific).
+    pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> LlamaForCausalLM<B> {
+        let std = self.initializer_range;
+        cpt_core::params::map_named(self.init(device), |path, value| {
+            let n = value.dims()[0];
+            if path.ends_with(".bias") {
+                return value.zeros_like();
+            }
+            if path.ends_with("norm.weight") {
+                return value;
+            }
+            let mut rng =
+                cpt_core::SplitMix64::derive(seed, &[cpt_core::rng::stable_hash(path.as_bytes())]);
+            let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * std) as f32).collect();
+            Tensor::from_data(TensorData::new(values, [n]), &value.device())
+        })
+    }
+
+    /// Build the model with normally initialised weights (std `initializer_range`) from burn's
+    /// backend RNG. Prefer [`LlamaConfig::init_seeded`] for reproducible runs.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LlamaForCausalLM<B> {
         let init = Initializer::Normal {
             mean: 0.0,

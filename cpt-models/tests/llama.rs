@@ -31,9 +31,7 @@ fn config(tied: bool) -> LlamaConfig {
 }
 
 fn model(tied: bool) -> LlamaForCausalLM<B> {
-    let device = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&device, 3);
-    config(tied).init(&device)
+    config(tied).init_seeded(3, &Default::default())
 }
 
 fn tokens(rows: &[&[i64]]) -> Tensor<B, 2, Int> {
@@ -162,6 +160,18 @@ fn tied_embeddings_project_with_the_input_embedding() {
             .unsqueeze::<3>(),
     );
     assert_eq!(values(m.forward(t)), values(manual));
+}
+
+#[test]
+fn seeded_init_is_reproducible_and_follows_transformers_rules() {
+    let (a, b) = (named_tensors(&model(false)), named_tensors(&model(false)));
+    assert!(a == b, "same seed, same weights");
+    let other = named_tensors(&config(false).init_seeded::<B>(4, &Default::default()));
+    assert!(other["lm_head.weight"] != a["lm_head.weight"]);
+    assert!(a["model.norm.weight"].values.iter().all(|&v| v == 1.0));
+    let q = &a["model.layers.0.self_attn.q_proj.weight"].values;
+    let std = (q.iter().map(|v| v * v).sum::<f32>() / q.len() as f32).sqrt();
+    assert!((std - 0.2).abs() < 0.03, "std {std}");
 }
 
 #[test]

@@ -1,0 +1,154 @@
+//! A NaN loss is never applied: under `fail` the run stops naming the step, under `skip` the
+//! step is skipped with the weights untouched, and the skip cap is enforced.
+
+mod common;
+
+use burn::tensor::Tensor;
+use common::*;
+use cpt_continual::{ContinualError, NonFinitePolicy, RunObserver, Strategy};
+use cpt_core::params::named_tensors;
+use cpt_core::{StepOutput, StepRecord, TokenBatch};
+
+/// Adds a NaN penalty on the global steps in `at` (counted by its own calls).
+struct PoisonAt {
+    at: Vec<u64>,
+    calls: std::cell::Cell<u64>,
+}
+
+// The trainer never shares strategies across threads; Cell is enough.
+unsafe impl Send for PoisonAt {}
+
+impl Strategy<B, Model> for PoisonAt {
+    fn name(&self) -> &str {
+        "poison"
+    }
+    fn penalty(&self, _m: &Model, _b: &TokenBatch, out: &StepOutput<B>) -> Option<Tensor<B, 1>> {
+        // One call per micro-batch; 2 micro-batches per step in these settings.
+        let step = self.calls.get() / 2 + 1;
+        self.calls.set(self.calls.get() + 1);
+        self.at
+            .contains(&step)
+            .then(|| out.loss.zeros_like().add_scalar(f32::NAN))
+    }
+}
+
+fn run_with(
+    policy: NonFinitePolicy,
+    at: Vec<u64>,
+) -> (
+    cpt_continual::Result<cpt_continual::RunOutcome>,
+    Vec<StepRecord>,
+) {
+    let mut settings = settings(0);
+    settings.non_finite = policy;
+    let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
+        at,
+        calls: Default::default(),
+    })];
+    let mut t = cpt_continual::ContinualTrainer::new(
+        tiny_model(1),
+        strategies,
+        experiences(),
+        Box::new(evaluator()),
+        settings,
+    );
+    struct Log(Vec<StepRecord>);
+    impl RunObserver for Log {
+        fn step(&mut self, r: &StepRecord) {
+            self.0.push(r.clone());
+        }
+    }
+    let mut log = Log(Vec::new());
+    let result = t.run(&mut log);
+    (result, log.0)
+}
+
+#[test]
+fn fail_policy_stops_at_the_poisoned_step() {
+    let (result, steps) = run_with(NonFinitePolicy::Fail, vec![3]);
+    match result {
+        Err(ContinualError::NonFinite {
+            what,
+            step,
+            experience,
+            ..
+        }) => {
+            assert_eq!((what, step, experience.as_str()), ("loss", 3, "domain0"));
+        }
+        other => panic!("expected a non-finite error, got {other:?}"),
+    }
+    assert_eq!(steps.len(), 2, "steps 1 and 2 ran");
+}
+
+#[test]
+fn skip_policy_leaves_the_weights_untouched_and_counts() {
+    let (result, steps) = run_with(
+        NonFinitePolicy::Skip {
+            max_skipped_steps: 5,
+        },
+        vec![3, 4],
+    );
+    assert!(result.is_ok(), "{result:?}");
+    let skipped: Vec<u64> = steps
+        .iter()
+        .filter(|s| s.skipped)
+        .map(|s| s.global_step)
+        .collect();
+    assert_eq!(skipped, vec![3, 4]);
+    assert_eq!(
+        steps.len() as u64,
+        STEPS.iter().sum::<u64>(),
+        "skipped steps spend their budget"
+    );
+}
+
+#[test]
+fn a_skipped_step_applies_no_update() {
+    // Two runs that stop after step 2 and after poisoned step 3: same weights.
+    let weights_after = |steps: u64, poison: Vec<u64>| {
+        let mut settings = settings(0);
+        settings.non_finite = NonFinitePolicy::Skip {
+            max_skipped_steps: 5,
+        };
+        // A constant rate, so the two budgets see the same rates on their shared steps.
+        settings.schedule.kind = cpt_core::ScheduleKind::Constant;
+        let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
+            at: poison,
+            calls: Default::default(),
+        })];
+        let mut exps = experiences();
+        exps.truncate(1);
+        exps[0].steps = steps;
+        let mut t = cpt_continual::ContinualTrainer::new(
+            tiny_model(1),
+            strategies,
+            exps,
+            Box::new(evaluator()),
+            settings,
+        );
+        t.run(&mut cpt_continual::SilentObserver).unwrap();
+        named_tensors(t.model())
+    };
+    assert!(
+        weights_after(3, vec![3]) == weights_after(2, vec![]),
+        "the skipped step changed weights"
+    );
+    assert!(
+        weights_after(3, vec![]) != weights_after(2, vec![]),
+        "an applied step must change them"
+    );
+}
+
+#[test]
+fn the_skip_cap_is_enforced() {
+    let (result, _) = run_with(
+        NonFinitePolicy::Skip {
+            max_skipped_steps: 1,
+        },
+        vec![2, 4],
+    );
+    assert!(
+        matches!(result, Err(ContinualError::TooManySkipped { limit: 1, .. })),
+        "{result:?}"
+    );
+}
