@@ -9,10 +9,11 @@ pub mod optim;
 pub mod strategies;
 pub mod strategy;
 pub mod trainer;
+pub mod weights;
 
 pub use error::{ContinualError, Result};
 pub use optim::{AdamW, AdamWConfig, GradStore};
-pub use strategy::{Context, ItemOf, Strategy, StrategyState};
+pub use strategy::{Context, InnerDevice, ItemOf, Strategy, StrategyState};
 pub use trainer::{
     ContinualTrainer, Experience, NonFinitePolicy, RunObserver, RunOutcome, SilentObserver,
     TrainerSettings, TrainerState,

@@ -88,6 +88,11 @@ impl<B: AutodiffBackend> GradStore<B> {
         self.grads.get(path)
     }
 
+    /// Every gradient with its parameter path.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor<Inner<B>, 1>)> {
+        self.grads.iter().map(|(path, g)| (path.as_str(), g))
+    }
+
     /// `true` when no gradient was collected.
     pub fn is_empty(&self) -> bool {
         self.grads.is_empty()

@@ -10,6 +10,9 @@ use burn::tensor::{Tensor, backend::AutodiffBackend};
 use cpt_core::{Batch, NamedTensors, StepOutput, TaskModel};
 use std::marker::PhantomData;
 
+/// The device of the backend without autodiff, where strategy state lives.
+pub type InnerDevice<B> = burn::tensor::Device<<B as AutodiffBackend>::InnerBackend>;
+
 /// An item of the batch type of model `M`.
 pub type ItemOf<B, M> = <<M as TaskModel<B>>::Batch as Batch>::Item;
 
@@ -90,8 +93,8 @@ pub trait Strategy<B: AutodiffBackend, M: TaskModel<B>>: Send {
         StrategyState::default()
     }
 
-    /// Restore a checkpointed state.
-    fn load_state(&mut self, _state: StrategyState) -> Result<()> {
+    /// Restore a checkpointed state; tensors go to `device`, the model's.
+    fn load_state(&mut self, _state: StrategyState, _device: &InnerDevice<B>) -> Result<()> {
         Ok(())
     }
 }

@@ -562,10 +562,11 @@ where
             } else {
                 Default::default()
             };
-            strategy.load_state(StrategyState {
+            let state = StrategyState {
                 json: state.strategies[i].clone(),
                 tensors,
-            })?;
+            };
+            strategy.load_state(state, &device)?;
         }
         for (experience, cursor) in self.experiences.iter_mut().zip(&state.cursors) {
             experience.source.seek(cursor)?;

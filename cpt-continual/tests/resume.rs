@@ -34,6 +34,29 @@ fn strategies() -> Vec<Box<dyn Strategy<B, Model>>> {
     vec![Box::new(Naive), Box::new(Replay::new(6, 0.5, 7))]
 }
 
+/// Every strategy with state at once.
+fn all_strategies() -> Vec<Box<dyn Strategy<B, Model>>> {
+    use cpt_continual::strategies::{
+        Distill, Ema, Ewc, EwcConfig, FisherKind, Merge, SlowLearner, Wise,
+    };
+    let ewc = EwcConfig {
+        lambda: 10.0,
+        fisher_batches: 2,
+        online: true,
+        gamma: 0.9,
+        fisher: FisherKind::Empirical,
+    };
+    vec![
+        Box::new(Replay::new(6, 0.5, 7)),
+        Box::new(Ewc::<B>::new(ewc)),
+        Box::new(Distill::<B, Model>::new(0.5, 2.0)),
+        Box::new(Ema::<B>::new(0.8)),
+        Box::new(Wise::<B>::new(0.7)),
+        Box::new(Merge::<B>::new(0.9)),
+        Box::new(SlowLearner::new(vec![("model.embed_tokens.*".into(), 0.5)])),
+    ]
+}
+
 fn bits(model: &Model) -> Vec<(String, Vec<u32>)> {
     named_tensors(model)
         .into_iter()
@@ -51,6 +74,13 @@ fn matrix_bits(trainer: &cpt_continual::ContinualTrainer<B, Model>) -> Vec<Vec<u
 }
 
 fn resume_matches_uninterrupted(stop_at: u64) {
+    resume_matches_uninterrupted_with(stop_at, strategies);
+}
+
+fn resume_matches_uninterrupted_with(
+    stop_at: u64,
+    strategies: fn() -> Vec<Box<dyn Strategy<B, Model>>>,
+) {
     let mut reference = trainer(1, strategies(), 0);
     let mut seen = StopAt {
         stop_at: None,
@@ -110,6 +140,16 @@ fn resume_mid_experience_is_bit_identical() {
 #[test]
 fn resume_at_an_experience_boundary_is_bit_identical() {
     resume_matches_uninterrupted(STEPS[0]);
+}
+
+#[test]
+fn all_strategies_together_resume_bit_identically_mid_experience() {
+    resume_matches_uninterrupted_with(STEPS[0] + 2, all_strategies);
+}
+
+#[test]
+fn all_strategies_together_resume_bit_identically_at_a_boundary() {
+    resume_matches_uninterrupted_with(STEPS[0] + STEPS[1], all_strategies);
 }
 
 #[test]

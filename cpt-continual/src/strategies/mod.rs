@@ -1,7 +1,19 @@
 //! The strategies, one per file.
 
+mod distill;
+mod ema;
+mod ewc;
+mod merge;
 mod naive;
 mod replay;
+mod slow_learner;
+mod wise;
 
+pub use distill::{Distill, kd_loss};
+pub use ema::Ema;
+pub use ewc::{Ewc, EwcConfig, FisherKind, estimate_fisher};
+pub use merge::Merge;
 pub use naive::Naive;
 pub use replay::Replay;
+pub use slow_learner::{SlowLearner, glob_match};
+pub use wise::{Wise, interpolate};

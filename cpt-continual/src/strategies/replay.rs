@@ -3,7 +3,7 @@
 //! "Simple and Scalable Strategies to Continually Pre-train Large Language Models", 2024).
 
 use crate::error::{ContinualError, Result};
-use crate::strategy::{ItemOf, Strategy, StrategyState};
+use crate::strategy::{InnerDevice, ItemOf, Strategy, StrategyState};
 use burn::tensor::backend::AutodiffBackend;
 use cpt_core::TaskModel;
 use cpt_core::reservoir::Reservoir;
@@ -66,7 +66,7 @@ where
         }
     }
 
-    fn load_state(&mut self, state: StrategyState) -> Result<()> {
+    fn load_state(&mut self, state: StrategyState, _device: &InnerDevice<B>) -> Result<()> {
         self.buffer = serde_json::from_value(state.json).map_err(|e| ContinualError::Strategy {
             strategy: "replay".into(),
             message: format!("checkpointed buffer is malformed: {e}"),
