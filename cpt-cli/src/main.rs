@@ -1,6 +1,7 @@
 //! `cpt`: continual pre-training of foundation models on burn.
 
 mod backend;
+mod compare;
 mod data_cmd;
 mod model_cmd;
 mod model_source;
@@ -115,6 +116,13 @@ enum Command {
     Export {
         #[command(subcommand)]
         format: ExportFormat,
+    },
+    /// A Markdown table comparing finished runs (final perplexity, forgetting, transfer,
+    /// throughput, memory).
+    Compare {
+        /// Run directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
     },
     /// Data preparation.
     Data {
@@ -247,6 +255,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         Command::Export {
             format: ExportFormat::Hf { model, out },
         } => dispatch(None, model_cmd::ExportJob { model, out }).map(|()| ExitCode::SUCCESS),
+        Command::Compare { runs } => compare::compare(&runs).map(|()| ExitCode::SUCCESS),
         Command::Data { command } => data_cmd::data(command).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer { command } => data_cmd::tokenizer(command).map(|()| ExitCode::SUCCESS),
     }

@@ -7,7 +7,9 @@ use crate::run_dir::{RunDirObserver, trim_logs};
 use crate::sources::{eval_batches, training_source};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
-use cpt_continual::strategies::{Naive, Replay};
+use cpt_continual::strategies::{
+    Distill, Ema, Ewc, EwcConfig, FisherKind, Merge, Naive, Replay, SlowLearner, Wise,
+};
 use cpt_continual::{
     AdamWConfig, ContinualTrainer, Experience, NonFinitePolicy, RunOutcome, Strategy,
     TrainerSettings,
@@ -27,7 +29,17 @@ use std::sync::Arc;
 type LlamaStrategy<B> = Box<dyn Strategy<B, LlamaForCausalLM<B>>>;
 
 /// Strategy names `strategies = [...]` accepts.
-pub const STRATEGIES: &[&str] = &["naive", "replay"];
+pub const STRATEGIES: &[&str] = &[
+    "naive",
+    "replay",
+    "ewc",
+    "l2",
+    "distill",
+    "ema",
+    "wise",
+    "merge",
+    "slow_learner",
+];
 
 /// A run to execute.
 pub struct RunJob {
@@ -50,6 +62,16 @@ pub struct RunSummary {
     steps: u64,
     wall_time_secs: f64,
     tokens_per_sec: f64,
+    /// Peak resident memory of this process in MiB (Linux; absent elsewhere).
+    peak_rss_mib: Option<f64>,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// How the run ended, for the exit status.
@@ -153,14 +175,34 @@ fn build_strategies<B: AutodiffBackend>(config: &RunConfig) -> Result<Vec<LlamaS
         .map(
             |(i, name)| -> Result<Box<dyn Strategy<B, LlamaForCausalLM<B>>>> {
                 let seed = SplitMix64::derive(config.seed, &[0x57a7, i as u64]).next_u64();
-                match name.as_str() {
-                    "naive" => Ok(Box::new(Naive)),
-                    "replay" => Ok(Box::new(Replay::new(
-                        config.replay.capacity,
-                        config.replay.ratio,
-                        seed,
-                    ))),
-                    other => bail!(
+                let c = config;
+            let ewc = |fisher, lambda| EwcConfig {
+                lambda,
+                fisher_batches: c.ewc.fisher_batches,
+                online: c.ewc.online,
+                gamma: c.ewc.gamma,
+                fisher,
+            };
+            match name.as_str() {
+                "naive" => Ok(Box::new(Naive)),
+                "replay" => Ok(Box::new(Replay::new(c.replay.capacity, c.replay.ratio, seed))),
+                "ewc" => Ok(Box::new(Ewc::<B>::new(ewc(FisherKind::Empirical, c.ewc.lambda)))),
+                "l2" => Ok(Box::new(Ewc::<B>::new(ewc(FisherKind::Identity, c.l2.lambda)))),
+                "distill" => Ok(Box::new(Distill::<B, LlamaForCausalLM<B>>::new(
+                    c.distill.alpha,
+                    c.distill.temperature,
+                ))),
+                "ema" => Ok(Box::new(Ema::<B>::new(c.ema.decay))),
+                "wise" => Ok(Box::new(Wise::<B>::new(c.wise.alpha))),
+                "merge" => Ok(Box::new(Merge::<B>::new(c.merge.scale))),
+                "slow_learner" => {
+                    if c.param_groups.is_empty() {
+                        bail!("config key `param_groups`: `slow_learner` needs at least one [[param_groups]] entry");
+                    }
+                    let groups = c.param_groups.iter().map(|g| (g.pattern.clone(), g.lr_scale)).collect();
+                    Ok(Box::new(SlowLearner::new(groups)))
+                }
+                other => bail!(
                         "config key `strategies`: unknown strategy `{other}` (known: {})",
                         STRATEGIES.join(", ")
                     ),
@@ -313,6 +355,7 @@ fn write_summary(
         steps: state.global_step,
         wall_time_secs: state.elapsed_secs,
         tokens_per_sec: state.tokens_seen as f64 / state.elapsed_secs.max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
     };
     let json = serde_json::to_vec_pretty(&full).expect("a summary serialises");
     write_atomic(&out.join("summary.json"), &json)?;

@@ -30,6 +30,27 @@ pub struct RunConfig {
     /// Settings of the `replay` strategy.
     #[serde(default)]
     pub replay: ReplaySection,
+    /// Settings of the `ewc` strategy.
+    #[serde(default)]
+    pub ewc: EwcSection,
+    /// Settings of the `l2` strategy (EWC with unit importance).
+    #[serde(default)]
+    pub l2: L2Section,
+    /// Settings of the `distill` strategy.
+    #[serde(default)]
+    pub distill: DistillSection,
+    /// Settings of the `ema` strategy.
+    #[serde(default)]
+    pub ema: EmaSection,
+    /// Settings of the `wise` strategy.
+    #[serde(default)]
+    pub wise: WiseSection,
+    /// Settings of the `merge` strategy.
+    #[serde(default)]
+    pub merge: MergeSection,
+    /// Groups of the `slow_learner` strategy: `[[param_groups]] pattern = "...", lr_scale = 0.1`.
+    #[serde(default)]
+    pub param_groups: Vec<ParamGroup>,
     /// Evaluation plan.
     #[serde(default)]
     pub eval: EvalSection,
@@ -206,6 +227,116 @@ impl Default for ReplaySection {
             ratio: 0.25,
         }
     }
+}
+
+/// The `ewc` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EwcSection {
+    /// Penalty strength λ.
+    pub lambda: f64,
+    /// Batches used to estimate the Fisher after each experience.
+    pub fisher_batches: usize,
+    /// Online EWC: one anchor, Fisher decayed by `gamma`.
+    pub online: bool,
+    /// Decay of the accumulated Fisher (online only).
+    pub gamma: f64,
+}
+
+impl Default for EwcSection {
+    fn default() -> Self {
+        Self {
+            lambda: 100.0,
+            fisher_batches: 8,
+            online: false,
+            gamma: 1.0,
+        }
+    }
+}
+
+/// The `l2` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L2Section {
+    /// Penalty strength λ.
+    pub lambda: f64,
+}
+
+impl Default for L2Section {
+    fn default() -> Self {
+        Self { lambda: 1.0 }
+    }
+}
+
+/// The `distill` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillSection {
+    /// Weight α of the distillation term.
+    pub alpha: f64,
+    /// Softmax temperature T.
+    pub temperature: f64,
+}
+
+impl Default for DistillSection {
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            temperature: 2.0,
+        }
+    }
+}
+
+/// The `ema` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmaSection {
+    /// Decay per step.
+    pub decay: f64,
+}
+
+impl Default for EmaSection {
+    fn default() -> Self {
+        Self { decay: 0.99 }
+    }
+}
+
+/// The `wise` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WiseSection {
+    /// Weight of the fine-tuned end point (1: keep it, 0: undo the experience).
+    pub alpha: f64,
+}
+
+impl Default for WiseSection {
+    fn default() -> Self {
+        Self { alpha: 0.5 }
+    }
+}
+
+/// The `merge` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MergeSection {
+    /// Scale of the summed task vectors.
+    pub scale: f64,
+}
+
+impl Default for MergeSection {
+    fn default() -> Self {
+        Self { scale: 0.7 }
+    }
+}
+
+/// One learning-rate group of the `slow_learner` strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    /// Parameter-path pattern (`*` matches any run of characters).
+    pub pattern: String,
+    /// Learning-rate multiplier (0 freezes).
+    pub lr_scale: f64,
 }
 
 /// When and how much to evaluate.
