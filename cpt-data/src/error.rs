@@ -16,6 +16,18 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// A third-party decoder (parquet, tokenizers) panicked on malformed input; the panic was
+    /// caught at the crate boundary and turned into this error.
+    #[error("{}: malformed {what} (the decoder failed: {message})", path.display())]
+    Malformed {
+        /// The file concerned.
+        path: PathBuf,
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's panic message.
+        message: String,
+    },
+
     /// A write through cpt-core's atomic file helpers failed.
     #[error(transparent)]
     Write(#[from] cpt_core::CoreError),
@@ -162,6 +174,27 @@ impl DataError {
     }
 
     /// A [`DataError::Parquet`] for `path`.
+    /// Run a third-party decoder on data from `path`, turning a panic into
+    /// [`DataError::Malformed`]: malformed input must give an error, never abort the run.
+    pub(crate) fn guard<T>(
+        path: &std::path::Path,
+        what: &'static str,
+        decode: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string());
+            Err(Self::Malformed {
+                path: path.to_path_buf(),
+                what,
+                message,
+            })
+        })
+    }
+
     pub(crate) fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
         Self::Parquet {
             path: path.into(),

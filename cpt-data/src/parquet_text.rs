@@ -335,6 +335,12 @@ fn unit_order(n: usize, options: &TextSourceOptions, epoch: u64) -> Vec<usize> {
 
 /// Open a Parquet file, parse its footer and check its text column.
 fn open_parquet(path: &Path, column: &str) -> Result<ParquetFile> {
+    DataError::guard(path, "Parquet footer", || {
+        open_parquet_unguarded(path, column)
+    })
+}
+
+fn open_parquet_unguarded(path: &Path, column: &str) -> Result<ParquetFile> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
         .map_err(|e| DataError::parquet(path, e))?;
@@ -365,6 +371,16 @@ fn open_parquet(path: &Path, column: &str) -> Result<ParquetFile> {
 
 /// Decode the text column of one row group, `None` for null rows.
 fn read_row_group(
+    file: &ParquetFile,
+    row_group: usize,
+    num_rows: usize,
+) -> Result<Vec<Option<String>>> {
+    DataError::guard(&file.path, "Parquet row group", || {
+        read_row_group_unguarded(file, row_group, num_rows)
+    })
+}
+
+fn read_row_group_unguarded(
     file: &ParquetFile,
     row_group: usize,
     num_rows: usize,

@@ -46,12 +46,17 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| DataError::Tokenizer {
-                path: path.to_path_buf(),
-                message: format!("not a valid tokenizer.json: {e}"),
-            })?;
-        Self::with_origin(inner, path.to_path_buf())
+        DataError::guard(path, "tokenizer.json", || {
+            let inner =
+                tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| DataError::Tokenizer {
+                    path: path.to_path_buf(),
+                    message: format!("not a valid tokenizer.json: {e}"),
+                })?;
+            let tokenizer = Self::with_origin(inner, path.to_path_buf())?;
+            // A sample encoding, so that a structurally broken tokenizer fails here, by name.
+            tokenizer.encode("cpt")?;
+            Ok(tokenizer)
+        })
     }
 
     /// Wrap a tokenizer built in memory (e.g. by [`train_bpe`]).
@@ -90,14 +95,16 @@ impl Tokenizer {
 
     /// Token ids of `text`, without special tokens (no BOS/EOS: the packer adds those).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| DataError::Tokenizer {
-                path: self.origin.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(encoding.get_ids().to_vec())
+        DataError::guard(&self.origin, "tokenizer", || {
+            let encoding =
+                self.inner
+                    .encode_fast(text, false)
+                    .map_err(|e| DataError::Tokenizer {
+                        path: self.origin.clone(),
+                        message: e.to_string(),
+                    })?;
+            Ok(encoding.get_ids().to_vec())
+        })
     }
 
     /// The text of `ids`, special tokens included.
