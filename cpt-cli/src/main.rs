@@ -42,6 +42,10 @@ enum Command {
         /// Continue from the newest complete checkpoint in the run directory.
         #[arg(long)]
         resume: bool,
+        /// With --resume: accept a config that differs from the run's (the result then differs
+        /// from an uninterrupted run).
+        #[arg(long, requires = "resume")]
+        force: bool,
         /// Backend to run on (default: the first compiled in).
         #[arg(long, value_enum)]
         backend: Option<BackendChoice>,
@@ -185,6 +189,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             config,
             out,
             resume,
+            force,
             backend,
             overrides,
         } => {
@@ -198,6 +203,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 config: resolved,
                 out,
                 resume,
+                force,
             };
             Ok(match dispatch(backend, job)? {
                 run::RunEnd::Finished => ExitCode::SUCCESS,

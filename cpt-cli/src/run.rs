@@ -49,6 +49,8 @@ pub struct RunJob {
     pub out: PathBuf,
     /// Continue from the newest complete checkpoint in `out`.
     pub resume: bool,
+    /// Resume even under a changed config.
+    pub force: bool,
 }
 
 /// What `summary.json` holds.
@@ -90,6 +92,7 @@ impl BackendJob for RunJob {
             config,
             out,
             resume,
+            force,
         } = self;
         let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
         // Checks the model config (or folder) before anything is written.
@@ -117,7 +120,7 @@ impl BackendJob for RunJob {
             });
         }
 
-        prepare_run_dir(&config, &out, resume)?;
+        prepare_run_dir(&config, &out, resume, force)?;
         let evaluator =
             PerplexityEvaluator::<B::InnerBackend, LlamaForCausalLM<B::InnerBackend>>::new(
                 eval_sets,
@@ -254,7 +257,12 @@ fn install_signal_handlers(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) 
 
 /// Create the run directory and write the resolved config; refuse to overwrite a run unless
 /// resuming, and refuse to resume under a changed config.
-fn prepare_run_dir(config: &RunConfig, out: &std::path::Path, resume: bool) -> Result<()> {
+fn prepare_run_dir(
+    config: &RunConfig,
+    out: &std::path::Path,
+    resume: bool,
+    force: bool,
+) -> Result<()> {
     let config_path = out.join("config.toml");
     let resolved = config.to_toml();
     if config_path.exists() {
@@ -268,10 +276,16 @@ fn prepare_run_dir(config: &RunConfig, out: &std::path::Path, resume: bool) -> R
             .with_context(|| format!("reading {}", config_path.display()))?;
         if previous != resolved {
             let key = first_difference(&previous, &resolved).unwrap_or_else(|| "?".into());
-            bail!(
-                "cannot resume {}: config key `{key}` differs from the run's config.toml (start a new --out to change it)",
-                out.display()
+            if !force {
+                bail!(
+                    "cannot resume {}: config key `{key}` differs from the run's config.toml (pass --force to continue under the new config, or start a new --out)",
+                    out.display()
+                );
+            }
+            tracing::warn!(
+                "resuming under a changed config (`{key}` differs): the result will differ from an uninterrupted run"
             );
+            write_atomic(&config_path, resolved.as_bytes())?;
         }
         return Ok(());
     }

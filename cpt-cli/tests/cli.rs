@@ -163,6 +163,14 @@ fn resume_refuses_a_changed_config_naming_the_key() {
     assert!(run(&cfg, &out, &[]).status.success());
     let line = error_line(&run(&cfg, &out, &["--resume", "--set", "seed=6"]));
     assert!(line.contains("`seed`"), "{line}");
+    // Forced, it continues and records the new config.
+    let o = run(&cfg, &out, &["--resume", "--force", "--set", "seed=6"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(out.join("config.toml"))
+            .unwrap()
+            .contains("seed = 6")
+    );
 }
 
 #[test]

@@ -89,10 +89,40 @@ pub fn save_checkpoint(
     files: &[(String, Vec<u8>)],
     keep_last: usize,
 ) -> Result<PathBuf> {
+    save_checkpoint_with(&AtomicFiles, root, tag, step, config_hash, files, keep_last)
+}
+
+/// Where checkpoint files are written: the real file system, or a stand-in that fails on
+/// purpose (a full disk) in tests.
+pub trait FileSink {
+    /// Write `bytes` to `path` whole or not at all.
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<()>;
+}
+
+/// The real file system, through [`write_atomic`].
+pub struct AtomicFiles;
+
+impl FileSink for AtomicFiles {
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        write_atomic(path, bytes)
+    }
+}
+
+/// [`save_checkpoint`] through `sink`. On any write error (a full disk, say) the partial
+/// checkpoint is removed, earlier checkpoints are untouched, and the error says so.
+pub fn save_checkpoint_with(
+    sink: &dyn FileSink,
+    root: &Path,
+    tag: &str,
+    step: u64,
+    config_hash: &str,
+    files: &[(String, Vec<u8>)],
+    keep_last: usize,
+) -> Result<PathBuf> {
     let final_dir = root.join(tag);
     let tmp_dir = root.join(format!(".tmp-{tag}"));
     fs::create_dir_all(root).map_err(|e| CoreError::io(root, e))?;
-    let written = write_contents(&tmp_dir, step, config_hash, files).and_then(|()| {
+    let written = write_contents(sink, &tmp_dir, step, config_hash, files).and_then(|()| {
         if final_dir.exists() {
             // Only an unverifiable leftover can hold this tag (resume starts from the newest valid
             // checkpoint and every later tag is new): replace it.
@@ -103,13 +133,17 @@ pub fn save_checkpoint(
     });
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp_dir);
-        return Err(e);
+        return Err(CoreError::Checkpoint {
+            path: final_dir,
+            message: format!("not written ({e}); earlier checkpoints are intact"),
+        });
     }
     prune(root, keep_last)?;
     Ok(final_dir)
 }
 
 fn write_contents(
+    sink: &dyn FileSink,
     dir: &Path,
     step: u64,
     config_hash: &str,
@@ -121,7 +155,7 @@ fn write_contents(
     fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
     let mut entries = Vec::with_capacity(files.len());
     for (name, bytes) in files {
-        write_atomic(&dir.join(name), bytes)?;
+        sink.write(&dir.join(name), bytes)?;
         entries.push(ManifestEntry {
             name: name.clone(),
             bytes: bytes.len() as u64,
@@ -137,7 +171,7 @@ fn write_contents(
         files: entries,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-    write_atomic(&dir.join(MANIFEST), &json)
+    sink.write(&dir.join(MANIFEST), &json)
 }
 
 /// Verify one checkpoint directory: manifest present and well formed, every file present with
@@ -287,6 +321,83 @@ mod tests {
                 .step,
             10
         );
+    }
+
+    /// A disk with room for `budget` more bytes: writes past it fail with ENOSPC, after
+    /// putting part of the data on disk, as a real full disk does.
+    struct LimitedDisk {
+        budget: std::cell::Cell<usize>,
+    }
+
+    impl FileSink for LimitedDisk {
+        fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+            crate::atomic::write_atomic_with(path, |file| {
+                use std::io::Write;
+                let room = self.budget.get().min(bytes.len());
+                file.write_all(&bytes[..room])?;
+                self.budget.set(self.budget.get() - room);
+                if room < bytes.len() {
+                    return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+                }
+                Ok(())
+            })
+        }
+    }
+
+    fn snapshot_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                for (name, bytes) in snapshot_dir(&path) {
+                    out.push((
+                        format!("{}/{name}", path.file_name().unwrap().to_string_lossy()),
+                        bytes,
+                    ));
+                }
+            } else {
+                out.push((
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    fs::read(&path).unwrap(),
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_full_disk_leaves_the_previous_checkpoint_intact_and_no_litter() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![
+            ("a.bin".to_string(), vec![7u8; 1000]),
+            ("b.json".to_string(), b"{}".to_vec()),
+        ];
+        save_checkpoint(dir.path(), "step-000000001", 1, "h", &big, 2).unwrap();
+        let before = snapshot_dir(dir.path());
+        // Fail inside the first file, inside the second, and at the manifest.
+        for budget in [10, 1001, 1003] {
+            let disk = LimitedDisk {
+                budget: std::cell::Cell::new(budget),
+            };
+            let err = save_checkpoint_with(&disk, dir.path(), "step-000000002", 2, "h", &big, 1)
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("intact"), "{msg}");
+            assert_eq!(
+                snapshot_dir(dir.path()),
+                before,
+                "budget {budget}: disk changed"
+            );
+            assert_eq!(
+                latest_checkpoint(dir.path())
+                    .unwrap()
+                    .unwrap()
+                    .manifest
+                    .step,
+                1
+            );
+        }
     }
 
     #[test]
