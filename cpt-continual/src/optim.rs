@@ -88,6 +88,11 @@ impl<B: AutodiffBackend> GradStore<B> {
         self.grads.get(path)
     }
 
+    /// Set the gradient of the parameter at `path` (flattened), e.g. from another framework.
+    pub fn insert(&mut self, path: &str, grad: Tensor<Inner<B>, 1>) {
+        self.grads.insert(path.to_string(), grad);
+    }
+
     /// Every gradient with its parameter path.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor<Inner<B>, 1>)> {
         self.grads.iter().map(|(path, g)| (path.as_str(), g))

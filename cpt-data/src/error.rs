@@ -33,7 +33,7 @@ pub enum DataError {
     Write(#[from] cpt_core::CoreError),
 
     /// A Parquet file is not valid (bad footer, corrupt page, truncated) or could not be written.
-    #[error("{}: Parquet error: {source}", path.display())]
+    #[error("{}: not a readable Parquet file: {source}", path.display())]
     Parquet {
         /// The Parquet file concerned.
         path: PathBuf,

@@ -207,7 +207,7 @@ pub fn config_json(config: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> 
 
 /// Whether a Hugging Face tensor is stored transposed relative to burn: every 2-D weight but
 /// the embedding.
-fn transposed(name: &str, shape: &[usize]) -> bool {
+pub fn transposed(name: &str, shape: &[usize]) -> bool {
     shape.len() == 2 && name.ends_with(".weight") && name != "model.embed_tokens.weight"
 }
 
