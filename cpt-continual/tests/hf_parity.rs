@@ -42,7 +42,7 @@ impl Reference {
         SafeTensors::deserialize(&self.bytes).unwrap()
     }
     fn has(&self, name: &str) -> bool {
-        self.file().names().iter().any(|n| *n == name)
+        self.file().names().contains(&name)
     }
     fn floats(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
         let file = self.file();

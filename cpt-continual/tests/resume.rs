@@ -30,7 +30,10 @@ impl RunObserver for StopAt {
     }
 }
 
-fn strategies() -> Vec<Box<dyn Strategy<B, Model>>> {
+/// A run's strategy stack.
+type Strategies = Vec<Box<dyn Strategy<B, Model>>>;
+
+fn strategies() -> Strategies {
     vec![Box::new(Naive), Box::new(Replay::new(6, 0.5, 7))]
 }
 
@@ -77,10 +80,7 @@ fn resume_matches_uninterrupted(stop_at: u64) {
     resume_matches_uninterrupted_with(stop_at, strategies);
 }
 
-fn resume_matches_uninterrupted_with(
-    stop_at: u64,
-    strategies: fn() -> Vec<Box<dyn Strategy<B, Model>>>,
-) {
+fn resume_matches_uninterrupted_with(stop_at: u64, strategies: fn() -> Strategies) {
     let mut reference = trainer(1, strategies(), 0);
     let mut seen = StopAt {
         stop_at: None,
