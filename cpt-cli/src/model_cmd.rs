@@ -50,6 +50,7 @@ impl BackendJob for EvalJob {
             column: self.column.clone(),
             shuffle: false,
             seed: 0,
+            ..Default::default()
         };
         let source = ParquetTextSource::open(&paths, options)?;
         let sequences = eval_sequences(source, &tokenizer, self.seq_len, self.max_sequences)?;

@@ -233,6 +233,7 @@ fn settings(config: &RunConfig) -> TrainerSettings {
         keep_last: config.checkpoint.keep_last,
         log_every_steps: t.log_every_steps,
         config_hash: checksum(config.to_toml().as_bytes()),
+        loss_spike_factor: t.loss_spike_factor,
         non_finite: match t.non_finite {
             NonFiniteSetting::Fail => NonFinitePolicy::Fail,
             NonFiniteSetting::Skip => NonFinitePolicy::Skip {

@@ -38,6 +38,7 @@ fn text_options(config: &RunConfig, seed: u64) -> TextSourceOptions {
         column: config.data.text_column.clone(),
         shuffle: config.data.shuffle,
         seed,
+        quarantine_bad_shards: config.data.bad_shards == cpt_core::config::BadShards::Quarantine,
     }
 }
 

@@ -30,6 +30,9 @@ pub enum ContinualError {
         /// The fault that crossed it.
         last: Box<ContinualError>,
     },
+    /// A step's loss jumped far above the running mean (loss-spike guard).
+    #[error("{0}")]
+    LossSpike(String),
     /// A strategy could not run or restore its state.
     #[error("strategy `{strategy}`: {message}")]
     Strategy {

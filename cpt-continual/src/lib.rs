@@ -16,5 +16,5 @@ pub use optim::{AdamW, AdamWConfig, GradStore};
 pub use strategy::{Context, InnerDevice, ItemOf, Strategy, StrategyState};
 pub use trainer::{
     ContinualTrainer, Experience, NonFinitePolicy, RunObserver, RunOutcome, SilentObserver,
-    TrainerSettings, TrainerState,
+    SpikeGuard, TrainerSettings, TrainerState,
 };

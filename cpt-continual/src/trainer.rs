@@ -49,6 +49,42 @@ pub struct TrainerSettings {
     pub config_hash: String,
     /// What to do when a loss or gradient norm is NaN or infinite.
     pub non_finite: NonFinitePolicy,
+    /// Skip steps whose loss exceeds this factor × the running mean loss (see [`SpikeGuard`]).
+    pub loss_spike_factor: Option<f64>,
+}
+
+/// Running mean of recent step losses for the loss-spike guard: an exponential average over
+/// roughly the last 50 applied steps, armed after 20. Non-finite and spiking losses never enter
+/// it (a NaN would poison it for good, as llm.c's detector is). Checkpointed with the trainer
+/// state, so a resumed run judges spikes exactly as an uninterrupted one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpikeGuard {
+    /// Exponential mean of accepted losses.
+    pub mean: f64,
+    /// Losses accepted so far.
+    pub count: u64,
+}
+
+impl SpikeGuard {
+    const DECAY: f64 = 0.98;
+    const WARMUP: u64 = 20;
+
+    /// Whether `loss` is a spike under `factor`; a finite non-spike loss updates the mean.
+    pub fn observe(&mut self, loss: f64, factor: f64) -> bool {
+        if !loss.is_finite() {
+            return false;
+        }
+        if self.count >= Self::WARMUP && loss > factor * self.mean {
+            return true;
+        }
+        self.mean = if self.count == 0 {
+            loss
+        } else {
+            Self::DECAY * self.mean + (1.0 - Self::DECAY) * loss
+        };
+        self.count += 1;
+        false
+    }
 }
 
 /// What the trainer does with a step whose loss or gradient norm is not finite. The update is
@@ -116,9 +152,12 @@ pub struct TrainerState {
     pub strategies: Vec<serde_json::Value>,
     /// Training seconds over all sessions of this run.
     pub elapsed_secs: f64,
-    /// Steps skipped under the `skip` non-finite policy.
+    /// Steps skipped under the `skip` non-finite policy or as loss spikes.
     #[serde(default)]
     pub skipped_steps: u64,
+    /// State of the loss-spike guard.
+    #[serde(default)]
+    pub spike_guard: SpikeGuard,
 }
 
 /// How [`ContinualTrainer::run`] ended.
@@ -319,7 +358,14 @@ where
         if non_finite.is_none() && !grad_norm.is_finite() {
             non_finite = Some(("gradient norm", grad_norm));
         }
+        // The guard watches the objective the update follows (loss plus penalties).
+        let mean_loss = total_sum / accum as f64;
+        let spike = match (non_finite, self.settings.loss_spike_factor) {
+            (None, Some(factor)) => self.state.spike_guard.observe(mean_loss, factor),
+            _ => false,
+        };
         let skipped = match non_finite {
+            None if spike => self.spike_step(mean_loss, e)?,
             None => false,
             Some((what, value)) => self.non_finite_step(what, value, e)?,
         };
@@ -379,6 +425,33 @@ where
             strategy.extend_batch(batch_size, &fresh, &mut items);
         }
         Ok(M::Batch::from_items(items))
+    }
+
+    /// A loss spike: skip the step (counted against the skip cap), whatever the non-finite
+    /// policy, since the guard was asked for explicitly.
+    fn spike_step(&mut self, loss: f64, e: usize) -> Result<bool> {
+        let cap = match self.settings.non_finite {
+            NonFinitePolicy::Skip { max_skipped_steps } => max_skipped_steps,
+            NonFinitePolicy::Fail => DEFAULT_SPIKE_CAP,
+        };
+        self.state.skipped_steps += 1;
+        let mean = self.state.spike_guard.mean;
+        let message = format!(
+            "loss spike at experience `{}` step {}: {loss:.4} against a running mean of {mean:.4}; update not applied",
+            self.experiences[e].name,
+            self.state.step_in_experience + 1
+        );
+        if self.state.skipped_steps > cap {
+            return Err(ContinualError::TooManySkipped {
+                limit: cap,
+                last: Box::new(ContinualError::LossSpike(message)),
+            });
+        }
+        tracing::warn!(
+            "{message} ({} skipped of at most {cap})",
+            self.state.skipped_steps
+        );
+        Ok(true)
     }
 
     /// Apply the non-finite policy to a step whose `what` was `value`: `Ok(true)` to skip it,
@@ -575,6 +648,9 @@ where
         Ok(())
     }
 }
+
+/// Skip cap of the loss-spike guard when the non-finite policy (`fail`) sets none.
+const DEFAULT_SPIKE_CAP: u64 = 10;
 
 /// Model weights inside a checkpoint.
 pub const MODEL_FILE: &str = "model.safetensors";

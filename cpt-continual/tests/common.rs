@@ -130,6 +130,7 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
         log_every_steps: 1,
         config_hash: "test".into(),
         non_finite: cpt_continual::NonFinitePolicy::Fail,
+        loss_spike_factor: None,
     }
 }
 

@@ -9,10 +9,12 @@ use cpt_continual::{ContinualError, NonFinitePolicy, RunObserver, Strategy};
 use cpt_core::params::named_tensors;
 use cpt_core::{StepOutput, StepRecord, TokenBatch};
 
-/// Adds a NaN penalty on the global steps in `at` (counted by its own calls).
+/// Adds a penalty of `value` (NaN by default) on the global steps in `at` (counted by its own
+/// calls).
 struct PoisonAt {
     at: Vec<u64>,
     calls: std::cell::Cell<u64>,
+    value: f32,
 }
 
 // The trainer never shares strategies across threads; Cell is enough.
@@ -28,7 +30,7 @@ impl Strategy<B, Model> for PoisonAt {
         self.calls.set(self.calls.get() + 1);
         self.at
             .contains(&step)
-            .then(|| out.loss.zeros_like().add_scalar(f32::NAN))
+            .then(|| out.loss.zeros_like().add_scalar(self.value))
     }
 }
 
@@ -44,6 +46,7 @@ fn run_with(
     let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
         at,
         calls: Default::default(),
+        value: f32::NAN,
     })];
     let mut t = cpt_continual::ContinualTrainer::new(
         tiny_model(1),
@@ -115,6 +118,7 @@ fn a_skipped_step_applies_no_update() {
         let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
             at: poison,
             calls: Default::default(),
+            value: f32::NAN,
         })];
         let mut exps = experiences();
         exps.truncate(1);
@@ -151,4 +155,55 @@ fn the_skip_cap_is_enforced() {
         matches!(result, Err(ContinualError::TooManySkipped { limit: 1, .. })),
         "{result:?}"
     );
+}
+
+#[test]
+fn the_spike_guard_ignores_non_finite_losses_and_flags_jumps() {
+    let mut guard = cpt_continual::SpikeGuard::default();
+    for _ in 0..25 {
+        assert!(!guard.observe(2.0, 3.0));
+    }
+    assert!(
+        !guard.observe(f64::NAN, 3.0),
+        "a NaN is not a spike (another guard handles it)"
+    );
+    assert_eq!(guard.mean, 2.0, "and never enters the mean");
+    assert!(guard.observe(7.0, 3.0), "3.5× the mean is a spike");
+    assert_eq!(guard.mean, 2.0, "a spike does not enter the mean either");
+    assert!(!guard.observe(5.0, 3.0));
+}
+
+#[test]
+fn a_loss_spike_is_not_applied() {
+    // A +50 penalty on step 23 (after the guard's 20-step warmup) is a spike: not applied, so
+    // the weights equal those of a run that stops after step 22 (constant rate).
+    let weights_after = |steps: u64, poison: Vec<u64>| {
+        let mut settings = settings(0);
+        settings.loss_spike_factor = Some(3.0);
+        settings.non_finite = NonFinitePolicy::Skip {
+            max_skipped_steps: 5,
+        };
+        settings.schedule.kind = cpt_core::ScheduleKind::Constant;
+        let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
+            at: poison,
+            calls: Default::default(),
+            value: 50.0,
+        })];
+        let mut exps = experiences();
+        exps.truncate(1);
+        exps[0].steps = steps;
+        let mut t = cpt_continual::ContinualTrainer::new(
+            tiny_model(1),
+            strategies,
+            exps,
+            Box::new(evaluator()),
+            settings,
+        );
+        t.run(&mut cpt_continual::SilentObserver).unwrap();
+        (named_tensors(t.model()), t.state().skipped_steps)
+    };
+    let (spiked, skipped) = weights_after(23, vec![23]);
+    let (clean, none) = weights_after(22, vec![]);
+    assert_eq!((skipped, none), (1, 0));
+    assert!(spiked == clean, "the spiking step changed the weights");
 }

@@ -99,6 +99,21 @@ pub struct DataSection {
     /// Shuffle shard and row order each epoch (deterministically, from the seed).
     #[serde(default = "default_true")]
     pub shuffle: bool,
+    /// A training row group that fails to decode: `fail` the run, or `quarantine` it (skip it,
+    /// remember it in the data cursor, warn).
+    #[serde(default)]
+    pub bad_shards: BadShards,
+}
+
+/// The `data.bad_shards` policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadShards {
+    /// Stop the run, naming the file and row group.
+    #[default]
+    Fail,
+    /// Skip the row group from then on, and say so.
+    Quarantine,
 }
 
 fn default_text_column() -> String {
@@ -174,6 +189,10 @@ pub struct TrainSection {
     /// Under `skip`: the most steps that may be skipped over the run.
     #[serde(default = "default_max_skipped")]
     pub max_skipped_steps: u64,
+    /// Loss-spike guard: a step whose loss exceeds this factor times the running mean of recent
+    /// losses is not applied (counted against `max_skipped_steps`). Off when absent.
+    #[serde(default)]
+    pub loss_spike_factor: Option<f64>,
 }
 
 /// The `train.non_finite` setting.

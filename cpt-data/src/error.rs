@@ -174,6 +174,18 @@ impl DataError {
     }
 
     /// A [`DataError::Parquet`] for `path`.
+    /// Whether this error means the bytes of a data file are damaged (as opposed to a missing
+    /// file, a wrong column or a bad option): what the quarantine policy may skip.
+    pub fn is_corrupt_data(&self) -> bool {
+        matches!(
+            self,
+            Self::Parquet { .. }
+                | Self::Arrow { .. }
+                | Self::Malformed { .. }
+                | Self::RowCountMismatch { .. }
+        )
+    }
+
     /// Run a third-party decoder on data from `path`, turning a panic into
     /// [`DataError::Malformed`]: malformed input must give an error, never abort the run.
     pub(crate) fn guard<T>(

@@ -222,6 +222,7 @@ mod tests {
                     epoch: 0,
                     unit_pos: 0,
                     row_pos: self.n,
+                    ..Default::default()
                 },
                 pending: vec![],
             })

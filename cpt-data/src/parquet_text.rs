@@ -32,6 +32,9 @@ pub struct TextSourceOptions {
     pub shuffle: bool,
     /// Seed of the shuffle; ignored when `shuffle` is false.
     pub seed: u64,
+    /// Skip (and remember) row groups that fail to decode instead of failing the run.
+    #[serde(default)]
+    pub quarantine_bad_shards: bool,
 }
 
 impl Default for TextSourceOptions {
@@ -40,6 +43,7 @@ impl Default for TextSourceOptions {
             column: DEFAULT_TEXT_COLUMN.to_string(),
             shuffle: false,
             seed: 0,
+            quarantine_bad_shards: false,
         }
     }
 }
@@ -67,7 +71,7 @@ pub struct ShardUnit {
 }
 
 /// Position of the next document of a [`ParquetTextSource`]: saved in checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocCursor {
     /// Completed passes over the corpus.
     pub epoch: u64,
@@ -75,6 +79,10 @@ pub struct DocCursor {
     pub unit_pos: usize,
     /// Position in the current unit's row order (not a row index).
     pub row_pos: usize,
+    /// Units (row groups) found corrupt and skipped under the quarantine policy; kept in the
+    /// cursor so that a resumed run skips them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<usize>,
 }
 
 /// An opened, validated Parquet file: its metadata is kept so units are read without reparsing.
@@ -150,6 +158,7 @@ impl ParquetTextSource {
                 epoch: 0,
                 unit_pos: 0,
                 row_pos: 0,
+                ..Default::default()
             },
             unit_order,
             order_epoch: 0,
@@ -176,6 +185,20 @@ impl ParquetTextSource {
     /// The options this source was opened with.
     pub fn options(&self) -> &TextSourceOptions {
         &self.options
+    }
+
+    /// Corrupt units skipped so far, as (file, row group).
+    pub fn quarantined(&self) -> Vec<(&Path, usize)> {
+        self.cursor
+            .quarantined
+            .iter()
+            .map(|&u| {
+                (
+                    self.files[self.units[u].file].path.as_path(),
+                    self.units[u].row_group,
+                )
+            })
+            .collect()
     }
 
     /// The position of the next document.
@@ -234,6 +257,7 @@ impl ParquetTextSource {
                     epoch: self.cursor.epoch + 1,
                     unit_pos: 0,
                     row_pos: 0,
+                    quarantined: std::mem::take(&mut self.cursor.quarantined),
                 };
                 self.loaded = None;
                 return Ok(None);
@@ -242,7 +266,27 @@ impl ParquetTextSource {
                 l.epoch == self.cursor.epoch && l.unit_pos == self.cursor.unit_pos
             });
             if !loaded_here {
-                self.loaded = Some(self.load_unit(self.cursor.epoch, self.cursor.unit_pos)?);
+                self.ensure_order(self.cursor.epoch);
+                let unit_id = self.unit_order[self.cursor.unit_pos];
+                let loaded = if self.cursor.quarantined.contains(&unit_id) {
+                    None
+                } else {
+                    match self.load_unit(self.cursor.epoch, self.cursor.unit_pos) {
+                        Ok(loaded) => Some(loaded),
+                        Err(e) if self.options.quarantine_bad_shards && e.is_corrupt_data() => {
+                            tracing::warn!("quarantined (skipped from now on): {e}");
+                            self.cursor.quarantined.push(unit_id);
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                let Some(loaded) = loaded else {
+                    self.cursor.unit_pos += 1;
+                    self.cursor.row_pos = 0;
+                    continue;
+                };
+                self.loaded = Some(loaded);
             }
             let Some(loaded) = self.loaded.as_mut() else {
                 unreachable!("a unit was loaded just above");

@@ -236,6 +236,7 @@ pub fn train_bpe_from_parquet(
         column: column.to_string(),
         shuffle: false,
         seed: 0,
+        ..Default::default()
     };
     let mut source = ParquetTextSource::open(files, options)?;
     // The trainer consumes a plain iterator, so a read error is parked here and the stream

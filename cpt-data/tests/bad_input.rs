@@ -232,3 +232,36 @@ fn only_the_text_column_is_read() {
     let docs: Vec<String> = std::iter::from_fn(|| source.next_in_epoch().unwrap()).collect();
     assert_eq!(docs, numbered_docs(30));
 }
+
+#[test]
+fn quarantine_skips_a_corrupt_row_group_remembers_it_and_resume_skips_it_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = good_file(dir.path());
+    smash_column_chunk(&path, 1, 1); // row group 1 of `text`
+    let options = TextSourceOptions {
+        quarantine_bad_shards: true,
+        ..Default::default()
+    };
+    let mut source = ParquetTextSource::open(std::slice::from_ref(&path), options.clone()).unwrap();
+    let first_epoch: Vec<String> = std::iter::from_fn(|| source.next_in_epoch().unwrap()).collect();
+    // Row groups 0 and 2 (10 documents each) survive; row group 1 is skipped.
+    let expected: Vec<String> = numbered_docs(30)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !(10..20).contains(i))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(first_epoch, expected);
+    assert_eq!(source.quarantined(), vec![(path.as_path(), 1)]);
+    let cursor = source.cursor();
+    assert_eq!(cursor.quarantined, vec![1]);
+    // A fresh source resumed from the cursor skips the unit without touching it again.
+    let mut resumed = ParquetTextSource::open(std::slice::from_ref(&path), options).unwrap();
+    resumed.seek(&cursor).unwrap();
+    let second_epoch: Vec<String> =
+        std::iter::from_fn(|| resumed.next_in_epoch().unwrap()).collect();
+    assert_eq!(second_epoch, expected);
+    // Without the policy the same file fails the run.
+    let mut strict = open(&path).unwrap();
+    assert!((0..30).map(|_| strict.next_document()).any(|r| r.is_err()));
+}

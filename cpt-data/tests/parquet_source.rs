@@ -40,7 +40,8 @@ fn unshuffled_source_reads_files_and_row_groups_in_order() {
         DocCursor {
             epoch: 1,
             unit_pos: 0,
-            row_pos: 0
+            row_pos: 0,
+            ..Default::default()
         }
     );
     // Infinite stream: the next document is the first again, in epoch 1.
@@ -158,11 +159,13 @@ fn out_of_range_cursor_is_rejected() {
             epoch: 0,
             unit_pos: 3,
             row_pos: 0,
+            ..Default::default()
         },
         DocCursor {
             epoch: 0,
             unit_pos: 1,
             row_pos: 5,
+            ..Default::default()
         },
     ] {
         let err = source.seek(&bad).unwrap_err();
