@@ -37,7 +37,7 @@ row() {
     "$@" >/dev/null 2>&1; status=$?
     out=${out//$PWD\//}
     out=${out//$OLDPWD\//}
-    printf '| %s | `%s` (%s) |\n' "$what" "${out//|/\\|}" "$status"
+    printf '| %s | `` %s `` (%s) |\n' "$what" "${out//|/\\|}" "$status"
 }
 row "unknown config key" "$cpt" run unknown_key.toml --out o1
 row "config value out of range" "$cpt" run bad_value.toml --out o2

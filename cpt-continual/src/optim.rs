@@ -88,6 +88,12 @@ impl<B: AutodiffBackend> GradStore<B> {
         self.grads.get(path)
     }
 
+    /// Keep only the gradients of parameters for which `keep(path)` holds (frozen parameters
+    /// have none, as in PyTorch, so they count neither in the clipping norm nor in updates).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.grads.retain(|path, _| keep(path));
+    }
+
     /// Set the gradient of the parameter at `path` (flattened), e.g. from another framework.
     pub fn insert(&mut self, path: &str, grad: Tensor<Inner<B>, 1>) {
         self.grads.insert(path.to_string(), grad);
@@ -215,6 +221,12 @@ impl<B: AutodiffBackend> AdamW<B> {
             let updated = decayed - (moments.exp_avg.clone() / denom).mul_scalar(lr / bias1);
             Tensor::from_inner(updated)
         })
+    }
+
+    /// Forget the state of every parameter whose path satisfies `matches` (it restarts from
+    /// zero moments, as for a newly created parameter).
+    pub fn forget(&mut self, matches: impl Fn(&str) -> bool) {
+        self.state.retain(|path, _| !matches(path));
     }
 
     /// The optimizer state as named host tensors (`<path>.exp_avg`, `<path>.exp_avg_sq`) and

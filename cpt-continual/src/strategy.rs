@@ -28,6 +28,9 @@ pub struct Context<'a, B: AutodiffBackend, M: TaskModel<B>> {
     pub global_step: u64,
     /// Draws training batches of the current experience (e.g. to estimate a Fisher matrix).
     pub next_batch: &'a mut dyn FnMut() -> Result<M::Batch>,
+    /// Substrings of parameter paths whose optimizer state the trainer must reset after this
+    /// hook (a strategy that replaces parameters, such as a fresh LoRA adapter, pushes here).
+    pub reset_optimizer: &'a mut Vec<String>,
     /// The backend.
     pub backend: PhantomData<B>,
 }
@@ -81,6 +84,12 @@ pub trait Strategy<B: AutodiffBackend, M: TaskModel<B>>: Send {
     /// Called after every optimizer step.
     fn after_step(&mut self, _cx: &mut Context<'_, B, M>) -> Result<()> {
         Ok(())
+    }
+
+    /// Rebuild the model's structure from this strategy's restored state before checkpointed
+    /// weights are loaded into it (e.g. re-attach adapters that existed when it was saved).
+    fn rebuild_model(&self, model: M) -> M {
+        model
     }
 
     /// Called once when an experience's budget is spent, before its evaluation.

@@ -350,6 +350,10 @@ where
             let backward = total.div_scalar(accum as f64).backward();
             grads.accumulate(&self.model, &backward);
         }
+        // Frozen parameters (learning-rate scale 0) have no gradient, as `requires_grad=False`
+        // in PyTorch: they count neither in the clipping norm nor in the update.
+        let strategies = &self.strategies;
+        grads.retain(|path| strategies.iter().all(|s| s.lr_scale(path) != 0.0));
         let grad_norm = if non_finite.is_none() {
             grads.global_norm()
         } else {
@@ -494,6 +498,7 @@ where
             strategies,
             experiences,
             state,
+            optimizer,
             ..
         } = self;
         let experience = &mut experiences[e];
@@ -504,6 +509,7 @@ where
                 .collect::<cpt_core::Result<Vec<_>>>()?;
             Ok(M::Batch::from_items(items))
         };
+        let mut resets = Vec::new();
         for strategy in strategies.iter_mut() {
             let mut cx = Context {
                 model,
@@ -511,9 +517,13 @@ where
                 experience_name: &experience.name,
                 global_step: state.global_step,
                 next_batch: &mut next_batch,
+                reset_optimizer: &mut resets,
                 backend: PhantomData,
             };
             f(strategy.as_mut(), &mut cx)?;
+        }
+        if !resets.is_empty() {
+            optimizer.forget(|path| resets.iter().any(|r| path.contains(r.as_str())));
         }
         Ok(())
     }
@@ -613,20 +623,12 @@ where
                 self.strategies.len()
             )));
         }
-        let (weights, _) = read_tensors(MODEL_FILE)?;
-        self.model = load_named(
-            self.model.clone(),
-            &weights,
-            &checkpoint.path.join(MODEL_FILE),
-        )?;
-        let (moments, steps) = read_tensors(OPTIMIZER_FILE)?;
         let device = Module::devices(&self.model.valid())
             .into_iter()
             .next()
             .expect("a model has a device");
-        self.optimizer
-            .load_state(&moments, &steps, &device)
-            .map_err(|key| ContinualError::Resume(format!("optimizer state lacks `{key}`")))?;
+        // Strategies first: they may change the model's structure (adapters) that the
+        // checkpointed weights belong to.
         for (i, strategy) in self.strategies.iter_mut().enumerate() {
             let name = strategy_file(i);
             let has_tensors = checkpoint.manifest.files.iter().any(|f| f.name == name);
@@ -641,6 +643,16 @@ where
             };
             strategy.load_state(state, &device)?;
         }
+        let mut model = self.model.clone();
+        for strategy in &self.strategies {
+            model = strategy.rebuild_model(model);
+        }
+        let (weights, _) = read_tensors(MODEL_FILE)?;
+        self.model = load_named(model, &weights, &checkpoint.path.join(MODEL_FILE))?;
+        let (moments, steps) = read_tensors(OPTIMIZER_FILE)?;
+        self.optimizer
+            .load_state(&moments, &steps, &device)
+            .map_err(|key| ContinualError::Resume(format!("optimizer state lacks `{key}`")))?;
         for (experience, cursor) in self.experiences.iter_mut().zip(&state.cursors) {
             experience.source.seek(cursor)?;
         }

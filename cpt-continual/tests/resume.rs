@@ -142,6 +142,36 @@ fn resume_at_an_experience_boundary_is_bit_identical() {
     resume_matches_uninterrupted(STEPS[0]);
 }
 
+/// Replay + EWC + distillation + LoRA (merged per experience), as the strategies issue asks.
+fn with_lora() -> Strategies {
+    use cpt_continual::strategies::{Distill, Ewc, EwcConfig, FisherKind, Lora, LoraMode};
+    let ewc = EwcConfig {
+        lambda: 10.0,
+        fisher_batches: 2,
+        online: false,
+        gamma: 1.0,
+        fisher: FisherKind::Empirical,
+    };
+    let spec = cpt_models::linear::LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        rslora: true,
+        target_modules: vec!["q".into(), "up".into()],
+    };
+    vec![
+        Box::new(Replay::new(6, 0.5, 7)),
+        Box::new(Ewc::<B>::new(ewc)),
+        Box::new(Distill::<B, Model>::new(0.5, 2.0)),
+        Box::new(Lora::<B, Model>::new(spec, LoraMode::Merge, 11)),
+    ]
+}
+
+#[test]
+fn replay_ewc_distill_lora_resume_bit_identically() {
+    resume_matches_uninterrupted_with(STEPS[0] + 1, with_lora);
+    resume_matches_uninterrupted_with(STEPS[0], with_lora);
+}
+
 #[test]
 fn all_strategies_together_resume_bit_identically_mid_experience() {
     resume_matches_uninterrupted_with(STEPS[0] + 2, all_strategies);

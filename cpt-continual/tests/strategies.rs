@@ -44,7 +44,9 @@ fn with_context<R>(
                 .collect::<Vec<_>>(),
         ))
     };
+    let mut resets = Vec::new();
     let mut cx = Context {
+        reset_optimizer: &mut resets,
         model,
         experience,
         experience_name: "x",
@@ -348,4 +350,89 @@ fn a_group_with_multiplier_zero_is_bit_identical_after_training() {
     );
     assert!(after["model.embed_tokens.weight"] != before["model.embed_tokens.weight"]);
     assert!(after["model.norm.weight"] != before["model.norm.weight"]);
+}
+
+fn lora_spec() -> cpt_models::linear::LoraSpec {
+    cpt_models::linear::LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        rslora: false,
+        target_modules: vec!["q".into(), "v".into(), "down".into()],
+    }
+}
+
+#[test]
+fn lora_trains_only_adapters_and_leaves_the_base_bit_identical() {
+    use cpt_continual::strategies::{Lora, LoraMode};
+    let base = named_tensors(&tiny_model(1));
+    let lora: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(Lora::<B, Model>::new(
+        lora_spec(),
+        LoraMode::Continue,
+        3,
+    ))];
+    let mut t = trainer(1, lora, 0);
+    assert_eq!(t.run(&mut SilentObserver).unwrap(), RunOutcome::Finished);
+    let after = named_tensors(t.model());
+    for (path, value) in &base {
+        assert!(after[path] == *value, "base weight {path} moved");
+    }
+    let adapters: Vec<&String> = after.keys().filter(|k| k.contains(".lora_")).collect();
+    assert_eq!(
+        adapters.len(),
+        2 * 3 * 2,
+        "A and B on q, v, down in 2 layers"
+    );
+    assert!(
+        after["model.layers.0.self_attn.q_proj.lora_b"]
+            .values
+            .iter()
+            .any(|&v| v != 0.0),
+        "B trained"
+    );
+}
+
+#[test]
+fn a_fresh_adapter_is_a_no_op_and_merging_preserves_the_function() {
+    use cpt_core::AdapterModel;
+    let model = tiny_model(2).valid();
+    let b = batch(9);
+    let logits = |m: &cpt_models::LlamaForCausalLM<Inner>| {
+        m.forward_step(&b)
+            .logits
+            .unwrap()
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    let base = logits(&model);
+    let adapted = model.clone().with_adapters(&lora_spec(), 5);
+    assert_eq!(
+        logits(&adapted),
+        base,
+        "B = 0: the first step's logits equal the base model's"
+    );
+    // Give B values, then merge: the merged model computes the same function.
+    let trained = cpt_core::params::map_named(adapted, |path, t| {
+        if path.ends_with("lora_b") {
+            t.ones_like().mul_scalar(0.05)
+        } else {
+            t
+        }
+    });
+    let with_adapter = logits(&trained);
+    assert!(
+        max_diff(&with_adapter, &base) > 1e-3,
+        "the adapter must change the logits"
+    );
+    let merged = trained.merge_adapters();
+    assert!(!named_tensors(&merged).keys().any(|k| k.contains(".lora_")));
+    let diff = max_diff(&logits(&merged), &with_adapter);
+    assert!(diff <= 1e-5, "merged vs adapter logits differ by {diff}");
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

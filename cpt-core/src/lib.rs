@@ -18,7 +18,9 @@ pub use batch::TokenBatch;
 pub use config::RunConfig;
 pub use error::{CoreError, Result};
 pub use metrics::{EvalPoint, EvalRecord, StepRecord};
-pub use model::{Batch, EvalScores, Evaluator, ItemSource, StepOutput, TaskModel};
+pub use model::{
+    ADAPTER_MARKER, AdapterModel, Batch, EvalScores, Evaluator, ItemSource, StepOutput, TaskModel,
+};
 pub use params::{HostTensor, NamedTensors};
 pub use rng::SplitMix64;
 pub use schedule::{ScheduleConfig, ScheduleKind};

@@ -82,3 +82,21 @@ pub trait Evaluator<M>: Send {
     /// Scores on each experience's eval set, in stream order.
     fn evaluate(&mut self, model: &M) -> Result<Vec<EvalScores>>;
 }
+
+/// A model that can carry low-rank adapters on some of its linear layers (LoRA). The LoRA
+/// strategy drives it through this trait, so it names no concrete model. Adapter parameters
+/// are those whose path contains [`ADAPTER_MARKER`].
+pub trait AdapterModel: Sized {
+    /// Adapter settings (rank, scale, target layers).
+    type Spec: Clone + Send;
+    /// The model with fresh adapters (the up-projection zero, so outputs are unchanged), drawn
+    /// from `seed`.
+    fn with_adapters(self, spec: &Self::Spec, seed: u64) -> Self;
+    /// The model with its adapters folded into the base weights and removed.
+    fn merge_adapters(self) -> Self;
+    /// The model with its adapters removed, unmerged.
+    fn drop_adapters(self) -> Self;
+}
+
+/// Substring that marks adapter parameters in parameter paths (`...q_proj.lora_a`).
+pub const ADAPTER_MARKER: &str = ".lora_";

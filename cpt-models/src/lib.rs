@@ -5,6 +5,7 @@
 pub mod error;
 pub mod generate;
 pub mod hf_llama;
+pub mod linear;
 pub mod llama;
 
 pub use error::{ModelError, Result};

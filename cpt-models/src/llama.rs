@@ -7,8 +7,9 @@
 //! key map is the identity up to the transposition of linear weights (burn stores `[in, out]`,
 //! PyTorch `[out, in]`).
 
+use crate::linear::Linear;
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use cpt_core::{StepOutput, TaskModel, TokenBatch};
@@ -205,12 +206,8 @@ impl LlamaConfig {
             mean: 0.0,
             std: self.initializer_range,
         };
-        let linear = |d_in: usize, d_out: usize, bias: bool| {
-            LinearConfig::new(d_in, d_out)
-                .with_bias(bias)
-                .with_initializer(init.clone())
-                .init(device)
-        };
+        let linear =
+            |d_in: usize, d_out: usize, bias: bool| Linear::new(d_in, d_out, bias, &init, device);
         let (heads, kv_heads, head) =
             (self.num_attention_heads, self.kv_heads(), self.head_width());
         let layers = (0..self.num_hidden_layers)
@@ -591,5 +588,62 @@ impl<B: Backend> TaskModel<B> for LlamaForCausalLM<B> {
             features: None,
             count: batch.predicted_tokens(),
         }
+    }
+}
+
+impl<B: Backend> LlamaForCausalLM<B> {
+    /// Apply `f(name, layer)` to every projection of every decoder layer.
+    fn map_projections(mut self, f: impl Fn(&str, usize, Linear<B>) -> Linear<B>) -> Self {
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            let attn = &mut layer.self_attn;
+            let mlp = &mut layer.mlp;
+            let slots: [(&str, &mut Linear<B>); 7] = [
+                ("q_proj", &mut attn.q_proj),
+                ("k_proj", &mut attn.k_proj),
+                ("v_proj", &mut attn.v_proj),
+                ("o_proj", &mut attn.o_proj),
+                ("gate_proj", &mut mlp.gate_proj),
+                ("up_proj", &mut mlp.up_proj),
+                ("down_proj", &mut mlp.down_proj),
+            ];
+            for (name, slot) in slots {
+                let taken = std::mem::replace(slot, placeholder_like(slot));
+                *slot = f(name, i, taken);
+            }
+        }
+        self
+    }
+}
+
+/// A cheap stand-in for a layer being moved out of its slot (shares the tensors).
+fn placeholder_like<B: Backend>(layer: &Linear<B>) -> Linear<B> {
+    Linear {
+        weight: layer.weight.clone(),
+        bias: None,
+        lora_a: None,
+        lora_b: None,
+        lora_scaling: 0.0,
+    }
+}
+
+impl<B: Backend> cpt_core::AdapterModel for LlamaForCausalLM<B> {
+    type Spec = crate::linear::LoraSpec;
+
+    fn with_adapters(self, spec: &Self::Spec, seed: u64) -> Self {
+        self.map_projections(|name, layer_index, linear| {
+            if !spec.targets(name) {
+                return linear;
+            }
+            let key = cpt_core::rng::stable_hash(format!("{layer_index}.{name}").as_bytes());
+            linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
+        })
+    }
+
+    fn merge_adapters(self) -> Self {
+        self.map_projections(|_, _, linear| linear.merged())
+    }
+
+    fn drop_adapters(self) -> Self {
+        self.map_projections(|_, _, linear| linear.without_adapter())
     }
 }

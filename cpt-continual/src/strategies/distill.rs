@@ -84,6 +84,16 @@ where
         Ok(())
     }
 
+    fn rebuild_model(&self, model: M) -> M {
+        // Build the restored teacher on the model's structure as it was when the teacher was
+        // taken: strategies rebuild in config order, so adapters added by a later strategy are
+        // not there yet, exactly as at the snapshot.
+        if let Some(weights) = self.pending.borrow_mut().take() {
+            *self.teacher.borrow_mut() = Some(replace::<B, M>(model.clone(), &weights).valid());
+        }
+        model
+    }
+
     fn penalty(&self, model: &M, batch: &M::Batch, out: &StepOutput<B>) -> Option<Tensor<B, 1>> {
         if let Some(weights) = self.pending.borrow_mut().take() {
             *self.teacher.borrow_mut() = Some(replace::<B, M>(model.clone(), &weights).valid());

@@ -3,6 +3,7 @@
 mod distill;
 mod ema;
 mod ewc;
+mod lora;
 mod merge;
 mod naive;
 mod replay;
@@ -12,6 +13,7 @@ mod wise;
 pub use distill::{Distill, kd_loss};
 pub use ema::Ema;
 pub use ewc::{Ewc, EwcConfig, FisherKind, estimate_fisher};
+pub use lora::{Lora, LoraMode};
 pub use merge::Merge;
 pub use naive::Naive;
 pub use replay::Replay;

@@ -1,0 +1,140 @@
+//! A linear layer with an optional low-rank adapter (LoRA: "LoRA: Low-Rank Adaptation of Large
+//! Language Models", 2021; rsLoRA scaling: "A Rank Stabilization Scaling Factor for Fine-Tuning
+//! with LoRA", 2023).
+//!
+//! Without an adapter its parameters are exactly burn's `Linear` (`weight` `[in, out]`,
+//! `bias`), so checkpoints and the Hugging Face key map do not change; with one it adds
+//! `lora_a` `[in, r]` and `lora_b` `[r, out]` and computes `x·W + b + s·(x·A)·B`.
+
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use cpt_core::SplitMix64;
+
+/// Settings of the adapters a model carries.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    /// Rank r.
+    pub rank: usize,
+    /// Scale numerator α.
+    pub alpha: f64,
+    /// rsLoRA: scale by α/√r instead of α/r.
+    #[serde(default)]
+    pub rslora: bool,
+    /// Which projections get adapters, by name: `q`, `k`, `v`, `o`, `gate`, `up`, `down` (or
+    /// the full names `q_proj`, ...).
+    pub target_modules: Vec<String>,
+}
+
+impl LoraSpec {
+    /// The factor `s` in `x·W + s·(x·A)·B`.
+    pub fn scaling(&self) -> f64 {
+        if self.rslora {
+            self.alpha / (self.rank as f64).sqrt()
+        } else {
+            self.alpha / self.rank as f64
+        }
+    }
+
+    /// Whether the projection named `name` (`q_proj`, `down_proj`, ...) is targeted.
+    pub fn targets(&self, name: &str) -> bool {
+        let short = name.trim_end_matches("_proj");
+        self.target_modules.iter().any(|t| t == name || t == short)
+    }
+}
+
+/// A linear layer `y = x·W + b`, with an optional LoRA adapter.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// Weight `[in, out]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// Bias `[out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Adapter down-projection `[in, r]`.
+    pub lora_a: Option<Param<Tensor<B, 2>>>,
+    /// Adapter up-projection `[r, out]`, zero at creation so the adapter starts as a no-op.
+    pub lora_b: Option<Param<Tensor<B, 2>>>,
+    /// Adapter scale s.
+    pub lora_scaling: f64,
+}
+
+impl<B: Backend> Linear<B> {
+    /// A layer `d_in → d_out` with weights from `init`, and zero bias when `bias`.
+    pub fn new(
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        init: &Initializer,
+        device: &B::Device,
+    ) -> Self {
+        let weight = init.init_with([d_in, d_out], Some(d_in), Some(d_out), device);
+        Self {
+            weight,
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+            lora_a: None,
+            lora_b: None,
+            lora_scaling: 0.0,
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, seq, in]` → `[batch, seq, out]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let mut y = x.clone().matmul(self.weight.val().unsqueeze::<3>());
+        if let Some(bias) = &self.bias {
+            y = y + bias.val().unsqueeze::<3>();
+        }
+        if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
+            let low = x
+                .matmul(a.val().unsqueeze::<3>())
+                .matmul(b.val().unsqueeze::<3>());
+            y = y + low.mul_scalar(self.lora_scaling);
+        }
+        y
+    }
+
+    /// Attach a fresh adapter: `A` uniform in ±1/√in (PEFT's default, Kaiming-uniform with
+    /// a = √5) drawn from `seed`, `B` zero.
+    pub fn with_adapter(mut self, spec: &LoraSpec, seed: u64) -> Self {
+        let [d_in, d_out] = self.weight.dims();
+        let device = self.weight.device();
+        let bound = 1.0 / (d_in as f64).sqrt();
+        let mut rng = SplitMix64::new(seed);
+        let values: Vec<f32> = (0..d_in * spec.rank)
+            .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+            .collect();
+        let a = Tensor::from_data(TensorData::new(values, [d_in, spec.rank]), &device);
+        self.lora_a = Some(Param::from_tensor(a));
+        self.lora_b = Some(Param::from_tensor(Tensor::zeros(
+            [spec.rank, d_out],
+            &device,
+        )));
+        self.lora_scaling = spec.scaling();
+        self
+    }
+
+    /// Fold the adapter into the weight (`W ← W + s·A·B`) and drop it.
+    pub fn merged(mut self) -> Self {
+        if let (Some(a), Some(b)) = (self.lora_a.take(), self.lora_b.take()) {
+            let delta = a.val().matmul(b.val()).mul_scalar(self.lora_scaling);
+            let (id, weight, mapper) = self.weight.consume();
+            let tracked = weight.is_require_grad();
+            let mut merged = (weight + delta).detach();
+            if tracked {
+                merged = merged.require_grad();
+            }
+            self.weight = Param::from_mapped_value(id, merged, mapper);
+        }
+        self.lora_scaling = 0.0;
+        self
+    }
+
+    /// Drop the adapter without merging it.
+    pub fn without_adapter(mut self) -> Self {
+        self.lora_a = None;
+        self.lora_b = None;
+        self.lora_scaling = 0.0;
+        self
+    }
+}
