@@ -142,6 +142,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ExportFormat {
+    /// A LoRA adapter in PEFT's format (adapter_config.json, adapter_model.safetensors) plus
+    /// its frozen base as a Hugging Face folder in OUT/base.
+    Peft {
+        /// A run directory or checkpoint with live adapters.
+        model: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// A Hugging Face folder: config.json, model.safetensors, tokenizer.json.
     Hf {
         /// A run directory, checkpoint or model folder.
@@ -261,6 +270,9 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         Command::Export {
             format: ExportFormat::Hf { model, out },
         } => dispatch(None, model_cmd::ExportJob { model, out }).map(|()| ExitCode::SUCCESS),
+        Command::Export {
+            format: ExportFormat::Peft { model, out },
+        } => dispatch(None, model_cmd::ExportPeftJob { model, out }).map(|()| ExitCode::SUCCESS),
         Command::Compare { runs } => compare::compare(&runs).map(|()| ExitCode::SUCCESS),
         Command::Data { command } => data_cmd::data(command).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer { command } => data_cmd::tokenizer(command).map(|()| ExitCode::SUCCESS),

@@ -222,13 +222,46 @@ fn export<B: Backend>(
     tokenizer: &Tokenizer,
     out: &std::path::Path,
 ) -> Result<()> {
+    use cpt_core::AdapterModel;
     let ids = (tokenizer.bos_id(), tokenizer.eos_id());
-    hf_llama::save_llama(
-        &loaded.model,
-        &loaded.config,
-        Some(&loaded.tokenizer),
-        ids,
-        out,
-    )?;
+    // Live LoRA adapters are folded in: the folder holds the function the run ended with.
+    let model = loaded.model.clone().merge_adapters();
+    hf_llama::save_llama(&model, &loaded.config, Some(&loaded.tokenizer), ids, out)?;
     Ok(())
+}
+
+/// `cpt export peft`: the LoRA adapter in PEFT's format plus its frozen base.
+pub struct ExportPeftJob {
+    /// A run directory or checkpoint whose model carries adapters.
+    pub model: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+}
+
+impl BackendJob for ExportPeftJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+        let (loaded, tokenizer) = load::<B>(&self.model)?;
+        let run_dir = crate::model_source::run_dir_of(&self.model)
+            .ok_or_else(|| anyhow!("{}: PEFT export needs a run directory or checkpoint (its config holds the adapter settings)", self.model.display()))?;
+        let run = cpt_core::RunConfig::load(&run_dir.join("config.toml"), &[])?;
+        let spec = crate::run::lora_spec(&run)?;
+        let ids = (tokenizer.bos_id(), tokenizer.eos_id());
+        hf_llama::save_peft(
+            &loaded.model,
+            &loaded.config,
+            &spec,
+            Some(&loaded.tokenizer),
+            ids,
+            &self.out,
+        )?;
+        println!(
+            "{} → {} (adapter) and {}/base (frozen base)",
+            loaded.source.display(),
+            self.out.display(),
+            self.out.display()
+        );
+        Ok(())
+    }
 }

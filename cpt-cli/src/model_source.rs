@@ -104,11 +104,26 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
     let model_config = run_model_config(&run)?;
     let weights_path = checkpoint.path.join("model.safetensors");
     let (weights, _) = read_tensors(&weights_path)?;
-    let model = load_named(model_config.init::<B>(device), &weights, &weights_path)?;
+    let mut model = model_config.init::<B>(device);
+    if weights.keys().any(|k| k.contains(cpt_core::ADAPTER_MARKER)) {
+        // Saved mid-experience with live LoRA adapters: give the model the same structure.
+        use cpt_core::AdapterModel;
+        model = model.with_adapters(&crate::run::lora_spec(&run)?, 0);
+    }
+    let model = load_named(model, &weights, &weights_path)?;
     Ok(LoadedModel {
         config: model_config,
         model,
         tokenizer: run.tokenizer_path(),
         source: checkpoint.path,
     })
+}
+
+/// The run directory that `path` (a run directory or one of its checkpoints) belongs to.
+pub fn run_dir_of(path: &Path) -> Option<PathBuf> {
+    if path.join("config.toml").exists() {
+        return Some(path.to_path_buf());
+    }
+    let run = path.parent()?.parent()?;
+    run.join("config.toml").exists().then(|| run.to_path_buf())
 }

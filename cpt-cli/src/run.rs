@@ -8,7 +8,8 @@ use crate::sources::{eval_batches, training_source};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::strategies::{
-    Distill, Ema, Ewc, EwcConfig, FisherKind, Merge, Naive, Replay, SlowLearner, Wise,
+    Distill, Ema, Ewc, EwcConfig, FisherKind, Lora, LoraMode, Merge, Naive, Replay, SlowLearner,
+    Wise,
 };
 use cpt_continual::{
     AdamWConfig, ContinualTrainer, Experience, NonFinitePolicy, RunOutcome, Strategy,
@@ -38,8 +39,34 @@ pub const STRATEGIES: &[&str] = &[
     "ema",
     "wise",
     "merge",
+    "lora",
     "slow_learner",
 ];
+
+/// The adapter spec of `[lora]`, checked.
+pub fn lora_spec(config: &RunConfig) -> Result<cpt_models::linear::LoraSpec> {
+    let l = &config.lora;
+    const KNOWN: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+    if l.rank == 0 {
+        bail!("config key `lora.rank`: must be at least 1");
+    }
+    if let Some(bad) = l
+        .target_modules
+        .iter()
+        .find(|t| !KNOWN.contains(&t.trim_end_matches("_proj")))
+    {
+        bail!(
+            "config key `lora.target_modules`: unknown module `{bad}` (known: {})",
+            KNOWN.join(", ")
+        );
+    }
+    Ok(cpt_models::linear::LoraSpec {
+        rank: l.rank,
+        alpha: l.alpha,
+        rslora: l.rslora,
+        target_modules: l.target_modules.clone(),
+    })
+}
 
 /// A run to execute.
 pub struct RunJob {
@@ -198,6 +225,16 @@ fn build_strategies<B: AutodiffBackend>(config: &RunConfig) -> Result<Vec<LlamaS
                 "ema" => Ok(Box::new(Ema::<B>::new(c.ema.decay))),
                 "wise" => Ok(Box::new(Wise::<B>::new(c.wise.alpha))),
                 "merge" => Ok(Box::new(Merge::<B>::new(c.merge.scale))),
+                "lora" => {
+                    let mode = match c.lora.mode.as_str() {
+                        "continue" => LoraMode::Continue,
+                        "merge" => LoraMode::Merge,
+                        "per_experience" => LoraMode::PerExperience,
+                        other => bail!("config key `lora.mode`: `{other}` is not one of continue, merge, per_experience"),
+                    };
+                    let spec = lora_spec(c)?;
+                    Ok(Box::new(Lora::<B, LlamaForCausalLM<B>>::new(spec, mode, seed)))
+                }
                 "slow_learner" => {
                     if c.param_groups.is_empty() {
                         bail!("config key `param_groups`: `slow_learner` needs at least one [[param_groups]] entry");

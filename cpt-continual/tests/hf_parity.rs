@@ -320,3 +320,82 @@ fn export_loads_in_python_transformers_where_installed() {
         String::from_utf8_lossy(&result.stderr)
     );
 }
+
+#[test]
+fn lora_adapter_exports_to_peft_with_equal_logits_where_installed() {
+    use cpt_core::AdapterModel;
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import transformers, torch, peft"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("skipped: python3 with transformers, torch and peft is not installed");
+        return;
+    }
+    let dir = fixtures().join("llama-gqa-untied");
+    let (config, model) = load_llama::<Flex>(&dir, &Default::default()).unwrap();
+    let spec = cpt_models::linear::LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        rslora: true,
+        target_modules: vec!["q".into(), "v".into(), "down".into()],
+    };
+    // A trained-looking adapter: B away from zero, so the adapter matters.
+    let mut rng = cpt_core::SplitMix64::new(5);
+    let adapted = cpt_core::params::map_named(model.with_adapters(&spec, 1), |path, t| {
+        if path.ends_with("lora_b") {
+            let n = t.dims()[0];
+            let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * 0.1) as f32).collect();
+            Tensor::from_data(TensorData::new(values, [n]), &Default::default())
+        } else {
+            t
+        }
+    });
+    let reference = Reference::open(&dir);
+    let (shape, ids) = reference.ints("input_ids");
+    let logits = adapted
+        .forward(tokens(&shape, &ids))
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("peft");
+    cpt_models::hf_llama::save_peft(
+        &adapted,
+        &config,
+        &spec,
+        Some(&dir.join("tokenizer.json")),
+        (None, Some(0)),
+        &target,
+    )
+    .unwrap();
+    let mut ours = cpt_core::NamedTensors::new();
+    ours.insert(
+        "input_ids".into(),
+        cpt_core::HostTensor {
+            shape: shape.clone(),
+            values: ids.iter().map(|&i| i as f32).collect(),
+        },
+    );
+    ours.insert(
+        "logits".into(),
+        cpt_core::HostTensor {
+            shape: vec![shape[0], shape[1], config.vocab_size],
+            values: logits,
+        },
+    );
+    let ours_path = out.path().join("ours.safetensors");
+    cpt_core::tensor_file::write_tensors(&ours_path, &ours, Default::default()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_peft_export.py");
+    let result = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&target)
+        .arg(&ours_path)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "PEFT rejected the adapter:\n{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}

@@ -48,6 +48,9 @@ pub struct RunConfig {
     /// Settings of the `merge` strategy.
     #[serde(default)]
     pub merge: MergeSection,
+    /// Settings of the `lora` strategy.
+    #[serde(default)]
+    pub lora: LoraSection,
     /// Groups of the `slow_learner` strategy: `[[param_groups]] pattern = "...", lr_scale = 0.1`.
     #[serde(default)]
     pub param_groups: Vec<ParamGroup>,
@@ -345,6 +348,35 @@ pub struct MergeSection {
 impl Default for MergeSection {
     fn default() -> Self {
         Self { scale: 0.7 }
+    }
+}
+
+/// The `lora` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    /// Adapter rank r.
+    pub rank: usize,
+    /// Scale numerator α (scale α/r, or α/√r with `rslora`).
+    pub alpha: f64,
+    /// Rank-stabilised scaling α/√r.
+    pub rslora: bool,
+    /// Projections that get adapters: `q`, `k`, `v`, `o`, `gate`, `up`, `down`.
+    pub target_modules: Vec<String>,
+    /// Per experience: `continue` one adapter, `merge` it and start fresh, or keep one
+    /// `per_experience`.
+    pub mode: String,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            rslora: false,
+            target_modules: vec!["q".into(), "v".into()],
+            mode: "merge".into(),
+        }
     }
 }
 

@@ -303,10 +303,12 @@ pub fn load_llama<B: Backend>(
     Ok((config, model))
 }
 
-/// The model's weights under Hugging Face names and shapes.
+/// The model's weights under Hugging Face names and shapes (adapters excluded: merge or drop
+/// them first).
 pub fn hf_tensors<B: Backend>(model: &LlamaForCausalLM<B>) -> NamedTensors {
     named_tensors(model)
         .into_iter()
+        .filter(|(name, _)| !name.contains(cpt_core::ADAPTER_MARKER))
         .map(|(name, t)| {
             let t = if transposed(&name, &t.shape) {
                 transpose(&t)
@@ -362,4 +364,84 @@ fn temp_dir(out: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     out.with_file_name(format!(".{name}.tmp"))
+}
+
+/// PEFT's adapter weights file.
+pub const PEFT_WEIGHTS: &str = "adapter_model.safetensors";
+
+/// Write the LoRA adapters of `model` in PEFT's format at `out` (`adapter_config.json` and
+/// `adapter_model.safetensors` with PEFT's key names), and the frozen base model (adapters
+/// dropped) as a Hugging Face folder at `out/base`, so that
+/// `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out/base), out)` rebuilds it.
+/// Errors if the model carries no adapter.
+pub fn save_peft<B: Backend>(
+    model: &LlamaForCausalLM<B>,
+    config: &LlamaConfig,
+    spec: &crate::linear::LoraSpec,
+    tokenizer_json: Option<&Path>,
+    special_ids: (Option<u32>, Option<u32>),
+    out: &Path,
+) -> Result<()> {
+    use cpt_core::AdapterModel;
+    let mut adapters = NamedTensors::new();
+    for (path, tensor) in named_tensors(model) {
+        // `...q_proj.lora_a` [in, r] → `base_model.model....q_proj.lora_A.weight` [r, in].
+        let (stem, kind) = match path.rsplit_once(".lora_") {
+            Some((stem, "a")) => (stem, "lora_A"),
+            Some((stem, "b")) => (stem, "lora_B"),
+            _ => continue,
+        };
+        adapters.insert(
+            format!("base_model.model.{stem}.{kind}.weight"),
+            transpose(&tensor),
+        );
+    }
+    if adapters.is_empty() {
+        return Err(ModelError::Folder {
+            path: out.to_path_buf(),
+            message: "the model carries no LoRA adapter to export (merged adapters are part of the weights: export hf instead)".into(),
+        });
+    }
+    let mut modules: Vec<String> = spec
+        .target_modules
+        .iter()
+        .map(|t| {
+            if t.ends_with("_proj") {
+                t.clone()
+            } else {
+                format!("{t}_proj")
+            }
+        })
+        .collect();
+    modules.sort();
+    modules.dedup();
+    let adapter_config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": spec.rank,
+        "lora_alpha": spec.alpha,
+        "use_rslora": spec.rslora,
+        "lora_dropout": 0.0,
+        "target_modules": modules,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "base_model_name_or_path": null,
+    });
+    let base = model.clone().drop_adapters();
+    std::fs::create_dir_all(out).map_err(|e| cpt_core::CoreError::io(out, e))?;
+    save_llama(
+        &base,
+        config,
+        tokenizer_json,
+        special_ids,
+        &out.join("base"),
+    )?;
+    let json = serde_json::to_vec_pretty(&adapter_config).expect("config serialises");
+    write_atomic(&out.join("adapter_config.json"), &json)?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_tensors(&out.join(PEFT_WEIGHTS), &adapters, metadata)?;
+    Ok(())
 }
