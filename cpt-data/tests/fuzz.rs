@@ -61,3 +61,15 @@ proptest! {
         }
     }
 }
+
+/// Inputs on which a dependency's decoder once panicked, found by the fuzzing above (a footer
+/// mutation that makes `parquet`'s thrift decoder unwrap a `None`). Each must now be an error.
+#[test]
+fn regression_inputs_are_errors_not_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/regressions");
+    let path = dir.join("parquet_footer_panic.parquet");
+    let err = ParquetTextSource::open(std::slice::from_ref(&path), TextSourceOptions::default())
+        .expect_err("a damaged footer must not open");
+    assert!(matches!(err, cpt_data::DataError::Malformed { .. }), "the decoder panic is caught: {err}");
+    assert!(err.to_string().contains("parquet_footer_panic.parquet"), "{err}");
+}
