@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::strategies::{
     Distill, Ema, Ewc, EwcConfig, FisherKind, Lora, LoraMode, Merge, Naive, Replay, SlowLearner,
-    Wise,
+    WeightEnsemble, Wise,
 };
 use cpt_continual::{
     AdamWConfig, ContinualTrainer, Experience, NonFinitePolicy, RunOutcome, Strategy,
@@ -39,6 +39,7 @@ pub const STRATEGIES: &[&str] = &[
     "ema",
     "wise",
     "merge",
+    "weight_ensemble",
     "lora",
     "slow_learner",
 ];
@@ -225,6 +226,7 @@ fn build_strategies<B: AutodiffBackend>(config: &RunConfig) -> Result<Vec<LlamaS
                 "ema" => Ok(Box::new(Ema::<B>::new(c.ema.decay))),
                 "wise" => Ok(Box::new(Wise::<B>::new(c.wise.alpha))),
                 "merge" => Ok(Box::new(Merge::<B>::new(c.merge.scale))),
+                "weight_ensemble" => Ok(Box::new(WeightEnsemble::<B>::new(c.weight_ensemble.every_steps))),
                 "lora" => {
                     let mode = match c.lora.mode.as_str() {
                         "continue" => LoraMode::Continue,

@@ -56,6 +56,7 @@ fn all_strategies() -> Vec<Box<dyn Strategy<B, Model>>> {
         Box::new(Ema::<B>::new(0.8)),
         Box::new(Wise::<B>::new(0.7)),
         Box::new(Merge::<B>::new(0.9)),
+        Box::new(cpt_continual::strategies::WeightEnsemble::<B>::new(2)),
         Box::new(SlowLearner::new(vec![("model.embed_tokens.*".into(), 0.5)])),
     ]
 }

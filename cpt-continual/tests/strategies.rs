@@ -436,3 +436,36 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+#[test]
+fn the_weight_ensemble_is_the_mean_of_its_samples() {
+    use cpt_continual::strategies::WeightEnsemble;
+    let mut model = tiny_model(5);
+    let mut ensemble = WeightEnsemble::<B>::new(2);
+    let set = |m: &Model, v: f32| {
+        let w = cpt_continual::weights::map_weights::<B>(&snapshot::<B, Model>(m), |_, t| {
+            t.zeros_like().add_scalar(v)
+        });
+        replace::<B, Model>(m.clone(), &w)
+    };
+    model = set(&model, 1.0);
+    with_context(&mut model, 0, |cx| {
+        Strategy::<B, Model>::before_experience(&mut ensemble, cx)
+    })
+    .unwrap();
+    // Steps 1..=4 at weights 2, 3, 5, 9: samples at steps 2 and 4 (3 and 9) join the start (1).
+    for v in [2.0f32, 3.0, 5.0, 9.0] {
+        model = set(&model, v);
+        with_context(&mut model, 0, |cx| {
+            Strategy::<B, Model>::after_step(&mut ensemble, cx)
+        })
+        .unwrap();
+    }
+    let (average, samples) = ensemble.average().unwrap();
+    assert_eq!(samples, 3);
+    let got = host(average["model.norm.weight"].clone());
+    assert!(
+        got.iter().all(|&v| (v - 13.0 / 3.0).abs() < 1e-5),
+        "{got:?}"
+    );
+}

@@ -48,6 +48,9 @@ pub struct RunConfig {
     /// Settings of the `merge` strategy.
     #[serde(default)]
     pub merge: MergeSection,
+    /// Settings of the `weight_ensemble` strategy.
+    #[serde(default)]
+    pub weight_ensemble: WeightEnsembleSection,
     /// Settings of the `lora` strategy.
     #[serde(default)]
     pub lora: LoraSection,
@@ -348,6 +351,20 @@ pub struct MergeSection {
 impl Default for MergeSection {
     fn default() -> Self {
         Self { scale: 0.7 }
+    }
+}
+
+/// The `weight_ensemble` strategy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeightEnsembleSection {
+    /// Add the current weights to the average every this many steps.
+    pub every_steps: u64,
+}
+
+impl Default for WeightEnsembleSection {
+    fn default() -> Self {
+        Self { every_steps: 10 }
     }
 }
 

@@ -70,6 +70,12 @@ fn regression_inputs_are_errors_not_panics() {
     let path = dir.join("parquet_footer_panic.parquet");
     let err = ParquetTextSource::open(std::slice::from_ref(&path), TextSourceOptions::default())
         .expect_err("a damaged footer must not open");
-    assert!(matches!(err, cpt_data::DataError::Malformed { .. }), "the decoder panic is caught: {err}");
-    assert!(err.to_string().contains("parquet_footer_panic.parquet"), "{err}");
+    assert!(
+        matches!(err, cpt_data::DataError::Malformed { .. }),
+        "the decoder panic is caught: {err}"
+    );
+    assert!(
+        err.to_string().contains("parquet_footer_panic.parquet"),
+        "{err}"
+    );
 }

@@ -8,6 +8,7 @@ mod merge;
 mod naive;
 mod replay;
 mod slow_learner;
+mod weight_ensemble;
 mod wise;
 
 pub use distill::{Distill, kd_loss};
@@ -18,4 +19,5 @@ pub use merge::Merge;
 pub use naive::Naive;
 pub use replay::Replay;
 pub use slow_learner::{SlowLearner, glob_match};
+pub use weight_ensemble::WeightEnsemble;
 pub use wise::{Wise, interpolate};
