@@ -4,12 +4,12 @@
 use crate::backend::BackendJob;
 use crate::model_source::initial_model;
 use crate::run_dir::{RunDirObserver, trim_logs};
-use crate::sources::{eval_batches, training_source};
+use crate::sources::{eval_batches, reference_source, training_source};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::strategies::{
-    Distill, Ema, Ewc, EwcConfig, FisherKind, Lora, LoraMode, Merge, Naive, Replay, SlowLearner,
-    WeightEnsemble, Wise,
+    Distill, DistillConfig, Ema, Ewc, EwcConfig, FeatureDistance, FisherKind, Lora, LoraMode,
+    Merge, Naive, Replay, SlowLearner, WeightEnsemble, Wise,
 };
 use cpt_continual::{
     AdamWConfig, ContinualTrainer, Experience, NonFinitePolicy, RunOutcome, Strategy,
@@ -148,6 +148,7 @@ impl BackendJob for RunJob {
             });
         }
 
+        let strategies = build_strategies::<B>(&config, Some(&tokenizer))?;
         prepare_run_dir(&config, &out, resume, force)?;
         let evaluator =
             PerplexityEvaluator::<B::InnerBackend, LlamaForCausalLM<B::InnerBackend>>::new(
@@ -155,7 +156,7 @@ impl BackendJob for RunJob {
             );
         let mut trainer = ContinualTrainer::new(
             model,
-            build_strategies::<B>(&config)?,
+            strategies,
             experiences,
             Box::new(evaluator),
             settings(&config),
@@ -198,7 +199,10 @@ impl BackendJob for RunJob {
     }
 }
 
-fn build_strategies<B: AutodiffBackend>(config: &RunConfig) -> Result<Vec<LlamaStrategy<B>>> {
+fn build_strategies<B: AutodiffBackend>(
+    config: &RunConfig,
+    tokenizer: Option<&Arc<Tokenizer>>,
+) -> Result<Vec<LlamaStrategy<B>>> {
     config
         .strategies
         .iter()
@@ -219,10 +223,27 @@ fn build_strategies<B: AutodiffBackend>(config: &RunConfig) -> Result<Vec<LlamaS
                 "replay" => Ok(Box::new(Replay::new(c.replay.capacity, c.replay.ratio, seed))),
                 "ewc" => Ok(Box::new(Ewc::<B>::new(ewc(FisherKind::Empirical, c.ewc.lambda)))),
                 "l2" => Ok(Box::new(Ewc::<B>::new(ewc(FisherKind::Identity, c.l2.lambda)))),
-                "distill" => Ok(Box::new(Distill::<B, LlamaForCausalLM<B>>::new(
-                    c.distill.alpha,
-                    c.distill.temperature,
-                ))),
+                "distill" => {
+                    let d = &c.distill;
+                    let feature_distance = match d.feature_distance.as_str() {
+                        "l2" => FeatureDistance::L2,
+                        "cosine" => FeatureDistance::Cosine,
+                        other => bail!("config key `distill.feature_distance`: `{other}` is not l2 or cosine"),
+                    };
+                    let reference = match (d.reference.is_empty(), tokenizer) {
+                        (true, _) => None,
+                        (false, Some(tokenizer)) => Some(reference_source(c, &d.reference, tokenizer)?),
+                        (false, None) => bail!("config key `distill.reference`: no tokenizer to read it with"),
+                    };
+                    let config = DistillConfig {
+                        alpha: d.alpha,
+                        temperature: d.temperature,
+                        feature_weight: d.feature_weight,
+                        feature_distance,
+                        reference_batch_size: d.reference_batch_size,
+                    };
+                    Ok(Box::new(Distill::<B, LlamaForCausalLM<B>>::with_config(config, reference)))
+                }
                 "ema" => Ok(Box::new(Ema::<B>::new(c.ema.decay))),
                 "wise" => Ok(Box::new(Wise::<B>::new(c.wise.alpha))),
                 "merge" => Ok(Box::new(Merge::<B>::new(c.merge.scale))),

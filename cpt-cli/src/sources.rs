@@ -85,6 +85,18 @@ pub fn training_source(
     Ok(Box::new(SequenceItems(source)))
 }
 
+/// A stream over reference data (for distillation on general or earlier data), seeded apart
+/// from every training stream.
+pub fn reference_source(
+    config: &RunConfig,
+    files: &[String],
+    tokenizer: &Arc<Tokenizer>,
+) -> Result<Box<dyn ItemSource<Vec<u32>>>> {
+    let seed = SplitMix64::derive(config.seed, &[0x4ef, 0]).next_u64();
+    let source = packed(config, files, tokenizer, seed).context("distillation reference data")?;
+    Ok(Box::new(SequenceItems(Box::new(source))))
+}
+
 /// Held-out batches of experience `index`: the first `eval.max_sequences` packed sequences of its
 /// eval files in file order.
 pub fn eval_batches(

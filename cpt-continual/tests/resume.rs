@@ -52,7 +52,16 @@ fn all_strategies() -> Vec<Box<dyn Strategy<B, Model>>> {
     vec![
         Box::new(Replay::new(6, 0.5, 7)),
         Box::new(Ewc::<B>::new(ewc)),
-        Box::new(Distill::<B, Model>::new(0.5, 2.0)),
+        Box::new(Distill::<B, Model>::with_config(
+            cpt_continual::strategies::DistillConfig {
+                alpha: 0.5,
+                temperature: 2.0,
+                feature_weight: 0.3,
+                feature_distance: cpt_continual::strategies::FeatureDistance::Cosine,
+                reference_batch_size: 2,
+            },
+            Some(Box::new(SyntheticSource::new(77, 2))),
+        )),
         Box::new(Ema::<B>::new(0.8)),
         Box::new(Wise::<B>::new(0.7)),
         Box::new(Merge::<B>::new(0.9)),

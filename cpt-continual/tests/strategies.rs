@@ -469,3 +469,59 @@ fn the_weight_ensemble_is_the_mean_of_its_samples() {
         "{got:?}"
     );
 }
+
+#[test]
+fn feature_distillation_on_a_reference_source() {
+    use cpt_continual::strategies::{DistillConfig, FeatureDistance, feature_loss};
+    let device = Default::default();
+    let f = Tensor::<B, 1>::from_data(
+        TensorData::new(
+            (0..12).map(|i| i as f32 * 0.3 - 1.0).collect::<Vec<_>>(),
+            [12],
+        ),
+        &device,
+    )
+    .reshape([3, 4]);
+    for d in [FeatureDistance::L2, FeatureDistance::Cosine] {
+        assert!(feature_loss(f.clone(), f.clone(), d).into_scalar().abs() < 1e-6);
+        assert!(feature_loss(f.clone(), f.clone().neg(), d).into_scalar() > 0.1);
+    }
+    // With a reference source the terms are computed on reference batches, whatever the
+    // current batch: a source that repeats one sequence gives the same penalty for any batch.
+    struct Constant;
+    impl cpt_core::ItemSource<Vec<u32>> for Constant {
+        fn next_item(&mut self) -> cpt_core::Result<Vec<u32>> {
+            Ok((0..SEQ as u32).collect())
+        }
+        fn cursor(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn seek(&mut self, _: &serde_json::Value) -> cpt_core::Result<()> {
+            Ok(())
+        }
+    }
+    let config = DistillConfig {
+        alpha: 1.0,
+        temperature: 2.0,
+        feature_weight: 1.0,
+        feature_distance: FeatureDistance::L2,
+        reference_batch_size: 2,
+    };
+    let mut distill = Distill::<B, Model>::with_config(config, Some(Box::new(Constant)));
+    let mut model = tiny_model(8);
+    with_context(&mut model, 1, |cx| {
+        Strategy::<B, Model>::before_experience(&mut distill, cx)
+    })
+    .unwrap();
+    // Move the student so that the terms are non-zero.
+    let moved = cpt_core::params::map_named(model.clone(), |_, t| t.mul_scalar(1.1));
+    let penalty = |b: &TokenBatch| {
+        let out = moved.forward_step(b);
+        Strategy::<B, Model>::penalty(&distill, &moved, b, &out)
+            .unwrap()
+            .into_scalar()
+    };
+    let (p1, p2) = (penalty(&batch(1)), penalty(&batch(2)));
+    assert!(p1 > 0.0);
+    assert_eq!(p1, p2);
+}

@@ -297,10 +297,18 @@ impl Default for L2Section {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillSection {
-    /// Weight α of the distillation term.
+    /// Weight α of the logit (KL) term; 0 disables it.
     pub alpha: f64,
     /// Softmax temperature T.
     pub temperature: f64,
+    /// Weight β of the pooled-feature term (ZSCL-style); 0 disables it.
+    pub feature_weight: f64,
+    /// Feature distance: `l2` or `cosine`.
+    pub feature_distance: String,
+    /// Reference data (Parquet files or globs) to distill on instead of the current batch.
+    pub reference: Vec<String>,
+    /// Sequences per reference batch.
+    pub reference_batch_size: usize,
 }
 
 impl Default for DistillSection {
@@ -308,6 +316,10 @@ impl Default for DistillSection {
         Self {
             alpha: 1.0,
             temperature: 2.0,
+            feature_weight: 0.0,
+            feature_distance: "l2".into(),
+            reference: Vec::new(),
+            reference_batch_size: 4,
         }
     }
 }

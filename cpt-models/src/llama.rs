@@ -580,12 +580,16 @@ impl<B: Backend> TaskModel<B> for LlamaForCausalLM<B> {
 
     fn forward_step(&self, batch: &TokenBatch) -> StepOutput<B> {
         let tokens = self.batch_tokens(batch);
-        let logits = self.forward(tokens.clone());
+        let hidden = self.hidden_states(tokens.clone());
+        let [batch_size, _, width] = hidden.dims();
+        // Pooled features for feature distillation: the mean final hidden state of each row.
+        let features = hidden.clone().mean_dim(1).reshape([batch_size, width]);
+        let logits = self.project(hidden);
         let loss = causal_lm_loss(logits.clone(), tokens);
         StepOutput {
             loss,
             logits: Some(logits),
-            features: None,
+            features: Some(features),
             count: batch.predicted_tokens(),
         }
     }

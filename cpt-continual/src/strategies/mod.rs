@@ -11,7 +11,7 @@ mod slow_learner;
 mod weight_ensemble;
 mod wise;
 
-pub use distill::{Distill, kd_loss};
+pub use distill::{Distill, DistillConfig, FeatureDistance, feature_loss, kd_loss};
 pub use ema::Ema;
 pub use ewc::{Ewc, EwcConfig, FisherKind, estimate_fisher};
 pub use lora::{Lora, LoraMode};
