@@ -22,6 +22,9 @@ use std::cell::RefCell;
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
+/// A stream of the model's training items.
+type Source<B, M> = Box<dyn ItemSource<ItemOf<B, M>>>;
+
 /// How pooled features are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,7 +57,7 @@ pub struct Distill<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
     /// Teacher weights restored from a checkpoint, turned into a module on the model's
     /// structure in [`Strategy::rebuild_model`].
     pending: RefCell<Option<Weights<B>>>,
-    reference: Option<RefCell<Box<dyn ItemSource<ItemOf<B, M>>>>>,
+    reference: Option<RefCell<Source<B, M>>>,
 }
 
 // The trainer drives strategies from one thread; the RefCells are never shared.
@@ -193,16 +196,16 @@ where
                 None => term,
             })
         };
-        if c.alpha > 0.0 {
-            if let (Some(s), Some(t)) = (student.logits.clone(), taught.logits.clone()) {
-                add(kd_loss(s, Tensor::from_inner(t), c.temperature).mul_scalar(c.alpha));
-            }
+        if c.alpha > 0.0
+            && let (Some(s), Some(t)) = (student.logits.clone(), taught.logits.clone())
+        {
+            add(kd_loss(s, Tensor::from_inner(t), c.temperature).mul_scalar(c.alpha));
         }
-        if c.feature_weight > 0.0 {
-            if let (Some(s), Some(t)) = (student.features.clone(), taught.features.clone()) {
-                add(feature_loss(s, Tensor::from_inner(t), c.feature_distance)
-                    .mul_scalar(c.feature_weight));
-            }
+        if c.feature_weight > 0.0
+            && let (Some(s), Some(t)) = (student.features.clone(), taught.features.clone())
+        {
+            add(feature_loss(s, Tensor::from_inner(t), c.feature_distance)
+                .mul_scalar(c.feature_weight));
         }
         total
     }

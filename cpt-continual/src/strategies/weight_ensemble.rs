@@ -49,7 +49,7 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
 
     fn after_step(&mut self, cx: &mut Context<'_, B, M>) -> Result<()> {
         self.steps += 1;
-        if self.steps % self.every_steps != 0 {
+        if !self.steps.is_multiple_of(self.every_steps) {
             return Ok(());
         }
         let Some(average) = self.average.take() else {
