@@ -25,6 +25,10 @@ run l2       --set 'strategies=["l2"]' --set l2.lambda=0.01
 run distill  --set 'strategies=["distill"]' --set distill.alpha=1.0 --set distill.temperature=2.0
 run ema      --set 'strategies=["ema"]' --set ema.decay=0.98
 run merge    --set 'strategies=["merge"]' --set merge.scale=0.7
+run weight_ensemble --set 'strategies=["weight_ensemble"]' --set weight_ensemble.every_steps=10
+run lora     --set 'strategies=["lora"]' --set lora.rank=8 --set lora.alpha=16.0 \
+             --set 'lora.target_modules=["q", "k", "v", "o", "gate", "up", "down"]' --set lora.mode=merge
 run replay_ewc_distill --set 'strategies=["replay", "ewc", "distill"]' --set ewc.lambda=1000.0
 
-"$cpt" compare "$out"/naive "$out"/replay "$out"/ewc "$out"/l2 "$out"/distill "$out"/ema "$out"/merge "$out"/replay_ewc_distill
+"$cpt" compare "$out"/naive "$out"/replay "$out"/ewc "$out"/l2 "$out"/distill "$out"/ema "$out"/merge \
+    "$out"/weight_ensemble "$out"/lora "$out"/replay_ewc_distill
