@@ -51,6 +51,10 @@ pub struct TrainerSettings {
     pub non_finite: NonFinitePolicy,
     /// Skip steps whose loss exceeds this factor × the running mean loss (see [`SpikeGuard`]).
     pub loss_spike_factor: Option<f64>,
+    /// Seed of the backend RNG (dropout), re-applied from (seed, step) before every step:
+    /// burn cannot save a device RNG's state, so each step's draws are made a function of the
+    /// step instead.
+    pub seed: u64,
 }
 
 /// Running mean of recent step losses for the loss-spike guard: an exponential average over
@@ -323,6 +327,10 @@ where
         );
         let lr = s.schedule.lr_at(phase_step, phase_steps);
         let (batch_size, accum) = (s.batch_size, s.grad_accum_steps);
+        let step_seed = cpt_core::SplitMix64::derive(s.seed, &[self.state.global_step]).next_u64();
+        if let Some(device) = Module::devices(&self.model).first() {
+            B::seed(device, step_seed);
+        }
 
         let mut grads = GradStore::<B>::default();
         let (mut loss_sum, mut total_sum, mut units) = (0.0, 0.0, 0usize);

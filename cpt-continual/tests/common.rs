@@ -131,6 +131,7 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
         config_hash: "test".into(),
         non_finite: cpt_continual::NonFinitePolicy::Fail,
         loss_spike_factor: None,
+        seed: 5,
     }
 }
 
@@ -170,4 +171,12 @@ pub fn trainer(
         Box::new(evaluator()),
         settings(checkpoint_every),
     )
+}
+
+/// burn's CPU backend keeps one global RNG, which the trainer re-seeds at every step and LoRA
+/// dropout draws from: tests that train or draw hold this lock so parallel tests cannot
+/// interleave their draws.
+pub fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -338,6 +338,7 @@ fn lora_adapter_exports_to_peft_with_equal_logits_where_installed() {
         alpha: 8.0,
         rslora: true,
         target_modules: vec!["q".into(), "v".into(), "down".into()],
+        dropout: 0.0,
     };
     // A trained-looking adapter: B away from zero, so the adapter matters.
     let mut rng = cpt_core::SplitMix64::new(5);

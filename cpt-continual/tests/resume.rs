@@ -91,6 +91,11 @@ fn resume_matches_uninterrupted(stop_at: u64) {
 }
 
 fn resume_matches_uninterrupted_with(stop_at: u64, strategies: fn() -> Strategies) {
+    let _serial = backend_rng_lock();
+    compare_resumed_with_uninterrupted(stop_at, strategies);
+}
+
+fn compare_resumed_with_uninterrupted(stop_at: u64, strategies: fn() -> Strategies) {
     let mut reference = trainer(1, strategies(), 0);
     let mut seen = StopAt {
         stop_at: None,
@@ -167,6 +172,7 @@ fn with_lora() -> Strategies {
         alpha: 4.0,
         rslora: true,
         target_modules: vec!["q".into(), "up".into()],
+        dropout: 0.0,
     };
     vec![
         Box::new(Replay::new(6, 0.5, 7)),
@@ -194,6 +200,7 @@ fn all_strategies_together_resume_bit_identically_at_a_boundary() {
 
 #[test]
 fn a_run_without_checkpoints_trains_and_fills_the_matrix() {
+    let _serial = backend_rng_lock();
     let mut t = trainer(1, strategies(), 0);
     assert_eq!(
         t.run(&mut cpt_continual::SilentObserver).unwrap(),
@@ -205,4 +212,28 @@ fn a_run_without_checkpoints_trains_and_fills_the_matrix() {
     // Training on domain 0 lowers its loss below the initial model's.
     let initial = state.initial_scores.as_ref().unwrap();
     assert!(state.matrix[0][0].loss < initial[0].loss);
+}
+
+/// LoRA with adapter dropout (masks from the backend RNG, re-seeded from (seed, step) at every
+/// step) next to replay and distillation.
+fn lora_with_dropout() -> Strategies {
+    use cpt_continual::strategies::{Distill, Lora, LoraMode};
+    let spec = cpt_models::linear::LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        rslora: true,
+        target_modules: vec!["q".into(), "up".into()],
+        dropout: 0.1,
+    };
+    vec![
+        Box::new(Replay::new(6, 0.5, 7)),
+        Box::new(Distill::<B, Model>::new(0.5, 2.0)),
+        Box::new(Lora::<B, Model>::new(spec, LoraMode::Merge, 11)),
+    ]
+}
+
+#[test]
+fn lora_dropout_resumes_bit_identically() {
+    resume_matches_uninterrupted_with(STEPS[0] + 1, lora_with_dropout);
+    resume_matches_uninterrupted_with(2, lora_with_dropout);
 }

@@ -336,6 +336,7 @@ fn interpolation_endpoints_are_exact() {
 
 #[test]
 fn a_group_with_multiplier_zero_is_bit_identical_after_training() {
+    let _serial = backend_rng_lock();
     let slow: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(SlowLearner::new(vec![
         ("lm_head.*".into(), 0.0),
         ("model.embed_tokens.*".into(), 0.1),
@@ -358,11 +359,13 @@ fn lora_spec() -> cpt_models::linear::LoraSpec {
         alpha: 4.0,
         rslora: false,
         target_modules: vec!["q".into(), "v".into(), "down".into()],
+        dropout: 0.0,
     }
 }
 
 #[test]
 fn lora_trains_only_adapters_and_leaves_the_base_bit_identical() {
+    let _serial = backend_rng_lock();
     use cpt_continual::strategies::{Lora, LoraMode};
     let base = named_tensors(&tiny_model(1));
     let lora: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(Lora::<B, Model>::new(
@@ -524,4 +527,67 @@ fn feature_distillation_on_a_reference_source() {
     let (p1, p2) = (penalty(&batch(1)), penalty(&batch(2)));
     assert!(p1 > 0.0);
     assert_eq!(p1, p2);
+}
+
+#[test]
+fn lora_dropout_acts_only_in_training_and_follows_the_seed() {
+    let _serial = backend_rng_lock();
+    use cpt_core::AdapterModel;
+    let mut spec = lora_spec();
+    spec.dropout = 0.5;
+    let trained = cpt_core::params::map_named(tiny_model(3).with_adapters(&spec, 2), |path, t| {
+        if path.ends_with("lora_b") {
+            t.ones_like().mul_scalar(0.05)
+        } else {
+            t
+        }
+    });
+    let b = batch(4);
+    let device: burn::tensor::Device<B> = Default::default();
+    let logits = |m: &Model, seed: u64| {
+        <B as burn::tensor::backend::Backend>::seed(&device, seed);
+        m.forward_step(&b)
+            .logits
+            .unwrap()
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(
+        logits(&trained, 1),
+        logits(&trained, 1),
+        "same seed, same masks"
+    );
+    assert_ne!(
+        logits(&trained, 1),
+        logits(&trained, 2),
+        "dropout draws new masks"
+    );
+    // Evaluation (no autodiff) has no dropout: it equals the same adapter without dropout.
+    let eval = trained
+        .valid()
+        .forward_step(&b)
+        .logits
+        .unwrap()
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
+    spec.dropout = 0.0;
+    let no_dropout =
+        cpt_core::params::map_named(tiny_model(3).with_adapters(&spec, 2), |path, t| {
+            if path.ends_with("lora_b") {
+                t.ones_like().mul_scalar(0.05)
+            } else {
+                t
+            }
+        });
+    let reference = no_dropout
+        .valid()
+        .forward_step(&b)
+        .logits
+        .unwrap()
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
+    assert_eq!(eval, reference);
 }

@@ -390,6 +390,8 @@ pub struct LoraSection {
     pub alpha: f64,
     /// Rank-stabilised scaling α/√r.
     pub rslora: bool,
+    /// Dropout on the adapters' input during training.
+    pub dropout: f64,
     /// Projections that get adapters: `q`, `k`, `v`, `o`, `gate`, `up`, `down`.
     pub target_modules: Vec<String>,
     /// Per experience: `continue` one adapter, `merge` it and start fresh, or keep one
@@ -403,6 +405,7 @@ impl Default for LoraSection {
             rank: 8,
             alpha: 16.0,
             rslora: false,
+            dropout: 0.0,
             target_modules: vec!["q".into(), "v".into()],
             mode: "merge".into(),
         }

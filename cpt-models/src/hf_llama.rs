@@ -421,7 +421,7 @@ pub fn save_peft<B: Backend>(
         "r": spec.rank,
         "lora_alpha": spec.alpha,
         "use_rslora": spec.rslora,
-        "lora_dropout": 0.0,
+        "lora_dropout": spec.dropout,
         "target_modules": modules,
         "bias": "none",
         "fan_in_fan_out": false,

@@ -25,6 +25,11 @@ pub struct LoraSpec {
     /// Which projections get adapters, by name: `q`, `k`, `v`, `o`, `gate`, `up`, `down` (or
     /// the full names `q_proj`, ...).
     pub target_modules: Vec<String>,
+    /// Dropout on the adapter's input while training (0: none). Its masks come from the
+    /// backend RNG, which the trainer re-seeds from (seed, step) at every step, so runs and
+    /// resumes stay reproducible.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl LoraSpec {
@@ -57,6 +62,8 @@ pub struct Linear<B: Backend> {
     pub lora_b: Option<Param<Tensor<B, 2>>>,
     /// Adapter scale s.
     pub lora_scaling: f64,
+    /// Dropout probability on the adapter's input during training.
+    pub lora_dropout: f64,
 }
 
 impl<B: Backend> Linear<B> {
@@ -75,6 +82,7 @@ impl<B: Backend> Linear<B> {
             lora_a: None,
             lora_b: None,
             lora_scaling: 0.0,
+            lora_dropout: 0.0,
         }
     }
 
@@ -86,6 +94,14 @@ impl<B: Backend> Linear<B> {
             y = y + bias.val().unsqueeze::<3>();
         }
         if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
+            let p = self.lora_dropout;
+            // Dropout only where gradients flow (training), as PEFT's nn.Dropout in train mode.
+            let x = if p > 0.0 && B::ad_enabled(&x.device()) {
+                let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - p));
+                x * keep / (1.0 - p)
+            } else {
+                x
+            };
             let low = x
                 .matmul(a.val().unsqueeze::<3>())
                 .matmul(b.val().unsqueeze::<3>());
@@ -111,6 +127,7 @@ impl<B: Backend> Linear<B> {
             &device,
         )));
         self.lora_scaling = spec.scaling();
+        self.lora_dropout = spec.dropout;
         self
     }
 
@@ -127,6 +144,7 @@ impl<B: Backend> Linear<B> {
             self.weight = Param::from_mapped_value(id, merged, mapper);
         }
         self.lora_scaling = 0.0;
+        self.lora_dropout = 0.0;
         self
     }
 
@@ -135,6 +153,7 @@ impl<B: Backend> Linear<B> {
         self.lora_a = None;
         self.lora_b = None;
         self.lora_scaling = 0.0;
+        self.lora_dropout = 0.0;
         self
     }
 }

@@ -611,7 +611,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
                 ("down_proj", &mut mlp.down_proj),
             ];
             for (name, slot) in slots {
-                let taken = std::mem::replace(slot, placeholder_like(slot));
+                let taken = std::mem::replace(slot, stand_in_for(slot));
                 *slot = f(name, i, taken);
             }
         }
@@ -620,13 +620,14 @@ impl<B: Backend> LlamaForCausalLM<B> {
 }
 
 /// A cheap stand-in for a layer being moved out of its slot (shares the tensors).
-fn placeholder_like<B: Backend>(layer: &Linear<B>) -> Linear<B> {
+fn stand_in_for<B: Backend>(layer: &Linear<B>) -> Linear<B> {
     Linear {
         weight: layer.weight.clone(),
         bias: None,
         lora_a: None,
         lora_b: None,
         lora_scaling: 0.0,
+        lora_dropout: 0.0,
     }
 }
 

@@ -100,7 +100,7 @@ where
     }
 
     fn rebuild_model(&self, model: M) -> M {
-        // The values are placeholders: the checkpointed weights overwrite them.
+        // Any adapter values do: the checkpointed weights overwrite them.
         if self.active {
             model.with_adapters(&self.spec, 0)
         } else {
