@@ -83,3 +83,47 @@ pub fn device_of<B: AutodiffBackend, M: AutodiffModule<B>>(
     });
     device.expect("a model has parameters")
 }
+
+/// `f(a, b)` for every weight of `a` that `b` also has; the others keep `a`'s value.
+pub fn combine<B: AutodiffBackend>(
+    a: Weights<B>,
+    b: &Weights<B>,
+    f: impl Fn(Tensor<Inner<B>, 1>, &Tensor<Inner<B>, 1>) -> Tensor<Inner<B>, 1>,
+) -> Weights<B> {
+    a.into_iter()
+        .map(|(path, value)| {
+            let value = match b.get(&path) {
+                Some(other) => f(value, other),
+                None => value,
+            };
+            (path, value)
+        })
+        .collect()
+}
+
+/// Put optional weights into a strategy state: a JSON flag `name` and tensors under `name.`.
+pub fn save_optional<B: AutodiffBackend>(
+    weights: Option<&Weights<B>>,
+    name: &str,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    tensors: &mut NamedTensors,
+) {
+    json.insert(name.to_string(), serde_json::Value::Bool(weights.is_some()));
+    if let Some(weights) = weights {
+        to_host::<B>(weights, name, tensors);
+    }
+}
+
+/// Read back weights stored by [`save_optional`].
+pub fn load_optional<B: AutodiffBackend>(
+    state: &crate::strategy::StrategyState,
+    name: &str,
+    device: &burn::tensor::Device<Inner<B>>,
+) -> Option<Weights<B>> {
+    let present = state
+        .json
+        .get(name)
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    present.then(|| from_host::<B>(&state.tensors, name, device))
+}

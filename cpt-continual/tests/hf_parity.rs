@@ -289,33 +289,58 @@ fn export_loads_in_python_transformers_where_installed() {
         .into_data()
         .into_vec::<f32>()
         .unwrap();
+    python_check(
+        "check_hf_export.py",
+        &target,
+        out.path(),
+        &shape,
+        &ids,
+        logits,
+        config.vocab_size,
+    );
+}
+
+/// Write our `input_ids` and `logits` for `script` (in scripts/) to compare against what Python
+/// computes on the exported folder `target`; fail with its output if it disagrees.
+fn python_check(
+    script: &str,
+    target: &Path,
+    scratch: &Path,
+    shape: &[usize],
+    ids: &[i64],
+    logits: Vec<f32>,
+    vocab: usize,
+) {
     let mut ours = cpt_core::NamedTensors::new();
+    let ids = ids.iter().map(|&i| i as f32).collect();
     ours.insert(
         "input_ids".into(),
         cpt_core::HostTensor {
-            shape: shape.clone(),
-            values: ids.iter().map(|&i| i as f32).collect(),
+            shape: shape.to_vec(),
+            values: ids,
         },
     );
     ours.insert(
         "logits".into(),
         cpt_core::HostTensor {
-            shape: vec![shape[0], shape[1], config.vocab_size],
+            shape: vec![shape[0], shape[1], vocab],
             values: logits,
         },
     );
-    let ours_path = out.path().join("ours.safetensors");
+    let ours_path = scratch.join("ours.safetensors");
     cpt_core::tensor_file::write_tensors(&ours_path, &ours, Default::default()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_hf_export.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
     let result = std::process::Command::new("python3")
         .arg(script)
-        .arg(&target)
+        .arg(target)
         .arg(&ours_path)
         .output()
         .unwrap();
     assert!(
         result.status.success(),
-        "transformers rejected the export:\n{}\n{}",
+        "Python rejected the export:\n{}\n{}",
         String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );
@@ -369,34 +394,13 @@ fn lora_adapter_exports_to_peft_with_equal_logits_where_installed() {
         &target,
     )
     .unwrap();
-    let mut ours = cpt_core::NamedTensors::new();
-    ours.insert(
-        "input_ids".into(),
-        cpt_core::HostTensor {
-            shape: shape.clone(),
-            values: ids.iter().map(|&i| i as f32).collect(),
-        },
-    );
-    ours.insert(
-        "logits".into(),
-        cpt_core::HostTensor {
-            shape: vec![shape[0], shape[1], config.vocab_size],
-            values: logits,
-        },
-    );
-    let ours_path = out.path().join("ours.safetensors");
-    cpt_core::tensor_file::write_tensors(&ours_path, &ours, Default::default()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_peft_export.py");
-    let result = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&target)
-        .arg(&ours_path)
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "PEFT rejected the adapter:\n{}\n{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
+    python_check(
+        "check_peft_export.py",
+        &target,
+        out.path(),
+        &shape,
+        &ids,
+        logits,
+        config.vocab_size,
     );
 }

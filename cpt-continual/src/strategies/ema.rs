@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
-use crate::weights::{Weights, from_host, replace, snapshot, to_host};
+use crate::weights::{Weights, combine, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_core::{NamedTensors, TaskModel};
@@ -47,18 +47,9 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
         let current = snapshot::<B, M>(cx.model);
         let d = self.decay;
         let average = self.average.take().unwrap_or_else(|| current.clone());
-        self.average = Some(
-            average
-                .into_iter()
-                .map(|(path, avg)| {
-                    let value = match current.get(&path) {
-                        Some(theta) => avg.mul_scalar(d) + theta.clone().mul_scalar(1.0 - d),
-                        None => avg,
-                    };
-                    (path, value)
-                })
-                .collect(),
-        );
+        self.average = Some(combine::<B>(average, &current, |avg, theta| {
+            avg.mul_scalar(d) + theta.clone().mul_scalar(1.0 - d)
+        }));
         Ok(())
     }
 
@@ -70,23 +61,16 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
     }
 
     fn state(&self) -> StrategyState {
-        let mut tensors = NamedTensors::new();
-        if let Some(average) = &self.average {
-            to_host::<B>(average, "average", &mut tensors);
-        }
+        let (mut json, mut tensors) = (serde_json::Map::new(), NamedTensors::new());
+        save_optional::<B>(self.average.as_ref(), "average", &mut json, &mut tensors);
         StrategyState {
-            json: serde_json::json!({ "average": self.average.is_some() }),
+            json: json.into(),
             tensors,
         }
     }
 
     fn load_state(&mut self, state: StrategyState, device: &InnerDevice<B>) -> Result<()> {
-        let has = state
-            .json
-            .get("average")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
-        self.average = has.then(|| from_host::<B>(&state.tensors, "average", device));
+        self.average = load_optional::<B>(&state, "average", device);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
-use crate::weights::{Weights, from_host, replace, snapshot, to_host};
+use crate::weights::{Weights, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_core::{NamedTensors, TaskModel};
@@ -77,34 +77,20 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
     }
 
     fn state(&self) -> StrategyState {
-        let mut tensors = NamedTensors::new();
-        for (name, weights) in [
-            ("base", &self.base),
-            ("start", &self.start),
-            ("task_sum", &self.task_sum),
-        ] {
-            if let Some(w) = weights {
-                to_host::<B>(w, name, &mut tensors);
-            }
+        let (mut json, mut tensors) = (serde_json::Map::new(), NamedTensors::new());
+        save_optional::<B>(self.base.as_ref(), "base", &mut json, &mut tensors);
+        save_optional::<B>(self.start.as_ref(), "start", &mut json, &mut tensors);
+        save_optional::<B>(self.task_sum.as_ref(), "task_sum", &mut json, &mut tensors);
+        StrategyState {
+            json: json.into(),
+            tensors,
         }
-        let json = serde_json::json!({
-            "base": self.base.is_some(), "start": self.start.is_some(), "task_sum": self.task_sum.is_some()
-        });
-        StrategyState { json, tensors }
     }
 
     fn load_state(&mut self, state: StrategyState, device: &InnerDevice<B>) -> Result<()> {
-        let load = |name: &str| {
-            let has = state
-                .json
-                .get(name)
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false);
-            has.then(|| from_host::<B>(&state.tensors, name, device))
-        };
-        self.base = load("base");
-        self.start = load("start");
-        self.task_sum = load("task_sum");
+        self.base = load_optional::<B>(&state, "base", device);
+        self.start = load_optional::<B>(&state, "start", device);
+        self.task_sum = load_optional::<B>(&state, "task_sum", device);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
-use crate::weights::{Weights, from_host, replace, snapshot, to_host};
+use crate::weights::{Weights, combine, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_core::{NamedTensors, TaskModel};
@@ -58,18 +58,9 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
         let current = snapshot::<B, M>(cx.model);
         let n = self.samples as f64;
         // avg ← avg + (θ − avg) / (n + 1): the mean of all samples so far.
-        self.average = Some(
-            average
-                .into_iter()
-                .map(|(path, avg)| {
-                    let value = match current.get(&path) {
-                        Some(theta) => avg.clone() + (theta.clone() - avg).div_scalar(n + 1.0),
-                        None => avg,
-                    };
-                    (path, value)
-                })
-                .collect(),
-        );
+        self.average = Some(combine::<B>(average, &current, |avg, theta| {
+            avg.clone() + (theta.clone() - avg).div_scalar(n + 1.0)
+        }));
         self.samples += 1;
         Ok(())
     }
@@ -82,14 +73,14 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
     }
 
     fn state(&self) -> StrategyState {
-        let mut tensors = NamedTensors::new();
-        if let Some(average) = &self.average {
-            to_host::<B>(average, "average", &mut tensors);
+        let (mut json, mut tensors) = (serde_json::Map::new(), NamedTensors::new());
+        save_optional::<B>(self.average.as_ref(), "average", &mut json, &mut tensors);
+        json.insert("samples".into(), self.samples.into());
+        json.insert("steps".into(), self.steps.into());
+        StrategyState {
+            json: json.into(),
+            tensors,
         }
-        let json = serde_json::json!({
-            "average": self.average.is_some(), "samples": self.samples, "steps": self.steps
-        });
-        StrategyState { json, tensors }
     }
 
     fn load_state(&mut self, state: StrategyState, device: &InnerDevice<B>) -> Result<()> {
@@ -102,12 +93,7 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
         };
         self.samples = get("samples");
         self.steps = get("steps");
-        let has = state
-            .json
-            .get("average")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
-        self.average = has.then(|| from_host::<B>(&state.tensors, "average", device));
+        self.average = load_optional::<B>(&state, "average", device);
         Ok(())
     }
 }

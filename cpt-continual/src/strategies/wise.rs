@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
-use crate::weights::{Weights, from_host, replace, snapshot, to_host};
+use crate::weights::{Weights, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
@@ -63,23 +63,16 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
     }
 
     fn state(&self) -> StrategyState {
-        let mut tensors = NamedTensors::new();
-        if let Some(start) = &self.start {
-            to_host::<B>(start, "start", &mut tensors);
-        }
+        let (mut json, mut tensors) = (serde_json::Map::new(), NamedTensors::new());
+        save_optional::<B>(self.start.as_ref(), "start", &mut json, &mut tensors);
         StrategyState {
-            json: serde_json::json!({ "start": self.start.is_some() }),
+            json: json.into(),
             tensors,
         }
     }
 
     fn load_state(&mut self, state: StrategyState, device: &InnerDevice<B>) -> Result<()> {
-        let has = state
-            .json
-            .get("start")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
-        self.start = has.then(|| from_host::<B>(&state.tensors, "start", device));
+        self.start = load_optional::<B>(&state, "start", device);
         Ok(())
     }
 }
