@@ -327,10 +327,7 @@ where
         );
         let lr = s.schedule.lr_at(phase_step, phase_steps);
         let (batch_size, accum) = (s.batch_size, s.grad_accum_steps);
-        let step_seed = cpt_core::SplitMix64::derive(s.seed, &[self.state.global_step]).next_u64();
-        if let Some(device) = Module::devices(&self.model).first() {
-            B::seed(device, step_seed);
-        }
+        self.reseed(&[self.state.global_step]);
 
         let mut grads = GradStore::<B>::default();
         let (mut loss_sum, mut total_sum, mut units) = (0.0, 0.0, 0usize);
@@ -494,6 +491,15 @@ where
         }
     }
 
+    /// Seed the backend RNG from the run seed and `key` (a position in the run). burn cannot
+    /// save a device RNG's state, so every draw is made a function of where the run is.
+    fn reseed(&self, key: &[u64]) {
+        let seed = cpt_core::SplitMix64::derive(self.settings.seed, key).next_u64();
+        if let Some(device) = Module::devices(&self.model).first() {
+            B::seed(device, seed);
+        }
+    }
+
     /// Call `f` on every strategy with a context over the model and experience `e`'s stream.
     fn hook(
         &mut self,
@@ -501,6 +507,15 @@ where
         mut f: impl FnMut(&mut dyn Strategy<B, M>, &mut Context<'_, B, M>) -> Result<()>,
     ) -> Result<()> {
         let batch_size = self.settings.batch_size;
+        // Hooks may draw randomness too (a Fisher estimate runs forward passes with dropout), and
+        // a run may resume right before one: re-seed from the position, as for a step.
+        let position = [
+            self.state.global_step,
+            e as u64,
+            self.state.experience_started as u64,
+            0x400c,
+        ];
+        self.reseed(&position);
         let Self {
             model,
             strategies,

@@ -157,7 +157,8 @@ fn resume_at_an_experience_boundary_is_bit_identical() {
     resume_matches_uninterrupted(STEPS[0]);
 }
 
-/// Replay + EWC + distillation + LoRA (merged per experience), as the strategies issue asks.
+/// Replay + EWC + distillation + LoRA (merged per experience, with adapter dropout), as the
+/// strategies issue asks.
 fn with_lora() -> Strategies {
     use cpt_continual::strategies::{Distill, Ewc, EwcConfig, FisherKind, Lora, LoraMode};
     let ewc = EwcConfig {
@@ -172,7 +173,7 @@ fn with_lora() -> Strategies {
         alpha: 4.0,
         rslora: true,
         target_modules: vec!["q".into(), "up".into()],
-        dropout: 0.0,
+        dropout: 0.1,
     };
     vec![
         Box::new(Replay::new(6, 0.5, 7)),
