@@ -77,6 +77,99 @@ impl crate::model::Batch for TokenBatch {
     }
 }
 
+/// One image example: normalised pixels, an integer label and optional caption tokens.
+///
+/// Pixels are `[channels, height, width]`, row-major, already resized, cropped, augmented and
+/// normalised by the data pipeline, so a replay buffer stores exactly what the model saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageItem {
+    /// Pixel values, `[channels, height, width]`.
+    pub pixels: Vec<f32>,
+    /// Channels, height and width of `pixels`.
+    pub shape: [usize; 3],
+    /// Class label (the dataset's integer `label`), `-1` when the dataset has none.
+    pub label: i64,
+    /// Caption token ids padded to a fixed length (image–text pairs); empty otherwise.
+    #[serde(default)]
+    pub text: Vec<u32>,
+}
+
+/// A batch of images of one shape, with labels and (for image–text models) caption tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageBatch {
+    /// Pixel values, row-major `[batch_size, channels, height, width]`.
+    pub pixels: Vec<f32>,
+    /// Number of images.
+    pub batch_size: usize,
+    /// Channels, height and width of every image.
+    pub shape: [usize; 3],
+    /// One label per image.
+    pub labels: Vec<i64>,
+    /// Caption token ids, row-major `[batch_size, text_len]`; empty without captions.
+    pub text: Vec<u32>,
+    /// Tokens per caption (0 without captions).
+    pub text_len: usize,
+}
+
+impl ImageBatch {
+    /// Stack images of one shape (and captions of one length). Panics on mixed shapes, which
+    /// would be a bug in the pipeline: it resizes every image to the model's size.
+    pub fn from_images(items: &[ImageItem]) -> Self {
+        let shape = items.first().map_or([0; 3], |i| i.shape);
+        let text_len = items.first().map_or(0, |i| i.text.len());
+        let mut batch = Self {
+            pixels: Vec::with_capacity(items.len() * shape.iter().product::<usize>()),
+            batch_size: items.len(),
+            shape,
+            labels: Vec::with_capacity(items.len()),
+            text: Vec::with_capacity(items.len() * text_len),
+            text_len,
+        };
+        for item in items {
+            assert_eq!(item.shape, shape, "images of one batch share one shape");
+            assert_eq!(item.text.len(), text_len, "captions share one length");
+            batch.pixels.extend_from_slice(&item.pixels);
+            batch.labels.push(item.label);
+            batch.text.extend_from_slice(&item.text);
+        }
+        batch
+    }
+
+    /// Pixel values of one image.
+    pub fn image_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl crate::model::Batch for ImageBatch {
+    type Item = ImageItem;
+
+    fn from_items(items: Vec<ImageItem>) -> Self {
+        Self::from_images(&items)
+    }
+
+    fn into_items(self) -> Vec<ImageItem> {
+        let n = self.image_len();
+        (0..self.batch_size)
+            .map(|i| ImageItem {
+                pixels: self.pixels[i * n..(i + 1) * n].to_vec(),
+                shape: self.shape,
+                label: self.labels[i],
+                text: self.text[i * self.text_len..(i + 1) * self.text_len].to_vec(),
+            })
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Images: throughput and budgets of vision runs count samples.
+    fn units(&self) -> usize {
+        self.batch_size
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +189,23 @@ mod tests {
         let batch = TokenBatch::from_items(rows.clone());
         assert_eq!(batch.units(), 6);
         assert_eq!(batch.into_items(), rows);
+    }
+
+    #[test]
+    fn image_items_round_trip() {
+        use crate::model::Batch;
+        let item = |v: f32, label, text: Vec<u32>| ImageItem {
+            pixels: vec![v; 12],
+            shape: [3, 2, 2],
+            label,
+            text,
+        };
+        let items = vec![item(0.5, 3, vec![1, 2]), item(-1.0, 7, vec![4, 0])];
+        let batch = ImageBatch::from_items(items.clone());
+        assert_eq!(batch.pixels.len(), 24);
+        assert_eq!(batch.labels, vec![3, 7]);
+        assert_eq!(batch.text, vec![1, 2, 4, 0]);
+        assert_eq!(batch.units(), 2);
+        assert_eq!(batch.into_items(), items);
     }
 }

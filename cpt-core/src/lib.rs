@@ -14,7 +14,7 @@ pub mod rng;
 pub mod schedule;
 pub mod tensor_file;
 
-pub use batch::TokenBatch;
+pub use batch::{ImageBatch, ImageItem, TokenBatch};
 pub use config::RunConfig;
 pub use error::{CoreError, Result};
 pub use metrics::{EvalPoint, EvalRecord, StepRecord};
