@@ -19,7 +19,8 @@ pub use config::RunConfig;
 pub use error::{CoreError, Result};
 pub use metrics::{EvalPoint, EvalRecord, StepRecord};
 pub use model::{
-    ADAPTER_MARKER, AdapterModel, Batch, EvalScores, Evaluator, ItemSource, StepOutput, TaskModel,
+    ADAPTER_MARKER, AdapterModel, Batch, EvalScores, Evaluator, ImageClassifier, ImageEncoder,
+    ImageTextModel, ItemSource, MaskedImageModel, StepOutput, TaskModel,
 };
 pub use params::{HostTensor, NamedTensors};
 pub use rng::SplitMix64;

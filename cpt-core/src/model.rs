@@ -1,5 +1,6 @@
 //! The model trait every trainable cpt model implements, and what a training step returns.
 
+use crate::batch::ImageBatch;
 use crate::error::Result;
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
@@ -96,6 +97,38 @@ pub trait AdapterModel: Sized {
     fn merge_adapters(self) -> Self;
     /// The model with its adapters removed, unmerged.
     fn drop_adapters(self) -> Self;
+}
+
+/// A model that maps images to pooled feature vectors: what nearest-mean classifiers and linear
+/// probes read ("a simple baseline" of class-incremental learning on pre-trained models).
+pub trait ImageEncoder<B: Backend> {
+    /// Pooled features `[batch, width]` of the batch's images (no gradient needed).
+    fn image_features(&self, batch: &ImageBatch) -> Tensor<B, 2>;
+}
+
+/// An image model with a classification head (ViT for image classification).
+pub trait ImageClassifier<B: Backend>: ImageEncoder<B> {
+    /// Class logits `[batch, num_labels]`.
+    fn class_logits(&self, batch: &ImageBatch) -> Tensor<B, 2>;
+}
+
+/// A model that embeds images and texts into one space (CLIP): zero-shot classification and
+/// retrieval compare these embeddings.
+pub trait ImageTextModel<B: Backend>: ImageEncoder<B> {
+    /// L2-normalised image embeddings `[batch, projection_dim]`.
+    fn image_embeds(&self, batch: &ImageBatch) -> Tensor<B, 2>;
+    /// L2-normalised text embeddings `[rows, projection_dim]` of padded token rows, row-major
+    /// `[rows, text_len]`.
+    fn text_embeds(&self, tokens: &[u32], text_len: usize) -> Tensor<B, 2>;
+}
+
+/// A masked image model (MAE): the loss depends on a random mask, which evaluation must fix.
+pub trait MaskedImageModel<B: Backend>: ImageEncoder<B> {
+    /// Patches per image: the width of the noise tensor.
+    fn num_patches(&self) -> usize;
+    /// Mean reconstruction loss over masked patches, shape `[1]`, with the mask drawn from
+    /// `noise` `[batch, num_patches]` (uniform in [0, 1); lowest noise is kept, as transformers).
+    fn masked_loss(&self, batch: &ImageBatch, noise: Tensor<B, 2>) -> Tensor<B, 1>;
 }
 
 /// Substring that marks adapter parameters in parameter paths (`...q_proj.lora_a`).
