@@ -99,6 +99,7 @@ impl Evaluator<LlamaForCausalLM<Inner>> for LossEvaluator {
                     loss,
                     metric: loss.exp(),
                     count: out.count,
+                    extras: Default::default(),
                 }
             })
             .collect())

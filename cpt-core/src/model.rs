@@ -70,6 +70,9 @@ pub struct EvalScores {
     pub metric: f64,
     /// Units scored.
     pub count: usize,
+    /// Further metrics of this set beside the matrix metric (`nmc_accuracy`, `recall@5`, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extras: std::collections::BTreeMap<String, f64>,
 }
 
 /// Evaluates a model on the held-out set of every experience of the stream. Implemented in

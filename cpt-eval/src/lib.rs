@@ -1,9 +1,19 @@
 //! cpt-eval: evaluation metrics and continual-learning summaries of the eval matrix.
 
+pub mod classify;
 pub mod loglik;
 pub mod loss;
+pub mod masked;
 pub mod matrix;
+pub mod probe;
+pub mod vision;
+pub mod zero_shot;
 
+pub use classify::ClassificationEvaluator;
 pub use loglik::{ContinuationScore, score_continuation};
 pub use loss::{EvalSet, PerplexityEvaluator, mean_loss};
+pub use masked::ReconstructionEvaluator;
 pub use matrix::{MatrixSummary, matrix_csv, matrix_table, summarize};
+pub use probe::{LabelledFeatures, NearestMean, RidgeProbe};
+pub use vision::{ClassPrompts, ImageEvalSet, ProbeScope, ProbeSettings};
+pub use zero_shot::ZeroShotEvaluator;

@@ -71,6 +71,7 @@ where
                     loss,
                     metric: loss.exp(),
                     count,
+                    extras: Default::default(),
                 }
             })
             .collect())
