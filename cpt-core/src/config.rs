@@ -86,6 +86,13 @@ pub struct ModelSection {
     pub from: Option<PathBuf>,
 }
 
+impl ModelSection {
+    /// Whether the architecture reads text, so the run needs a tokenizer.
+    pub fn needs_tokenizer(&self) -> bool {
+        matches!(self.architecture.as_str(), "llama" | "clip")
+    }
+}
+
 fn default_architecture() -> String {
     "llama".to_string()
 }
@@ -97,7 +104,8 @@ pub struct DataSection {
     /// Path of a Hugging Face `tokenizer.json` (default: the one in `model.from`).
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
-    /// Tokens per packed training sequence.
+    /// Tokens per packed training sequence (language models).
+    #[serde(default)]
     pub seq_len: usize,
     /// Name of the text column in every Parquet file.
     #[serde(default = "default_text_column")]
@@ -109,6 +117,54 @@ pub struct DataSection {
     /// remember it in the data cursor, warn).
     #[serde(default)]
     pub bad_shards: BadShards,
+    /// Image columns, preprocessing and augmentation (vision models).
+    #[serde(default)]
+    pub image: ImageDataSection,
+}
+
+/// How image Parquet files are read and turned into model inputs. Image size and channels come
+/// from the model's config; this section holds what the model does not say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageDataSection {
+    /// Column of the images (PNG/JPEG bytes, or the `{bytes, path}` struct of HF datasets).
+    pub image_column: String,
+    /// Column of the integer class labels.
+    pub label_column: String,
+    /// Column of captions; absent: captions come from `caption_template` and class names.
+    pub caption_column: Option<String>,
+    /// Caption built from a class name, `{label}` standing for it.
+    pub caption_template: String,
+    /// Resize the shorter edge to this many pixels, then center-crop to the model's size
+    /// (absent: resize straight to the model's size).
+    pub resize_shortest_edge: Option<usize>,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation divided by.
+    pub std: Vec<f64>,
+    /// Training augmentation: flip horizontally with probability 0.5.
+    pub hflip: bool,
+    /// Training augmentation: random-resized-crop with this area-scale range (e.g. [0.6, 1.0]).
+    pub random_resized_crop: Option<[f64; 2]>,
+    /// Caption tokens per image–text pair (padded or truncated, end-of-text kept).
+    pub text_len: usize,
+}
+
+impl Default for ImageDataSection {
+    fn default() -> Self {
+        Self {
+            image_column: "image".into(),
+            label_column: "label".into(),
+            caption_column: None,
+            caption_template: "a photo of a {label}".into(),
+            resize_shortest_edge: None,
+            mean: vec![0.5],
+            std: vec![0.5],
+            hflip: false,
+            random_resized_crop: None,
+            text_len: 16,
+        }
+    }
 }
 
 /// The `data.bad_shards` policy.
@@ -150,6 +206,29 @@ pub struct ExperienceConfig {
     /// Budget in training tokens (converted to whole steps, rounding up).
     #[serde(default)]
     pub tokens: Option<u64>,
+    /// Image streams: keep only these labels (class-incremental splits); empty keeps all.
+    #[serde(default)]
+    pub classes: Vec<i64>,
+    /// Image streams: the name of each label (index = label), for captions and zero-shot
+    /// prompts.
+    #[serde(default)]
+    pub class_names: Vec<String>,
+}
+
+/// A held-out set evaluated at every evaluation but never trained on: zero-shot retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldOutSet {
+    /// Column name in reports.
+    pub name: String,
+    /// Parquet files or globs.
+    pub files: Vec<String>,
+    /// Keep only these labels; empty keeps all.
+    #[serde(default)]
+    pub classes: Vec<i64>,
+    /// The name of each label (index = label).
+    #[serde(default)]
+    pub class_names: Vec<String>,
 }
 
 /// One weighted source of a mixture.
@@ -432,6 +511,16 @@ pub struct EvalSection {
     pub max_sequences: usize,
     /// Sequences per evaluation batch.
     pub batch_size: usize,
+    /// Held-out images per experience (vision).
+    pub max_images: usize,
+    /// Training images per experience that the frozen-feature probes (nearest-mean classifier,
+    /// ridge linear probe) fit on; 0 turns the probes off.
+    pub support_images: usize,
+    /// Which classes a probe's images compete among: `per_set` (each experience's own) or
+    /// `all_sets` (the classes of every experience: class-incremental).
+    pub probe_scope: String,
+    /// Sets never trained on, evaluated alongside the stream (zero-shot retention).
+    pub held_out: Vec<HeldOutSet>,
 }
 
 impl Default for EvalSection {
@@ -440,6 +529,10 @@ impl Default for EvalSection {
             every_steps: 0,
             max_sequences: 64,
             batch_size: 8,
+            max_images: 256,
+            support_images: 0,
+            probe_scope: "per_set".into(),
+            held_out: Vec::new(),
         }
     }
 }
@@ -513,7 +606,8 @@ impl RunConfig {
             }
             _ => {}
         }
-        if self.data.tokenizer.is_none() && self.model.from.is_none() {
+        let text = self.model.needs_tokenizer();
+        if text && self.data.tokenizer.is_none() && self.model.from.is_none() {
             return invalid(
                 "data.tokenizer".into(),
                 "required unless `model.from` holds a tokenizer.json",
@@ -525,8 +619,12 @@ impl RunConfig {
                 "the stream needs at least one experience",
             );
         }
-        if self.data.seq_len < 2 {
+        let language_model = self.model.architecture == "llama";
+        if language_model && self.data.seq_len < 2 {
             return invalid("data.seq_len".into(), "must be at least 2");
+        }
+        if !["per_set", "all_sets"].contains(&self.eval.probe_scope.as_str()) {
+            return invalid("eval.probe_scope".into(), "must be `per_set` or `all_sets`");
         }
         if self.train.batch_size == 0 {
             return invalid("train.batch_size".into(), "must be at least 1");
@@ -551,6 +649,19 @@ impl RunConfig {
                 .any(|c| !(c.weight.is_finite() && c.weight > 0.0))
             {
                 return invalid(key("mixture.weight"), "weights must be positive numbers");
+            }
+            if !language_model && (e.tokens.is_some() || !e.mixture.is_empty()) {
+                return invalid(
+                    key(if e.tokens.is_some() {
+                        "tokens"
+                    } else {
+                        "mixture"
+                    }),
+                    "image streams take `train` files and a `steps` budget",
+                );
+            }
+            if language_model && !(e.classes.is_empty() && e.class_names.is_empty()) {
+                return invalid(key("classes"), "class filters apply to image streams only");
             }
             match (e.steps, e.tokens) {
                 (None, None) => return invalid(key("steps"), "give a budget: `steps` or `tokens`"),
@@ -577,7 +688,8 @@ impl RunConfig {
         self.schedule.validate()
     }
 
-    /// The tokenizer file: `data.tokenizer`, or `tokenizer.json` inside `model.from`.
+    /// The tokenizer file: `data.tokenizer`, or `tokenizer.json` inside `model.from`. Only
+    /// meaningful when the model reads text ([`ModelSection::needs_tokenizer`]).
     pub fn tokenizer_path(&self) -> PathBuf {
         match (&self.data.tokenizer, &self.model.from) {
             (Some(path), _) => path.clone(),
