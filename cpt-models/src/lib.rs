@@ -4,9 +4,15 @@
 
 pub mod error;
 pub mod generate;
+pub mod hf_folder;
 pub mod hf_llama;
+pub mod hf_vit;
 pub mod linear;
 pub mod llama;
+pub mod vit;
+pub mod vit_mae;
 
 pub use error::{ModelError, Result};
 pub use llama::{LlamaConfig, LlamaForCausalLM};
+pub use vit::{VIT_LORA_TARGETS, ViTConfig, ViTForImageClassification};
+pub use vit_mae::{ViTMAEConfig, ViTMAEForPreTraining};

@@ -1,0 +1,796 @@
+//! Vision Transformer ("An Image is Worth 16x16 Words: Transformers for Image Recognition at
+//! Scale", 2021) for image classification, in the Hugging Face `ViTForImageClassification`
+//! layout.
+//!
+//! Non-overlapping patches embedded by a convolution with kernel = stride = patch, a learned CLS
+//! token and learned position embeddings, pre-norm encoder layers with exact (erf) GELU, a final
+//! LayerNorm and a linear head on the CLS token. Module field names reproduce the names
+//! transformers writes into checkpoints (`vit.encoder.layer.0.attention.attention.query`), so the
+//! Hugging Face key map is the identity up to the transposition of 2-D linear weights; the patch
+//! convolution's weight is kept in PyTorch's `[out, in, kh, kw]` layout and needs no mapping.
+//!
+//! The encoder pieces ([`ViTLayer`], [`LayerNorm`], [`ViTPatchEmbeddings`]) are shared with
+//! ViT-MAE (`vit_mae.rs`), whose encoder and decoder layers carry the same parameter names.
+
+use crate::linear::{Linear, LoraSpec};
+use burn::module::{Module, Param, ParamId};
+use burn::nn::Initializer;
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use cpt_core::{ImageBatch, ImageClassifier, ImageEncoder, StepOutput, TaskModel};
+use serde::{Deserialize, Serialize};
+
+/// LoRA target names of ViT (and ViT-MAE) projections, for `LoraSpec::target_modules`:
+/// `query`, `key`, `value` (attention inputs), `attention_output` (`attention.output.dense`),
+/// `intermediate` (`intermediate.dense`, the MLP's up-projection) and `output` (`output.dense`,
+/// its down-projection). `q`, `k`, `v` and `o` are accepted for the first four, so a target list
+/// written for LLaMA (`[q, v]`) means the same projections here.
+pub const VIT_LORA_TARGETS: &[&str] = &[
+    "query",
+    "key",
+    "value",
+    "attention_output",
+    "intermediate",
+    "output",
+];
+
+/// Extra LoRA target of [`ViTForImageClassification`]: an adapter on the classification head.
+pub const CLASSIFIER_TARGET: &str = "classifier";
+
+/// ViT hyperparameters, with the field names of transformers' `ViTConfig` (`num_labels` is the
+/// length of its `id2label`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViTConfig {
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// MLP activation; only `gelu` (exact, erf-based) is supported.
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// Height and width of the (square) input images.
+    pub image_size: usize,
+    /// Height and width of the (square) patches.
+    pub patch_size: usize,
+    /// Image channels.
+    #[serde(default = "default_num_channels")]
+    pub num_channels: usize,
+    /// Biases on the query/key/value projections.
+    #[serde(default = "default_true")]
+    pub qkv_bias: bool,
+    /// Classes of the classification head.
+    pub num_labels: usize,
+    /// Standard deviation of the normal initialisation of weights.
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+}
+
+pub(crate) fn default_hidden_act() -> String {
+    "gelu".into()
+}
+pub(crate) fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+pub(crate) fn default_num_channels() -> usize {
+    3
+}
+pub(crate) fn default_true() -> bool {
+    true
+}
+pub(crate) fn default_initializer_range() -> f64 {
+    0.02
+}
+
+/// The shape of one stack of encoder layers (ViT's encoder, MAE's encoder or decoder).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderDims {
+    /// Residual width.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Biases on query/key/value.
+    pub qkv_bias: bool,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+}
+
+/// Shape checks shared by ViT and ViT-MAE; names the offending field.
+pub(crate) fn validate_common(
+    positive: &[(&str, usize)],
+    hidden_act: &str,
+    hidden_heads: &[(&str, usize, &str, usize)],
+    image_size: usize,
+    patch_size: usize,
+) -> Result<(), String> {
+    if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(format!("{name} must be positive"));
+    }
+    if hidden_act != "gelu" {
+        return Err(format!(
+            "hidden_act `{hidden_act}` is not supported (only `gelu`, the exact erf form)"
+        ));
+    }
+    for (hidden, h, heads, n) in hidden_heads {
+        if !h.is_multiple_of(*n) {
+            return Err(format!("{hidden} must be a multiple of {heads}"));
+        }
+    }
+    if !image_size.is_multiple_of(patch_size) {
+        return Err("image_size must be a multiple of patch_size".into());
+    }
+    Ok(())
+}
+
+impl ViTConfig {
+    /// Check the shape constraints; the message starts with the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_common(
+            &[
+                ("hidden_size", self.hidden_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("num_attention_heads", self.num_attention_heads),
+                ("intermediate_size", self.intermediate_size),
+                ("image_size", self.image_size),
+                ("patch_size", self.patch_size),
+                ("num_channels", self.num_channels),
+            ],
+            &self.hidden_act,
+            &[(
+                "hidden_size",
+                self.hidden_size,
+                "num_attention_heads",
+                self.num_attention_heads,
+            )],
+            self.image_size,
+            self.patch_size,
+        )?;
+        // transformers treats one label as regression (MSE); cpt's head is a classifier only.
+        if self.num_labels < 2 {
+            return Err(
+                "num_labels must be at least 2 (id2label needs two or more classes)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Patches per image.
+    pub fn num_patches(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// Shape of the encoder layers.
+    pub fn encoder_dims(&self) -> EncoderDims {
+        EncoderDims {
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            intermediate: self.intermediate_size,
+            qkv_bias: self.qkv_bias,
+            eps: self.layer_norm_eps,
+        }
+    }
+
+    /// Build the model with weights drawn from `seed` alone: normal with std
+    /// `initializer_range` (transformers draws the CLS token and position embeddings from a
+    /// truncated normal; the difference is immaterial for training from scratch), zero biases,
+    /// unit LayerNorm weights. The draws come from cpt's RNG keyed by parameter path, so the same
+    /// seed gives the same model on every backend and thread.
+    pub fn init_seeded<B: Backend>(
+        &self,
+        seed: u64,
+        device: &B::Device,
+    ) -> ViTForImageClassification<B> {
+        seeded(self.init(device), seed, self.initializer_range, |_| false)
+    }
+
+    /// Build the model with normally initialised weights from burn's backend RNG. Prefer
+    /// [`ViTConfig::init_seeded`] for reproducible runs.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ViTForImageClassification<B> {
+        let init = normal(self.initializer_range);
+        let hidden = self.hidden_size;
+        ViTForImageClassification {
+            vit: ViTModel {
+                embeddings: ViTEmbeddings {
+                    cls_token: init.init([1, 1, hidden], device),
+                    position_embeddings: init.init([1, self.num_patches() + 1, hidden], device),
+                    patch_embeddings: ViTPatchEmbeddings::new(
+                        self.num_channels,
+                        self.patch_size,
+                        hidden,
+                        &init,
+                        device,
+                    ),
+                },
+                encoder: ViTEncoder::new(
+                    self.encoder_dims(),
+                    self.num_hidden_layers,
+                    &init,
+                    device,
+                ),
+                layernorm: LayerNorm::new(hidden, self.layer_norm_eps, device),
+            },
+            classifier: Linear::new(hidden, self.num_labels, true, &init, device),
+            image_size: self.image_size,
+        }
+    }
+}
+
+pub(crate) fn normal(std: f64) -> Initializer {
+    Initializer::Normal { mean: 0.0, std }
+}
+
+/// Redraw every parameter of `model` from `seed` keyed by its path: biases zero, LayerNorm
+/// weights one, parameters for which `keep(path)` holds untouched (MAE's fixed sin-cos tables),
+/// everything else normal with standard deviation `std`.
+pub(crate) fn seeded<B: Backend, M: Module<B>>(
+    model: M,
+    seed: u64,
+    std: f64,
+    keep: impl Fn(&str) -> bool,
+) -> M {
+    cpt_core::params::map_named(model, |path, value| {
+        if keep(path) {
+            return value;
+        }
+        if path.ends_with(".bias") {
+            return value.zeros_like();
+        }
+        // `layernorm`, `layernorm_before`, `layernorm_after`, `decoder_norm`.
+        if path.contains("norm") && path.ends_with(".weight") {
+            return value.ones_like();
+        }
+        let n = value.dims()[0];
+        let mut rng =
+            cpt_core::SplitMix64::derive(seed, &[cpt_core::rng::stable_hash(path.as_bytes())]);
+        let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * std) as f32).collect();
+        Tensor::from_data(TensorData::new(values, [n]), &value.device())
+    })
+}
+
+/// Exact GELU, `x·Φ(x) = x/2·(1 + erf(x/√2))`, as transformers' `gelu`. Written out from `erf`
+/// rather than burn's `gelu` because burn's default `gelu_backward` (used by backends that do
+/// not override it) is the derivative of the tanh approximation, which would put the gradients
+/// of those backends ~1e-3 away from PyTorch's.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let cdf = x
+        .clone()
+        .div_scalar(std::f64::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0);
+    x.mul(cdf).mul_scalar(0.5)
+}
+
+/// LayerNorm with the PyTorch parameter names (`weight`, `bias`; burn's own calls them
+/// `gamma`, `beta`) and PyTorch's biased variance.
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// Per-channel scale, `[width]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Per-channel shift, `[width]`.
+    pub bias: Param<Tensor<B, 1>>,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// Unit scale, zero shift.
+    pub fn new(width: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([width], device)),
+            bias: Param::from_tensor(Tensor::zeros([width], device)),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, seq, width]` → same.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let centered = x.clone() - x.mean_dim(2);
+        let var = centered.clone().square().mean_dim(2);
+        centered / (var + self.eps).sqrt() * self.weight.val().unsqueeze::<3>()
+            + self.bias.val().unsqueeze::<3>()
+    }
+}
+
+/// The patch convolution (`projection`, kernel = stride = patch), its weight in PyTorch's
+/// `[out, in, kh, kw]` layout so checkpoints load without reordering.
+#[derive(Module, Debug)]
+pub struct PatchProjection<B: Backend> {
+    /// Kernel `[hidden, channels, patch, patch]`.
+    pub weight: Param<Tensor<B, 4>>,
+    /// Bias `[hidden]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+/// Images to patch embeddings (`embeddings.patch_embeddings`).
+#[derive(Module, Debug)]
+pub struct ViTPatchEmbeddings<B: Backend> {
+    /// The patch convolution.
+    pub projection: PatchProjection<B>,
+    /// Patch height and width.
+    pub patch_size: usize,
+}
+
+impl<B: Backend> ViTPatchEmbeddings<B> {
+    /// A projection of `channels × patch × patch` pixels to `hidden`, weight from `init`.
+    pub fn new(
+        channels: usize,
+        patch: usize,
+        hidden: usize,
+        init: &Initializer,
+        device: &B::Device,
+    ) -> Self {
+        let fan_in = channels * patch * patch;
+        Self {
+            projection: PatchProjection {
+                weight: init.init_with(
+                    [hidden, channels, patch, patch],
+                    Some(fan_in),
+                    Some(hidden),
+                    device,
+                ),
+                bias: Param::from_tensor(Tensor::zeros([hidden], device)),
+            },
+            patch_size: patch,
+        }
+    }
+
+    /// The convolution as one matrix product: with kernel = stride there is no overlap, so each
+    /// output is a dot product of the kernel with one patch read in `(channel, row, column)`
+    /// order, the order of the flattened `[out, in, kh, kw]` kernel.
+    ///
+    /// # Shapes
+    /// `pixels`: `[batch, channels, height, width]` → `[batch, patches, hidden]`, patches
+    /// row-major over the grid (PyTorch's `flatten(2).transpose(1, 2)`).
+    pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, channels, height, width] = pixels.dims();
+        let p = self.patch_size;
+        let [hidden, kernel_channels, _, _] = self.projection.weight.dims();
+        assert_eq!(
+            channels, kernel_channels,
+            "images have {channels} channels, the model expects {kernel_channels}"
+        );
+        let (gh, gw) = (height / p, width / p);
+        let patches = pixels
+            .reshape([batch, channels, gh, p, gw, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([batch, gh * gw, channels * p * p]);
+        let kernel = self
+            .projection
+            .weight
+            .val()
+            .reshape([hidden, channels * p * p])
+            .transpose();
+        patches.matmul(kernel.unsqueeze::<3>()) + self.projection.bias.val().unsqueeze::<3>()
+    }
+}
+
+/// Query/key/value projections and multi-head attention (`attention.attention`).
+#[derive(Module, Debug)]
+pub struct ViTSelfAttention<B: Backend> {
+    /// Query projection.
+    pub query: Linear<B>,
+    /// Key projection.
+    pub key: Linear<B>,
+    /// Value projection.
+    pub value: Linear<B>,
+    /// Heads.
+    pub num_heads: usize,
+}
+
+impl<B: Backend> ViTSelfAttention<B> {
+    /// Bidirectional attention over every position.
+    ///
+    /// # Shapes
+    /// `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]` (heads merged, before the output
+    /// projection).
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let width = self.query.weight.dims()[1];
+        let head = width / self.num_heads;
+        let heads = |t: Tensor<B, 3>| {
+            t.reshape([batch, seq, self.num_heads, head])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        // transformers multiplies by head^-0.5 (rather than dividing by √head): same rounding.
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar((head as f64).powf(-0.5));
+        softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, width])
+    }
+}
+
+/// A block holding one linear layer named `dense` (`attention.output`, `intermediate`, `output`
+/// in transformers' checkpoint names).
+#[derive(Module, Debug)]
+pub struct Dense<B: Backend> {
+    /// The projection.
+    pub dense: Linear<B>,
+}
+
+/// Self-attention and its output projection (`attention`).
+#[derive(Module, Debug)]
+pub struct ViTAttention<B: Backend> {
+    /// Query/key/value and attention.
+    pub attention: ViTSelfAttention<B>,
+    /// Output projection (`attention.output.dense`).
+    pub output: Dense<B>,
+}
+
+/// One pre-norm encoder layer: `x + attn(ln(x))`, then `x + mlp(ln(x))`.
+#[derive(Module, Debug)]
+pub struct ViTLayer<B: Backend> {
+    /// Attention block.
+    pub attention: ViTAttention<B>,
+    /// MLP up-projection (`intermediate.dense`), followed by GELU.
+    pub intermediate: Dense<B>,
+    /// MLP down-projection (`output.dense`).
+    pub output: Dense<B>,
+    /// Norm before attention.
+    pub layernorm_before: LayerNorm<B>,
+    /// Norm before the MLP.
+    pub layernorm_after: LayerNorm<B>,
+}
+
+impl<B: Backend> ViTLayer<B> {
+    /// A layer of shape `dims`, weights from `init`, zero biases, unit norms.
+    pub fn new(dims: EncoderDims, init: &Initializer, device: &B::Device) -> Self {
+        let linear = |d_in, d_out, bias| Linear::new(d_in, d_out, bias, init, device);
+        let h = dims.hidden;
+        Self {
+            attention: ViTAttention {
+                attention: ViTSelfAttention {
+                    query: linear(h, h, dims.qkv_bias),
+                    key: linear(h, h, dims.qkv_bias),
+                    value: linear(h, h, dims.qkv_bias),
+                    num_heads: dims.heads,
+                },
+                output: Dense {
+                    dense: linear(h, h, true),
+                },
+            },
+            intermediate: Dense {
+                dense: linear(h, dims.intermediate, true),
+            },
+            output: Dense {
+                dense: linear(dims.intermediate, h, true),
+            },
+            layernorm_before: LayerNorm::new(h, dims.eps, device),
+            layernorm_after: LayerNorm::new(h, dims.eps, device),
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, seq, hidden]` → same.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let attended = self
+            .attention
+            .attention
+            .forward(self.layernorm_before.forward(x.clone()));
+        let x = x + self.attention.output.dense.forward(attended);
+        let up = gelu(
+            self.intermediate
+                .dense
+                .forward(self.layernorm_after.forward(x.clone())),
+        );
+        x + self.output.dense.forward(up)
+    }
+
+    /// Replace each projection by `f(target name, layer)`; names are those of
+    /// [`VIT_LORA_TARGETS`].
+    pub fn map_projections(mut self, mut f: impl FnMut(&str, Linear<B>) -> Linear<B>) -> Self {
+        let attention = &mut self.attention;
+        attention.attention.query = f("query", attention.attention.query.take());
+        attention.attention.key = f("key", attention.attention.key.take());
+        attention.attention.value = f("value", attention.attention.value.take());
+        attention.output.dense = f("attention_output", attention.output.dense.take());
+        self.intermediate.dense = f("intermediate", self.intermediate.dense.take());
+        self.output.dense = f("output", self.output.dense.take());
+        self
+    }
+}
+
+/// Moving a layer out of a `&mut` slot needs something to leave behind.
+trait Take {
+    fn take(&mut self) -> Self;
+}
+
+impl<B: Backend> Take for Linear<B> {
+    /// The layer, leaving a stand-in that shares its weight tensor (cheap: no copy).
+    fn take(&mut self) -> Self {
+        let stand_in = Linear {
+            weight: self.weight.clone(),
+            bias: None,
+            lora_a: None,
+            lora_b: None,
+            lora_scaling: 0.0,
+            lora_dropout: 0.0,
+        };
+        std::mem::replace(self, stand_in)
+    }
+}
+
+/// Whether `spec` puts an adapter on the ViT projection `name` (one of [`VIT_LORA_TARGETS`]),
+/// accepting LLaMA's short names `q`, `k`, `v`, `o` for the attention projections.
+pub fn vit_targets(spec: &LoraSpec, name: &str) -> bool {
+    let alias = match name {
+        "query" => Some("q"),
+        "key" => Some("k"),
+        "value" => Some("v"),
+        "attention_output" => Some("o"),
+        _ => None,
+    };
+    spec.targets(name) || alias.is_some_and(|a| spec.targets(a))
+}
+
+/// Put adapters from `spec` on the targeted projections of `layers`; `stack` (`encoder`,
+/// `decoder`) and the layer index key each adapter's seed, so adding a layer or a target never
+/// changes the draws of the others.
+pub fn add_adapters<B: Backend>(
+    layers: Vec<ViTLayer<B>>,
+    stack: &str,
+    spec: &LoraSpec,
+    seed: u64,
+) -> Vec<ViTLayer<B>> {
+    layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            layer.map_projections(|name, linear| {
+                if !vit_targets(spec, name) {
+                    return linear;
+                }
+                let key = cpt_core::rng::stable_hash(format!("{stack}.{i}.{name}").as_bytes());
+                linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
+            })
+        })
+        .collect()
+}
+
+/// Apply `f` to every projection of `layers` (merging or dropping adapters).
+pub fn map_all<B: Backend>(
+    layers: Vec<ViTLayer<B>>,
+    f: impl Fn(Linear<B>) -> Linear<B>,
+) -> Vec<ViTLayer<B>> {
+    layers
+        .into_iter()
+        .map(|layer| layer.map_projections(|_, linear| f(linear)))
+        .collect()
+}
+
+/// The encoder stack (`encoder.layer.N`).
+#[derive(Module, Debug)]
+pub struct ViTEncoder<B: Backend> {
+    /// Layers.
+    pub layer: Vec<ViTLayer<B>>,
+}
+
+impl<B: Backend> ViTEncoder<B> {
+    /// `layers` layers of shape `dims`.
+    pub fn new(dims: EncoderDims, layers: usize, init: &Initializer, device: &B::Device) -> Self {
+        Self {
+            layer: (0..layers)
+                .map(|_| ViTLayer::new(dims, init, device))
+                .collect(),
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, seq, hidden]` → same.
+    pub fn forward(&self, mut x: Tensor<B, 3>) -> Tensor<B, 3> {
+        for layer in &self.layer {
+            x = layer.forward(x);
+        }
+        x
+    }
+}
+
+/// CLS token, learned position embeddings and patch embeddings (`vit.embeddings`).
+#[derive(Module, Debug)]
+pub struct ViTEmbeddings<B: Backend> {
+    /// CLS token `[1, 1, hidden]`.
+    pub cls_token: Param<Tensor<B, 3>>,
+    /// Position embeddings `[1, 1 + patches, hidden]` (CLS first).
+    pub position_embeddings: Param<Tensor<B, 3>>,
+    /// Patch embeddings.
+    pub patch_embeddings: ViTPatchEmbeddings<B>,
+}
+
+/// Embeddings, encoder and final norm (`vit.*`).
+#[derive(Module, Debug)]
+pub struct ViTModel<B: Backend> {
+    /// Embeddings.
+    pub embeddings: ViTEmbeddings<B>,
+    /// Encoder layers.
+    pub encoder: ViTEncoder<B>,
+    /// Final norm.
+    pub layernorm: LayerNorm<B>,
+}
+
+/// ViT with a linear classification head on the final CLS token.
+#[derive(Module, Debug)]
+pub struct ViTForImageClassification<B: Backend> {
+    /// The transformer.
+    pub vit: ViTModel<B>,
+    /// Classification head.
+    pub classifier: Linear<B>,
+    /// Image height and width the position embeddings were made for.
+    pub image_size: usize,
+}
+
+/// Upload a batch's pixels `[batch, channels, height, width]` to `device`.
+pub fn batch_pixels<B: Backend>(batch: &ImageBatch, device: &B::Device) -> Tensor<B, 4> {
+    let [c, h, w] = batch.shape;
+    Tensor::from_data(
+        TensorData::new(batch.pixels.clone(), [batch.batch_size, c, h, w]),
+        device,
+    )
+}
+
+/// Panic unless `pixels` are `size × size` images: position embeddings are made for one grid
+/// (transformers raises the same error without `interpolate_pos_encoding`).
+pub(crate) fn check_image_size<B: Backend>(pixels: &Tensor<B, 4>, size: usize) {
+    let [_, _, h, w] = pixels.dims();
+    assert!(
+        h == size && w == size,
+        "input image size ({h}*{w}) doesn't match the model ({size}*{size})"
+    );
+}
+
+impl<B: Backend> ViTForImageClassification<B> {
+    /// Final-layernormed hidden states, CLS first.
+    ///
+    /// # Shapes
+    /// `pixels`: `[batch, channels, height, width]` → `[batch, 1 + patches, hidden]`.
+    pub fn hidden_states(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
+        check_image_size(&pixels, self.image_size);
+        let embeddings = &self.vit.embeddings;
+        let patches = embeddings.patch_embeddings.forward(pixels);
+        let [batch, _, hidden] = patches.dims();
+        let cls = embeddings.cls_token.val().expand([batch, 1, hidden]);
+        let x = Tensor::cat(vec![cls, patches], 1) + embeddings.position_embeddings.val();
+        self.vit.layernorm.forward(self.vit.encoder.forward(x))
+    }
+
+    /// The final CLS token, `[batch, hidden]`: the classifier's input and the image features.
+    pub fn cls_features(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+        let hidden = self.hidden_states(pixels);
+        let [batch, _, width] = hidden.dims();
+        hidden.narrow(1, 0, 1).reshape([batch, width])
+    }
+
+    /// Class logits of CLS features `[batch, hidden]`, as `[batch, 1, num_labels]`.
+    fn head(&self, features: Tensor<B, 2>) -> Tensor<B, 3> {
+        self.classifier.forward(features.unsqueeze_dim::<3>(1))
+    }
+
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// `pixels`: `[batch, channels, height, width]` → `[batch, num_labels]`.
+    pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+        let logits = self.head(self.cls_features(pixels));
+        let [batch, _, classes] = logits.dims();
+        logits.reshape([batch, classes])
+    }
+
+    /// Classes of the head.
+    pub fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    fn device(&self) -> B::Device {
+        self.classifier.weight.device()
+    }
+
+    /// Upload a batch's labels as `[batch, 1]` class indices. Panics on a label outside
+    /// `0..num_labels`: the data pipeline's label range must match the head (an unlabelled
+    /// dataset's `-1` cannot train a classifier).
+    pub fn batch_labels(&self, batch: &ImageBatch) -> Tensor<B, 2, Int> {
+        let classes = self.num_labels();
+        for &label in &batch.labels {
+            assert!(
+                (0..classes as i64).contains(&label),
+                "label {label} is outside the classifier's 0..{classes}"
+            );
+        }
+        Tensor::from_data(
+            TensorData::new(batch.labels.clone(), [batch.batch_size, 1]),
+            &self.device(),
+        )
+    }
+}
+
+/// Mean cross-entropy of `logits` `[batch, classes]` against `labels` `[batch, 1]`.
+pub fn classification_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    log_softmax(logits, 1).gather(1, labels).mean().neg()
+}
+
+impl<B: Backend> TaskModel<B> for ViTForImageClassification<B> {
+    type Batch = ImageBatch;
+
+    /// Cross-entropy on the batch labels; logits `[batch, 1, num_labels]`, features the final
+    /// CLS token, count the number of images.
+    fn forward_step(&self, batch: &ImageBatch) -> StepOutput<B> {
+        let labels = self.batch_labels(batch);
+        let features = self.cls_features(batch_pixels(batch, &self.device()));
+        let logits = self.head(features.clone());
+        let [n, _, classes] = logits.dims();
+        let loss = classification_loss(logits.clone().reshape([n, classes]), labels);
+        StepOutput {
+            loss,
+            logits: Some(logits),
+            features: Some(features),
+            count: batch.batch_size,
+        }
+    }
+}
+
+impl<B: Backend> ImageEncoder<B> for ViTForImageClassification<B> {
+    fn image_features(&self, batch: &ImageBatch) -> Tensor<B, 2> {
+        self.cls_features(batch_pixels(batch, &self.device()))
+    }
+}
+
+impl<B: Backend> ImageClassifier<B> for ViTForImageClassification<B> {
+    fn class_logits(&self, batch: &ImageBatch) -> Tensor<B, 2> {
+        self.forward(batch_pixels(batch, &self.device()))
+    }
+}
+
+impl<B: Backend> cpt_core::AdapterModel for ViTForImageClassification<B> {
+    type Spec = LoraSpec;
+
+    /// Adapters on the targeted projections of every encoder layer, and on the head when
+    /// `classifier` is among the targets: LoRA freezes every base weight, so without one the
+    /// head could not learn new classes.
+    fn with_adapters(mut self, spec: &LoraSpec, seed: u64) -> Self {
+        let layers = std::mem::take(&mut self.vit.encoder.layer);
+        self.vit.encoder.layer = add_adapters(layers, "encoder", spec, seed);
+        if spec.targets(CLASSIFIER_TARGET) {
+            let key = cpt_core::rng::stable_hash(CLASSIFIER_TARGET.as_bytes());
+            let seed = cpt_core::SplitMix64::derive(seed, &[key]).next_u64();
+            self.classifier = self.classifier.take().with_adapter(spec, seed);
+        }
+        self
+    }
+
+    fn merge_adapters(mut self) -> Self {
+        let layers = std::mem::take(&mut self.vit.encoder.layer);
+        self.vit.encoder.layer = map_all(layers, Linear::merged);
+        self.classifier = self.classifier.take().merged();
+        self
+    }
+
+    fn drop_adapters(mut self) -> Self {
+        let layers = std::mem::take(&mut self.vit.encoder.layer);
+        self.vit.encoder.layer = map_all(layers, Linear::without_adapter);
+        self.classifier = self.classifier.take().without_adapter();
+        self
+    }
+}
+
+/// A parameter that is saved and loaded but never trained (MAE's fixed sin-cos tables, as
+/// transformers' `nn.Parameter(..., requires_grad=False)`): no gradient is tracked for it, so
+/// optimizers neither update nor decay it.
+pub fn fixed_param<B: Backend, const D: usize>(value: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(ParamId::new(), value.set_require_grad(false))
+}
