@@ -246,7 +246,7 @@ impl BackendJob for ExportPeftJob {
         let run_dir = crate::model_source::run_dir_of(&self.model)
             .ok_or_else(|| anyhow!("{}: PEFT export needs a run directory or checkpoint (its config holds the adapter settings)", self.model.display()))?;
         let run = cpt_core::RunConfig::load(&run_dir.join("config.toml"), &[])?;
-        let spec = crate::run::lora_spec(&run)?;
+        let spec = crate::run::lora_spec(&run, crate::run::LLAMA_LORA_TARGETS)?;
         let ids = (tokenizer.bos_id(), tokenizer.eos_id());
         hf_llama::save_peft(
             &loaded.model,

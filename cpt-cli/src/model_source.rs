@@ -108,7 +108,10 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
     if weights.keys().any(|k| k.contains(cpt_core::ADAPTER_MARKER)) {
         // Saved mid-experience with live LoRA adapters: give the model the same structure.
         use cpt_core::AdapterModel;
-        model = model.with_adapters(&crate::run::lora_spec(&run)?, 0);
+        model = model.with_adapters(
+            &crate::run::lora_spec(&run, crate::run::LLAMA_LORA_TARGETS)?,
+            0,
+        );
     }
     let model = load_named(model, &weights, &weights_path)?;
     Ok(LoadedModel {

@@ -6,28 +6,30 @@ use crate::model_source::initial_model;
 use crate::run_dir::{RunDirObserver, trim_logs};
 use crate::sources::{eval_batches, reference_source, training_source};
 use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::strategies::{
     Distill, DistillConfig, Ema, Ewc, EwcConfig, FeatureDistance, FisherKind, Lora, LoraMode,
     Merge, Naive, Replay, SlowLearner, WeightEnsemble, Wise,
 };
 use cpt_continual::{
-    AdamWConfig, ContinualTrainer, Experience, NonFinitePolicy, RunOutcome, Strategy,
+    AdamWConfig, ContinualTrainer, Experience, ItemOf, NonFinitePolicy, RunOutcome, Strategy,
     TrainerSettings,
 };
 use cpt_core::atomic::write_atomic;
 use cpt_core::checkpoint::{checksum, latest_checkpoint};
 use cpt_core::config::NonFiniteSetting;
-use cpt_core::{RunConfig, SplitMix64};
+use cpt_core::{AdapterModel, Evaluator, ItemSource, RunConfig, SplitMix64, TaskModel};
 use cpt_data::Tokenizer;
 use cpt_eval::{EvalSet, PerplexityEvaluator, matrix_csv, matrix_table, summarize};
 use cpt_models::LlamaForCausalLM;
+use cpt_models::linear::LoraSpec;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A strategy of a LLaMA run.
-type LlamaStrategy<B> = Box<dyn Strategy<B, LlamaForCausalLM<B>>>;
+/// Projections of LLaMA that `lora.target_modules` may name.
+pub const LLAMA_LORA_TARGETS: &[&str] = &["q", "k", "v", "o", "gate", "up", "down"];
 
 /// Strategy names `strategies = [...]` accepts.
 pub const STRATEGIES: &[&str] = &[
@@ -44,10 +46,9 @@ pub const STRATEGIES: &[&str] = &[
     "slow_learner",
 ];
 
-/// The adapter spec of `[lora]`, checked.
-pub fn lora_spec(config: &RunConfig) -> Result<cpt_models::linear::LoraSpec> {
+/// The adapter spec of `[lora]`, checked against the projections the model has (`known`).
+pub fn lora_spec(config: &RunConfig, known: &[&str]) -> Result<LoraSpec> {
     let l = &config.lora;
-    const KNOWN: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
     if l.rank == 0 {
         bail!("config key `lora.rank`: must be at least 1");
     }
@@ -57,14 +58,15 @@ pub fn lora_spec(config: &RunConfig) -> Result<cpt_models::linear::LoraSpec> {
     if let Some(bad) = l
         .target_modules
         .iter()
-        .find(|t| !KNOWN.contains(&t.trim_end_matches("_proj")))
+        .find(|t| !known.contains(&t.trim_end_matches("_proj")))
     {
         bail!(
-            "config key `lora.target_modules`: unknown module `{bad}` (known: {})",
-            KNOWN.join(", ")
+            "config key `lora.target_modules`: unknown module `{bad}` (known for `{}`: {})",
+            config.model.architecture,
+            known.join(", ")
         );
     }
-    Ok(cpt_models::linear::LoraSpec {
+    Ok(LoraSpec {
         rank: l.rank,
         alpha: l.alpha,
         rslora: l.rslora,
@@ -92,12 +94,27 @@ pub struct RunSummary {
     matrix: cpt_eval::MatrixSummary,
     initial: Vec<f64>,
     eval_matrix: Vec<Vec<f64>>,
+    /// Held-out sets never trained on: the metric initially and after each experience.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    held_out: Vec<HeldOutSeries>,
+    /// Extra metrics per set after the last experience (probe accuracies, retrieval recall).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    final_extras: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+    /// Training units seen (tokens for language models, images for vision models).
     tokens_seen: u64,
     steps: u64,
     wall_time_secs: f64,
     tokens_per_sec: f64,
     /// Peak resident memory of this process in MiB (Linux; absent elsewhere).
     peak_rss_mib: Option<f64>,
+}
+
+/// A held-out set's metric over the run.
+#[derive(Debug, Serialize)]
+struct HeldOutSeries {
+    name: String,
+    /// Before training, then after each experience.
+    values: Vec<f64>,
 }
 
 /// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).
@@ -116,56 +133,130 @@ pub enum RunEnd {
     Interrupted,
 }
 
+/// What differs between architectures, built before anything is written: the model, the
+/// training streams, the evaluator and the strategies' model-specific inputs.
+pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
+    /// The model to train.
+    pub model: M,
+    /// The experiences, in stream order.
+    pub experiences: Vec<Experience<ItemOf<B, M>>>,
+    /// Scores every stream set (and held-out retention sets after them).
+    pub evaluator: Box<dyn Evaluator<M::InnerModule>>,
+    /// Reference data for `distill.reference`, when configured.
+    pub reference: Option<Box<dyn ItemSource<ItemOf<B, M>>>>,
+    /// Projections `lora.target_modules` may name.
+    pub lora_targets: &'static [&'static str],
+    /// Names of held-out sets scored after the stream's (matrix columns beyond the square).
+    pub held_out: Vec<String>,
+    /// What one training unit is, for messages (`tokens`, `images`).
+    pub unit: &'static str,
+}
+
 impl BackendJob for RunJob {
     type Output = RunEnd;
 
     fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
+        match self.config.model.architecture.as_str() {
+            "llama" => {
+                let stream = language_stream::<B>(&self.config, &device)?;
+                self.execute(stream)
+            }
+            other => bail!(
+                "config key `model.architecture`: unknown architecture `{other}` (known: {})",
+                ARCHITECTURES.join(", ")
+            ),
+        }
+    }
+}
+
+/// Architectures `model.architecture` accepts.
+pub const ARCHITECTURES: &[&str] = &["llama", "vit", "vit_mae", "clip"];
+
+/// The LLaMA side of a run: model, packed token streams, perplexity evaluation.
+fn language_stream<B: AutodiffBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Stream<B, LlamaForCausalLM<B>>> {
+    let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
+    // Checks the model config (or folder) before anything is written.
+    let (_, model) = initial_model::<B>(config, &tokenizer, device)?;
+    let mut experiences = Vec::new();
+    let mut eval_sets = Vec::new();
+    for (i, (e, steps)) in config
+        .experiences
+        .iter()
+        .zip(config.experience_steps())
+        .enumerate()
+    {
+        let source = training_source(config, i, &tokenizer)
+            .with_context(|| format!("training data of experience `{}`", e.name))?;
+        experiences.push(Experience {
+            name: e.name.clone(),
+            steps,
+            source,
+        });
+        eval_sets.push(EvalSet {
+            name: e.name.clone(),
+            batches: eval_batches(config, i, &tokenizer)?,
+        });
+    }
+    if !config.eval.held_out.is_empty() {
+        bail!("config key `eval.held_out`: held-out sets are for image streams");
+    }
+    let reference = match config.distill.reference.is_empty() {
+        true => None,
+        false => Some(reference_source(
+            config,
+            &config.distill.reference,
+            &tokenizer,
+        )?),
+    };
+    Ok(Stream {
+        model,
+        experiences,
+        evaluator: Box::new(PerplexityEvaluator::<
+            B::InnerBackend,
+            LlamaForCausalLM<B::InnerBackend>,
+        >::new(eval_sets)),
+        reference,
+        lora_targets: LLAMA_LORA_TARGETS,
+        held_out: Vec::new(),
+        unit: "tokens",
+    })
+}
+
+impl RunJob {
+    /// Train `stream` under this job's config, into its run directory.
+    fn execute<B, M>(self, stream: Stream<B, M>) -> Result<RunEnd>
+    where
+        B: AutodiffBackend,
+        M: TaskModel<B> + AutodiffModule<B> + AdapterModel<Spec = LoraSpec> + 'static,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
         let RunJob {
             config,
             out,
             resume,
             force,
         } = self;
-        let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
-        // Checks the model config (or folder) before anything is written.
-        let (_, model) = initial_model::<B>(&config, &tokenizer, &device)?;
-
-        // Build and check all data before writing anything to the run directory.
-        let mut experiences = Vec::new();
-        let mut eval_sets = Vec::new();
-        for (i, (e, steps)) in config
-            .experiences
-            .iter()
-            .zip(config.experience_steps())
-            .enumerate()
-        {
-            let source = training_source(&config, i, &tokenizer)
-                .with_context(|| format!("training data of experience `{}`", e.name))?;
-            experiences.push(Experience {
-                name: e.name.clone(),
-                steps,
-                source,
-            });
-            eval_sets.push(EvalSet {
-                name: e.name.clone(),
-                batches: eval_batches(&config, i, &tokenizer)?,
-            });
-        }
-
-        let strategies = build_strategies::<B>(&config, Some(&tokenizer))?;
-        prepare_run_dir(&config, &out, resume, force)?;
-        let evaluator =
-            PerplexityEvaluator::<B::InnerBackend, LlamaForCausalLM<B::InnerBackend>>::new(
-                eval_sets,
-            );
-        let mut trainer = ContinualTrainer::new(
+        let Stream {
             model,
-            strategies,
             experiences,
-            Box::new(evaluator),
-            settings(&config),
-        )
-        .with_checkpoints(out.join("checkpoints"));
+            evaluator,
+            reference,
+            lora_targets,
+            held_out,
+            unit,
+        } = stream;
+        let strategies = build_strategies::<B, M>(&config, reference, lora_targets)?;
+        prepare_run_dir(&config, &out, resume, force)?;
+        let metric = (
+            evaluator.metric_name().to_string(),
+            evaluator.lower_is_better(),
+        );
+        let mut trainer =
+            ContinualTrainer::new(model, strategies, experiences, evaluator, settings(&config))
+                .with_checkpoints(out.join("checkpoints"));
 
         if resume {
             match latest_checkpoint(&out.join("checkpoints"))? {
@@ -196,23 +287,38 @@ impl BackendJob for RunJob {
                 Ok(RunEnd::Interrupted)
             }
             RunOutcome::Finished => {
-                write_summary(&config, &out, trainer.state())?;
+                let report = Report {
+                    metric: &metric.0,
+                    lower_is_better: metric.1,
+                    held_out: &held_out,
+                    unit,
+                };
+                write_summary(&config, &out, trainer.state(), &report)?;
                 Ok(RunEnd::Finished)
             }
         }
     }
 }
 
-fn build_strategies<B: AutodiffBackend>(
+/// The configured strategies, in order. Strategies name no model: everything model-specific
+/// (reference data, adapter targets) comes in from the architecture's [`Stream`].
+fn build_strategies<B, M>(
     config: &RunConfig,
-    tokenizer: Option<&Arc<Tokenizer>>,
-) -> Result<Vec<LlamaStrategy<B>>> {
+    reference: Option<Box<dyn ItemSource<ItemOf<B, M>>>>,
+    lora_targets: &[&str],
+) -> Result<Vec<Box<dyn Strategy<B, M>>>>
+where
+    B: AutodiffBackend,
+    M: TaskModel<B> + AutodiffModule<B> + AdapterModel<Spec = LoraSpec> + 'static,
+    M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+{
+    let mut reference = reference;
     config
         .strategies
         .iter()
         .enumerate()
         .map(
-            |(i, name)| -> Result<Box<dyn Strategy<B, LlamaForCausalLM<B>>>> {
+            |(i, name)| -> Result<Box<dyn Strategy<B, M>>> {
                 let seed = SplitMix64::derive(config.seed, &[0x57a7, i as u64]).next_u64();
                 let c = config;
             let ewc = |fisher, lambda| EwcConfig {
@@ -234,11 +340,8 @@ fn build_strategies<B: AutodiffBackend>(
                         "cosine" => FeatureDistance::Cosine,
                         other => bail!("config key `distill.feature_distance`: `{other}` is not l2 or cosine"),
                     };
-                    let reference = match (d.reference.is_empty(), tokenizer) {
-                        (true, _) => None,
-                        (false, Some(tokenizer)) => Some(reference_source(c, &d.reference, tokenizer)?),
-                        (false, None) => bail!("config key `distill.reference`: no tokenizer to read it with"),
-                    };
+                    // One distill strategy per run takes the reference stream.
+                    let reference = reference.take();
                     let config = DistillConfig {
                         alpha: d.alpha,
                         temperature: d.temperature,
@@ -246,7 +349,7 @@ fn build_strategies<B: AutodiffBackend>(
                         feature_distance,
                         reference_batch_size: d.reference_batch_size,
                     };
-                    Ok(Box::new(Distill::<B, LlamaForCausalLM<B>>::with_config(config, reference)))
+                    Ok(Box::new(Distill::<B, M>::with_config(config, reference)))
                 }
                 "ema" => Ok(Box::new(Ema::<B>::new(c.ema.decay))),
                 "wise" => Ok(Box::new(Wise::<B>::new(c.wise.alpha))),
@@ -259,8 +362,8 @@ fn build_strategies<B: AutodiffBackend>(
                         "per_experience" => LoraMode::PerExperience,
                         other => bail!("config key `lora.mode`: `{other}` is not one of continue, merge, per_experience"),
                     };
-                    let spec = lora_spec(c)?;
-                    Ok(Box::new(Lora::<B, LlamaForCausalLM<B>>::new(spec, mode, seed)))
+                    let spec = lora_spec(c, lora_targets)?;
+                    Ok(Box::new(Lora::<B, M>::new(spec, mode, seed)))
                 }
                 "slow_learner" => {
                     if c.param_groups.is_empty() {
@@ -390,51 +493,96 @@ fn first_difference(a: &str, b: &str) -> Option<String> {
     walk(&a, &b, "")
 }
 
+/// How to read and print a run's eval matrix.
+struct Report<'a> {
+    metric: &'a str,
+    lower_is_better: bool,
+    /// Held-out sets, scored after the stream's sets in every row.
+    held_out: &'a [String],
+    unit: &'a str,
+}
+
 fn write_summary(
     config: &RunConfig,
     out: &std::path::Path,
     state: &cpt_continual::TrainerState,
+    report: &Report<'_>,
 ) -> Result<()> {
     let names: Vec<String> = config.experiences.iter().map(|e| e.name.clone()).collect();
+    let n = names.len();
     let metric_row =
         |row: &[cpt_core::EvalScores]| row.iter().map(|s| s.metric).collect::<Vec<f64>>();
-    let initial = metric_row(state.initial_scores.as_deref().unwrap_or_default());
-    let matrix: Vec<Vec<f64>> = state.matrix.iter().map(|r| metric_row(r)).collect();
-    let summary = summarize("perplexity", true, &names, &initial, &matrix);
+    let initial_all = metric_row(state.initial_scores.as_deref().unwrap_or_default());
+    let matrix_all: Vec<Vec<f64>> = state.matrix.iter().map(|r| metric_row(r)).collect();
+    // The square part is the stream; columns after it are the held-out sets.
+    let initial = initial_all[..n].to_vec();
+    let matrix: Vec<Vec<f64>> = matrix_all.iter().map(|r| r[..n].to_vec()).collect();
+    let metric = report.metric;
+    let summary = summarize(metric, report.lower_is_better, &names, &initial, &matrix);
+    let all_names: Vec<String> = names.iter().chain(report.held_out).cloned().collect();
     write_atomic(
         &out.join("eval_matrix.csv"),
-        matrix_csv(&names, &initial, &matrix).as_bytes(),
+        matrix_csv(&all_names, &initial_all, &matrix_all).as_bytes(),
     )?;
 
-    println!(
-        "\n{}",
-        matrix_table("perplexity", &names, &initial, &matrix)
-    );
-    println!("final average perplexity: {:.3}", summary.final_average);
+    println!("\n{}", matrix_table(metric, &names, &initial, &matrix));
+    println!("final average {metric}: {:.3}", summary.final_average);
     for (name, f) in names.iter().zip(&summary.forgetting) {
         if let Some(f) = f {
-            println!("forgetting on `{name}`: {f:+.3} perplexity (final minus best seen)");
+            println!("forgetting on `{name}`: {f:+.3} {metric} (final vs best seen; > 0 is worse)");
         }
     }
     println!(
-        "backward transfer: {:+.3}   forward transfer: {:+.3}   (perplexity points; negative BWT = forgetting)",
+        "backward transfer: {:+.3}   forward transfer: {:+.3}   ({metric}; negative BWT = forgetting)",
         summary.backward_transfer, summary.forward_transfer
     );
+    let mut retention = Vec::new();
+    for (k, name) in report.held_out.iter().enumerate() {
+        let series: Vec<f64> = std::iter::once(initial_all[n + k])
+            .chain(matrix_all.iter().map(|r| r[n + k]))
+            .collect();
+        let shown: Vec<String> = series.iter().map(|v| format!("{v:.3}")).collect();
+        println!(
+            "held-out `{name}` (never trained on), {metric} initial then after each experience: {}",
+            shown.join(" → ")
+        );
+        retention.push(HeldOutSeries {
+            name: name.clone(),
+            values: series,
+        });
+    }
+    let final_extras = state
+        .matrix
+        .last()
+        .map(|row| {
+            row.iter()
+                .filter(|s| !s.extras.is_empty())
+                .map(|s| (s.experience.clone(), s.extras.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .unwrap_or_default();
+    for (name, extras) in &final_extras {
+        let shown: Vec<String> = extras.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+        println!("final `{name}`: {}", shown.join(", "));
+    }
+    let rate = state.tokens_seen as f64 / state.elapsed_secs.max(1e-9);
     println!(
-        "{} tokens in {} steps, {:.1} s ({:.0} tokens/s)",
+        "{} {unit} in {} steps, {:.1} s ({rate:.0} {unit}/s)",
         state.tokens_seen,
         state.global_step,
         state.elapsed_secs,
-        state.tokens_seen as f64 / state.elapsed_secs.max(1e-9)
+        unit = report.unit,
     );
     let full = RunSummary {
         matrix: summary,
         initial,
         eval_matrix: matrix,
+        held_out: retention,
+        final_extras,
         tokens_seen: state.tokens_seen,
         steps: state.global_step,
         wall_time_secs: state.elapsed_secs,
-        tokens_per_sec: state.tokens_seen as f64 / state.elapsed_secs.max(1e-9),
+        tokens_per_sec: rate,
         peak_rss_mib: peak_rss_mib(),
     };
     let json = serde_json::to_vec_pretty(&full).expect("a summary serialises");

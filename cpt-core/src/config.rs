@@ -503,7 +503,7 @@ pub struct ParamGroup {
 
 /// When and how much to evaluate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct EvalSection {
     /// Also evaluate every this many steps inside an experience (0: only at its end).
     pub every_steps: u64,
