@@ -22,8 +22,10 @@ pub struct LoraSpec {
     /// rsLoRA: scale by α/√r instead of α/r.
     #[serde(default)]
     pub rslora: bool,
-    /// Which projections get adapters, by name: `q`, `k`, `v`, `o`, `gate`, `up`, `down` (or
-    /// the full names `q_proj`, ...).
+    /// Which projections get adapters, by name: for LLaMA `q`, `k`, `v`, `o`, `gate`, `up`,
+    /// `down` (or the full names `q_proj`, ...); for ViT and ViT-MAE those of
+    /// `crate::vit::VIT_LORA_TARGETS` (`query`, ..., with `q`/`k`/`v`/`o` accepted too) and, for
+    /// ViT classifiers, `classifier`.
     pub target_modules: Vec<String>,
     /// Dropout on the adapter's input while training (0: none). Its masks come from the
     /// backend RNG, which the trainer re-seeds from (seed, step) at every step, so runs and
