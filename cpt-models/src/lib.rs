@@ -2,8 +2,10 @@
 //! the Hugging Face folder format of each. Models know nothing of strategies, data files or the
 //! command line.
 
+pub mod clip;
 pub mod error;
 pub mod generate;
+pub mod hf_clip;
 pub mod hf_folder;
 pub mod hf_llama;
 pub mod hf_vit;
@@ -12,6 +14,7 @@ pub mod llama;
 pub mod vit;
 pub mod vit_mae;
 
+pub use clip::{CLIP_LORA_TARGETS, ClipConfig, ClipModel};
 pub use error::{ModelError, Result};
 pub use llama::{LlamaConfig, LlamaForCausalLM};
 pub use vit::{VIT_LORA_TARGETS, ViTConfig, ViTForImageClassification};
