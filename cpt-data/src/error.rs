@@ -65,18 +65,34 @@ pub enum DataError {
         available: Vec<String>,
     },
 
-    /// The text column exists but does not hold strings.
-    #[error(
-        "{}: column `{column}` has type {found}, expected a string type (Utf8, LargeUtf8 or Utf8View)",
-        path.display()
-    )]
+    /// A column exists but does not hold the type it must (strings for text, integers for
+    /// labels, binary or `{bytes, path}` structs for images).
+    #[error("{}: column `{column}` has type {found}, expected {expected}", path.display())]
     WrongColumnType {
         /// The Parquet file concerned.
         path: PathBuf,
-        /// The text column.
+        /// The column.
         column: String,
         /// The Arrow type found instead.
         found: String,
+        /// What the column must hold.
+        expected: &'static str,
+    },
+
+    /// One row of a data file cannot be used: an image that does not decode, an image stored
+    /// only as a path, a label outside the class names.
+    #[error("{}: column `{column}`, row {row} (row group {row_group}): {message}", path.display())]
+    BadRow {
+        /// The Parquet file concerned.
+        path: PathBuf,
+        /// The column at fault.
+        column: String,
+        /// Index of the row group holding the row.
+        row_group: usize,
+        /// Index of the row in the file (0-based, over all row groups).
+        row: u64,
+        /// What is wrong with it.
+        message: String,
     },
 
     /// A row group decoded to a different number of rows than its footer promised.

@@ -1,5 +1,5 @@
-//! cpt-data: the data side of continual pre-training — Parquet text sources streamed row group by
-//! row group, Hugging Face tokenizers (loading and byte-level BPE training), packing into
+//! cpt-data: the data side of continual pre-training — Parquet text and image sources streamed row
+//! group by row group, image decoding and transforms, Hugging Face tokenizers (loading and byte-level BPE training), packing into
 //! fixed-length sequences, weighted mixtures, and corpus preparation. (Replay buffers are `cpt_core::reservoir::Reservoir`,
 //! generic over any batch item.)
 //!
@@ -9,14 +9,22 @@
 #![warn(missing_docs)]
 
 mod error;
+mod image_parquet;
+mod image_transform;
 mod mixture;
 mod packing;
 mod parquet_text;
 mod parquet_writer;
 mod prepare;
+mod row_groups;
 mod tokenizer;
 
 pub use error::{DataError, Result};
+pub use image_parquet::{
+    CaptionMode, CaptionTokenizer, DEFAULT_CAPTION_COLUMN, DEFAULT_IMAGE_COLUMN,
+    DEFAULT_LABEL_COLUMN, ImageSourceOptions, ParquetImageSource, eval_images,
+};
+pub use image_transform::{Augment, ImageTransform, Resize};
 pub use mixture::{Mixture, MixtureCursor, SequenceSource, SourceCursor};
 pub use packing::{PackedCursor, PackedSource, Packer, eval_sequences};
 pub use parquet_text::{
