@@ -255,7 +255,7 @@ impl ClipConfig {
             if path == "logit_scale" {
                 return value.ones_like().mul_scalar(self.logit_scale_init_value);
             }
-            let std = match init_std(path, self) {
+            let std = match init_rule(path, self) {
                 InitRule::Normal(std) => std * factor,
                 InitRule::Zeros => return value.zeros_like(),
                 InitRule::Ones => return value.ones_like(),
@@ -352,7 +352,7 @@ enum InitRule {
 }
 
 /// transformers' `CLIPPreTrainedModel._init_weights`, by parameter path (before the factor).
-fn init_std(path: &str, config: &ClipConfig) -> InitRule {
+fn init_rule(path: &str, config: &ClipConfig) -> InitRule {
     let (t, v) = (&config.text_config, &config.vision_config);
     if path.contains("norm") {
         return if path.ends_with(".weight") {

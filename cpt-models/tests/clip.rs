@@ -549,3 +549,22 @@ fn seeded_init_is_reproducible_and_follows_the_config() {
         .into_scalar();
     assert!(loss.is_finite());
 }
+
+#[test]
+fn lora_target_names_cover_clip_and_keep_llama_forms() {
+    let spec = |targets: &[&str]| LoraSpec {
+        rank: 1,
+        alpha: 1.0,
+        rslora: false,
+        target_modules: targets.iter().map(|t| t.to_string()).collect(),
+        dropout: 0.0,
+    };
+    let clip = spec(CLIP_LORA_TARGETS);
+    for name in ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"] {
+        assert!(clip.targets(name), "{name}");
+    }
+    // llama's short `o` names o_proj only, not CLIP's out_proj; its forms still work.
+    let llama = spec(&["q", "o", "down_proj"]);
+    assert!(llama.targets("q_proj") && llama.targets("o_proj") && llama.targets("down_proj"));
+    assert!(!llama.targets("out_proj") && !llama.targets("fc1"));
+}
