@@ -441,6 +441,37 @@ fn shortest_edge_keeps_the_ratio_then_crops_the_centre() {
 }
 
 #[test]
+fn resize_matches_pil_bilinear() {
+    // Reference values from Pillow 12 (`Image.resize(..., BILINEAR)` on the image converted to
+    // mode `F`, then / 255) for a 7×5 image with pixel i = (37 i + 11) mod 256.
+    let values: Vec<u8> = (0..35u32).map(|i| ((i * 37 + 11) % 256) as u8).collect();
+    let bytes = grey_png(7, 5, &values);
+    let down = transform_one(bytes.clone(), plain(1, Resize::Square { size: 3 }));
+    #[rustfmt::skip]
+    let pil_3x3 = [
+        0.172549, 0.483473, 0.794398, 0.191036, 0.501961, 0.812885, 0.209524, 0.520448, 0.831373,
+    ];
+    assert_close(&down.pixels, &pil_3x3, 2e-6);
+    let up = transform_one(bytes.clone(), plain(1, Resize::Square { size: 9 }));
+    #[rustfmt::skip]
+    let pil_9x9_row_4 = [
+        0.0666667, 0.163399, 0.276253, 0.389107, 0.501961, 0.614815, 0.727669, 0.840523, 0.937255,
+    ];
+    assert_close(&up.pixels[36..45], &pil_9x9_row_4, 2e-6);
+    // Shortest edge 3 gives 3×4 (7·3/5 truncated); the 3×3 centre crop starts at column
+    // round(0.5) = 0.
+    let cropped = transform_one(bytes, plain(1, Resize::ShortestEdge { resize: 3, crop: 3 }));
+    #[rustfmt::skip]
+    let pil_4x3 = [
+        0.124183, 0.349983, 0.616964, 0.842764,
+        0.14267, 0.368471, 0.635451, 0.861251,
+        0.161158, 0.386958, 0.653938, 0.879739,
+    ];
+    let first_three: Vec<f32> = pil_4x3.chunks(4).flat_map(|r| r[..3].to_vec()).collect();
+    assert_close(&cropped.pixels, &first_three, 2e-6);
+}
+
+#[test]
 fn channel_conversion_and_per_channel_normalisation() {
     // RGB → grey: ITU-R 601-2 luma of (255, 0, 0) and (0, 0, 255).
     let red_blue = rgb_png(2, 1, &[255, 0, 0, 0, 0, 255]);
