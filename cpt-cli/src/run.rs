@@ -161,6 +161,18 @@ impl BackendJob for RunJob {
                 let stream = language_stream::<B>(&self.config, &device)?;
                 self.execute(stream)
             }
+            "vit" => {
+                let stream = crate::vision_run::vit_stream::<B>(&self.config, &device)?;
+                self.execute(stream)
+            }
+            "vit_mae" => {
+                let stream = crate::vision_run::mae_stream::<B>(&self.config, &device)?;
+                self.execute(stream)
+            }
+            "clip" => {
+                let stream = crate::vision_run::clip_stream::<B>(&self.config, &device)?;
+                self.execute(stream)
+            }
             other => bail!(
                 "config key `model.architecture`: unknown architecture `{other}` (known: {})",
                 ARCHITECTURES.join(", ")

@@ -1,0 +1,439 @@
+//! The vision side of `cpt run`: image streams, held-out image sets and the evaluator of each
+//! vision architecture (ViT: head accuracy; MAE: reconstruction loss; CLIP: zero-shot accuracy),
+//! every one with the frozen-feature probes when `eval.support_images` > 0.
+
+use crate::run::Stream;
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use cpt_continual::Experience;
+use cpt_core::config::{BadShards, ExperienceConfig, HeldOutSet};
+use cpt_core::{ImageBatch, ImageItem, ItemSource, RunConfig, SplitMix64};
+use cpt_data::{
+    Augment, CaptionMode, CaptionTokenizer, ImageSourceOptions, ImageTransform, ParquetImageSource,
+    Resize, Tokenizer, eval_images, expand_paths,
+};
+use cpt_eval::{
+    ClassPrompts, ClassificationEvaluator, ImageEvalSet, ProbeScope, ProbeSettings,
+    ReconstructionEvaluator, ZeroShotEvaluator,
+};
+use cpt_models::hf_clip;
+use cpt_models::hf_vit;
+use cpt_models::{ClipConfig, ClipModel, ViTConfig, ViTForImageClassification, ViTMAEConfig};
+use cpt_models::{ViTMAEForPreTraining, clip, vit};
+use std::sync::Arc;
+
+/// ViT's adapter targets, its classification head included.
+const VIT_CLASSIFIER_LORA_TARGETS: &[&str] = &[
+    "query",
+    "key",
+    "value",
+    "attention_output",
+    "intermediate",
+    "output",
+    vit::CLASSIFIER_TARGET,
+];
+
+/// What the model expects of every image.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    /// Output height and width.
+    pub size: usize,
+    /// Channels.
+    pub channels: usize,
+}
+
+/// Which classes and names one image set covers.
+struct SetSpec<'a> {
+    name: &'a str,
+    classes: &'a [i64],
+    class_names: &'a [String],
+}
+
+impl<'a> SetSpec<'a> {
+    fn experience(e: &'a ExperienceConfig) -> Self {
+        Self {
+            name: &e.name,
+            classes: &e.classes,
+            class_names: &e.class_names,
+        }
+    }
+
+    fn held_out(h: &'a HeldOutSet) -> Self {
+        Self {
+            name: &h.name,
+            classes: &h.classes,
+            class_names: &h.class_names,
+        }
+    }
+
+    /// The labels this set's prompts cover: its class filter, else every named class.
+    fn labels(&self) -> Vec<i64> {
+        if self.classes.is_empty() {
+            (0..self.class_names.len() as i64).collect()
+        } else {
+            self.classes.to_vec()
+        }
+    }
+}
+
+/// The image pipeline of a run: the model's size and channels, the config's normalisation and
+/// (for training) augmentations.
+fn transform(config: &RunConfig, geometry: Geometry) -> ImageTransform {
+    let image = &config.data.image;
+    let resize = match image.resize_shortest_edge {
+        Some(edge) => Resize::ShortestEdge {
+            resize: edge,
+            crop: geometry.size,
+        },
+        None => Resize::Square {
+            size: geometry.size,
+        },
+    };
+    ImageTransform {
+        channels: geometry.channels,
+        resize,
+        mean: image.mean.iter().map(|&v| v as f32).collect(),
+        std: image.std.iter().map(|&v| v as f32).collect(),
+        augment: Augment {
+            horizontal_flip: image.hflip,
+            random_resized_crop: image.random_resized_crop,
+        },
+    }
+}
+
+/// Source options for one set; captions only when the model reads text.
+fn options(
+    config: &RunConfig,
+    geometry: Geometry,
+    set: &SetSpec<'_>,
+    captions: Option<&CaptionTokenizer>,
+    seed: u64,
+) -> Result<ImageSourceOptions> {
+    let image = &config.data.image;
+    let caption_mode = match (captions, &image.caption_column) {
+        (None, _) => CaptionMode::None,
+        (Some(_), Some(_)) => CaptionMode::Column,
+        (Some(_), None) => {
+            if set.class_names.is_empty() {
+                bail!(
+                    "set `{}`: image–text training without `data.image.caption_column` builds captions from `class_names`, which is empty",
+                    set.name
+                );
+            }
+            CaptionMode::Template {
+                template: image.caption_template.clone(),
+                class_names: set.class_names.to_vec(),
+            }
+        }
+    };
+    Ok(ImageSourceOptions {
+        image_column: image.image_column.clone(),
+        label_column: Some(image.label_column.clone()),
+        caption_column: image.caption_column.clone(),
+        classes: (!set.classes.is_empty()).then(|| set.classes.to_vec()),
+        shuffle: config.data.shuffle,
+        seed,
+        quarantine_bad_shards: config.data.bad_shards == BadShards::Quarantine,
+        transform: transform(config, geometry),
+        captions: caption_mode,
+        caption_tokenizer: captions.cloned(),
+    })
+}
+
+/// Training streams of every experience, each checked by drawing one image.
+pub fn training_streams(
+    config: &RunConfig,
+    geometry: Geometry,
+    captions: Option<&CaptionTokenizer>,
+) -> Result<Vec<Experience<ImageItem>>> {
+    let mut experiences = Vec::new();
+    for (i, (e, steps)) in config
+        .experiences
+        .iter()
+        .zip(config.experience_steps())
+        .enumerate()
+    {
+        let seed = SplitMix64::derive(config.seed, &[0xda7a, i as u64, 0]).next_u64();
+        let context = || format!("training data of experience `{}`", e.name);
+        let options = options(config, geometry, &SetSpec::experience(e), captions, seed)
+            .with_context(context)?;
+        let paths = expand_paths(&e.train).with_context(context)?;
+        let mut source = ParquetImageSource::open(&paths, options).with_context(context)?;
+        // Draw one image and rewind, so an empty or undecodable stream fails before the run
+        // directory exists.
+        let start = ItemSource::cursor(&source);
+        source.next_item().with_context(context)?;
+        ItemSource::seek(&mut source, &start).with_context(context)?;
+        experiences.push(Experience {
+            name: e.name.clone(),
+            steps,
+            source: Box::new(source),
+        });
+    }
+    Ok(experiences)
+}
+
+/// Held-out sets: every experience's eval images (with a probe support set from its training
+/// files when `eval.support_images` > 0), then `eval.held_out`. Returns the sets and the names
+/// of the held-out ones.
+pub fn eval_sets(
+    config: &RunConfig,
+    geometry: Geometry,
+    captions: Option<&CaptionTokenizer>,
+) -> Result<(Vec<ImageEvalSet>, Vec<String>)> {
+    let mut sets = Vec::new();
+    for e in &config.experiences {
+        let spec = SetSpec::experience(e);
+        sets.push(eval_set(
+            config, geometry, &spec, &e.eval, &e.train, captions,
+        )?);
+    }
+    let mut held_out = Vec::new();
+    for h in &config.eval.held_out {
+        let spec = SetSpec::held_out(h);
+        // Held-out sets are never trained on; their probes fit on their own first images,
+        // so a probe score there measures features, not memory.
+        sets.push(eval_set(
+            config, geometry, &spec, &h.files, &h.files, captions,
+        )?);
+        held_out.push(h.name.clone());
+    }
+    Ok((sets, held_out))
+}
+
+fn eval_set(
+    config: &RunConfig,
+    geometry: Geometry,
+    spec: &SetSpec<'_>,
+    eval_files: &[String],
+    support_files: &[String],
+    captions: Option<&CaptionTokenizer>,
+) -> Result<ImageEvalSet> {
+    let context = || format!("eval set `{}`", spec.name);
+    let batch = config.eval.batch_size.max(1);
+    let options = options(config, geometry, spec, captions, 0).with_context(context)?;
+    let images = eval_images(
+        &expand_paths(eval_files).with_context(context)?,
+        options.clone(),
+        config.eval.max_images,
+    )
+    .with_context(context)?;
+    let support = match config.eval.support_images {
+        0 => Vec::new(),
+        n => eval_images(
+            &expand_paths(support_files).with_context(context)?,
+            options,
+            n,
+        )
+        .with_context(|| format!("probe support images of `{}`", spec.name))?,
+    };
+    let prompts = match captions {
+        Some(tokenizer) => Some(class_prompts(config, spec, tokenizer).with_context(context)?),
+        None => None,
+    };
+    Ok(ImageEvalSet {
+        name: spec.name.to_string(),
+        batches: images.chunks(batch).map(ImageBatch::from_images).collect(),
+        support: support.chunks(batch).map(ImageBatch::from_images).collect(),
+        prompts,
+    })
+}
+
+/// One prompt per class of the set, from the caption template and the class names.
+fn class_prompts(
+    config: &RunConfig,
+    spec: &SetSpec<'_>,
+    tokenizer: &CaptionTokenizer,
+) -> Result<ClassPrompts> {
+    let labels = spec.labels();
+    if labels.is_empty() {
+        bail!("zero-shot prompts need `class_names`");
+    }
+    let mut tokens = Vec::new();
+    for &label in &labels {
+        let Some(name) = usize::try_from(label)
+            .ok()
+            .and_then(|l| spec.class_names.get(l))
+        else {
+            bail!(
+                "class {label} has no name in `class_names` ({} names)",
+                spec.class_names.len()
+            );
+        };
+        let prompt = config.data.image.caption_template.replace("{label}", name);
+        tokens.extend(tokenizer.encode(&prompt)?);
+    }
+    Ok(ClassPrompts {
+        labels,
+        tokens,
+        text_len: tokenizer.text_len,
+    })
+}
+
+fn probe_settings(config: &RunConfig) -> ProbeSettings {
+    ProbeSettings {
+        scope: match config.eval.probe_scope.as_str() {
+            "all_sets" => ProbeScope::AllSets,
+            _ => ProbeScope::PerSet,
+        },
+        ..ProbeSettings::default()
+    }
+}
+
+/// Distillation reference images (`distill.reference`), seeded apart from the training streams.
+fn reference_images(
+    config: &RunConfig,
+    geometry: Geometry,
+    captions: Option<&CaptionTokenizer>,
+) -> Result<Option<Box<dyn ItemSource<ImageItem>>>> {
+    if config.distill.reference.is_empty() {
+        return Ok(None);
+    }
+    let context = || "distillation reference data (`distill.reference`)".to_string();
+    let seed = SplitMix64::derive(config.seed, &[0x4ef, 0]).next_u64();
+    // Reference images keep every class; captions from a template name them as the first
+    // experience does (the pre-training domain a ZSCL-style reference set stands for).
+    let spec = SetSpec {
+        name: "reference",
+        classes: &[],
+        class_names: &config.experiences[0].class_names,
+    };
+    let options = options(config, geometry, &spec, captions, seed).with_context(context)?;
+    let paths = expand_paths(&config.distill.reference).with_context(context)?;
+    let source = ParquetImageSource::open(&paths, options).with_context(context)?;
+    Ok(Some(Box::new(source)))
+}
+
+/// A model of `architecture` from `[model]`: a Hugging Face folder, or a fresh seeded init.
+fn model_config<C: serde::de::DeserializeOwned>(config: &RunConfig) -> Result<C> {
+    let table = config
+        .model
+        .config
+        .clone()
+        .expect("validate() requires `config` without `from`");
+    toml::Value::Table(table)
+        .try_into::<C>()
+        .map_err(|e| anyhow::anyhow!("config key `model.config`: {}", e.message()))
+}
+
+/// ViT for image classification: head accuracy per experience.
+pub fn vit_stream<B: AutodiffBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Stream<B, ViTForImageClassification<B>>> {
+    let (model_config, model) = match &config.model.from {
+        Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
+        None => {
+            let c: ViTConfig = model_config(config)?;
+            let model = c.init_seeded(config.seed, device);
+            (c, model)
+        }
+    };
+    let geometry = Geometry {
+        size: model_config.image_size,
+        channels: model_config.num_channels,
+    };
+    let (sets, held_out) = eval_sets(config, geometry, None)?;
+    Ok(Stream {
+        model,
+        experiences: training_streams(config, geometry, None)?,
+        evaluator: Box::new(ClassificationEvaluator::<
+            B::InnerBackend,
+            ViTForImageClassification<B::InnerBackend>,
+        >::new(sets, probe_settings(config))),
+        reference: reference_images(config, geometry, None)?,
+        lora_targets: VIT_CLASSIFIER_LORA_TARGETS,
+        held_out,
+        unit: "images",
+    })
+}
+
+/// MAE pre-training: held-out reconstruction loss per experience.
+pub fn mae_stream<B: AutodiffBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Stream<B, ViTMAEForPreTraining<B>>> {
+    let (model_config, model) = match &config.model.from {
+        Some(dir) => hf_vit::load_vit_mae::<B>(dir, device)?,
+        None => {
+            let c: ViTMAEConfig = model_config(config)?;
+            let model = c.init_seeded(config.seed, device);
+            (c, model)
+        }
+    };
+    let geometry = Geometry {
+        size: model_config.image_size,
+        channels: model_config.num_channels,
+    };
+    let (sets, held_out) = eval_sets(config, geometry, None)?;
+    let seed = SplitMix64::derive(config.seed, &[0xe7a1]).next_u64();
+    Ok(Stream {
+        model,
+        experiences: training_streams(config, geometry, None)?,
+        evaluator: Box::new(ReconstructionEvaluator::<
+            B::InnerBackend,
+            ViTMAEForPreTraining<B::InnerBackend>,
+        >::new(sets, probe_settings(config), seed)),
+        reference: reference_images(config, geometry, None)?,
+        lora_targets: vit::VIT_LORA_TARGETS,
+        held_out,
+        unit: "images",
+    })
+}
+
+/// CLIP: contrastive image–text training, zero-shot accuracy per experience.
+pub fn clip_stream<B: AutodiffBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Stream<B, ClipModel<B>>> {
+    let (model_config, model) = match &config.model.from {
+        Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
+        None => {
+            let c: ClipConfig = model_config(config)?;
+            let model = c.init_seeded(config.seed, device);
+            (c, model)
+        }
+    };
+    let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
+    let text = &model_config.text_config;
+    if text.vocab_size < tokenizer.vocab_size() {
+        bail!(
+            "config key `model.config.text_config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
+            text.vocab_size,
+            tokenizer.vocab_size()
+        );
+    }
+    let text_len = config.data.image.text_len;
+    if text_len > text.max_position_embeddings {
+        bail!(
+            "config key `data.image.text_len`: {text_len} exceeds the text model's max_position_embeddings ({})",
+            text.max_position_embeddings
+        );
+    }
+    let captions = CaptionTokenizer::new(tokenizer, text_len)?;
+    if captions.eos != text.eos_token_id {
+        tracing::warn!(
+            "the tokenizer's end-of-text id {} differs from text_config.eos_token_id {}: pooling uses the config's",
+            captions.eos,
+            text.eos_token_id
+        );
+    }
+    let vision = &model_config.vision_config;
+    let geometry = Geometry {
+        size: vision.image_size,
+        channels: vision.num_channels,
+    };
+    let (sets, held_out) = eval_sets(config, geometry, Some(&captions))?;
+    Ok(Stream {
+        model,
+        experiences: training_streams(config, geometry, Some(&captions))?,
+        evaluator: Box::new(ZeroShotEvaluator::<
+            B::InnerBackend,
+            ClipModel<B::InnerBackend>,
+        >::new(sets, probe_settings(config))?),
+        reference: reference_images(config, geometry, Some(&captions))?,
+        lora_targets: clip::CLIP_LORA_TARGETS,
+        held_out,
+        unit: "images",
+    })
+}
