@@ -325,10 +325,24 @@ pub fn vit_stream<B: AutodiffBackend>(
         Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
         None => {
             let c: ViTConfig = model_config(config)?;
+            c.validate()
+                .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
             let model = c.init_seeded(config.seed, device);
             (c, model)
         }
     };
+    for (i, e) in config.experiences.iter().enumerate() {
+        if let Some(bad) = e
+            .classes
+            .iter()
+            .find(|&&c| c < 0 || c >= model_config.num_labels as i64)
+        {
+            bail!(
+                "config key `experiences[{i}].classes`: class {bad} is outside the classifier's {} labels (model num_labels)",
+                model_config.num_labels
+            );
+        }
+    }
     let geometry = Geometry {
         size: model_config.image_size,
         channels: model_config.num_channels,
@@ -357,6 +371,8 @@ pub fn mae_stream<B: AutodiffBackend>(
         Some(dir) => hf_vit::load_vit_mae::<B>(dir, device)?,
         None => {
             let c: ViTMAEConfig = model_config(config)?;
+            c.validate()
+                .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
             let model = c.init_seeded(config.seed, device);
             (c, model)
         }
@@ -390,6 +406,9 @@ pub fn clip_stream<B: AutodiffBackend>(
         Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
         None => {
             let c: ClipConfig = model_config(config)?;
+            c.validate().map_err(|(field, message)| {
+                anyhow::anyhow!("config key `model.config.{field}`: {message}")
+            })?;
             let model = c.init_seeded(config.seed, device);
             (c, model)
         }
