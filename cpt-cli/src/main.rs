@@ -8,6 +8,7 @@ mod model_source;
 mod run;
 mod run_dir;
 mod sources;
+mod vision_export;
 mod vision_run;
 
 use anyhow::Result;

@@ -209,7 +209,10 @@ pub struct ExportJob {
 impl BackendJob for ExportJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
+        if crate::vision_export::run_architecture(&self.model).is_some_and(|a| a != "llama") {
+            return crate::vision_export::export_vision::<B>(&self.model, &self.out, &device);
+        }
         let (loaded, tokenizer) = load::<B>(&self.model)?;
         export::<Inner<B>>(&loaded, &tokenizer, &self.out)?;
         println!("{} → {}", loaded.source.display(), self.out.display());

@@ -81,23 +81,7 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
             source: path.into(),
         });
     }
-    let (run_dir, checkpoint) = if path.join("config.toml").exists() {
-        let found = latest_checkpoint(&path.join("checkpoints"))?
-            .ok_or_else(|| anyhow!("{}: the run has no complete checkpoint", path.display()))?;
-        (path.to_path_buf(), found)
-    } else if path.join(cpt_core::checkpoint::MANIFEST).exists() {
-        let run = path
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        (run, verify_checkpoint(path)?)
-    } else {
-        bail!(
-            "{}: not a model folder (config.json), run directory (config.toml) or checkpoint (manifest.json)",
-            path.display()
-        );
-    };
+    let (run_dir, checkpoint) = run_checkpoint(path)?;
     let config_path = run_dir.join("config.toml");
     let run = RunConfig::load(&config_path, &[])
         .with_context(|| format!("reading the run config of {}", path.display()))?;
@@ -119,6 +103,28 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
         model,
         tokenizer: run.tokenizer_path(),
         source: checkpoint.path,
+    })
+}
+
+/// The run directory and the checkpoint `path` names: a run directory (its newest complete
+/// checkpoint) or one checkpoint directory (verified).
+pub fn run_checkpoint(path: &Path) -> Result<(PathBuf, cpt_core::checkpoint::CheckpointDir)> {
+    Ok(if path.join("config.toml").exists() {
+        let found = latest_checkpoint(&path.join("checkpoints"))?
+            .ok_or_else(|| anyhow!("{}: the run has no complete checkpoint", path.display()))?;
+        (path.to_path_buf(), found)
+    } else if path.join(cpt_core::checkpoint::MANIFEST).exists() {
+        let run = path
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        (run, verify_checkpoint(path)?)
+    } else {
+        bail!(
+            "{}: not a model folder (config.json), run directory (config.toml) or checkpoint (manifest.json)",
+            path.display()
+        );
     })
 }
 

@@ -23,7 +23,7 @@ use cpt_models::{ViTMAEForPreTraining, clip, vit};
 use std::sync::Arc;
 
 /// ViT's adapter targets, its classification head included.
-const VIT_CLASSIFIER_LORA_TARGETS: &[&str] = &[
+pub const VIT_CLASSIFIER_LORA_TARGETS: &[&str] = &[
     "query",
     "key",
     "value",
@@ -316,6 +316,50 @@ fn model_config<C: serde::de::DeserializeOwned>(config: &RunConfig) -> Result<C>
         .map_err(|e| anyhow::anyhow!("config key `model.config`: {}", e.message()))
 }
 
+/// The ViT config of a run: `[model.config]`, or the config.json of `model.from`.
+pub fn vit_config(config: &RunConfig) -> Result<ViTConfig> {
+    let c: ViTConfig = match &config.model.from {
+        Some(dir) => match hf_vit::read_config(dir)? {
+            hf_vit::VisionConfig::ViT(c) => c,
+            hf_vit::VisionConfig::ViTMAE(_) => {
+                bail!("{}: a ViT-MAE folder, not a ViT classifier", dir.display())
+            }
+        },
+        None => model_config(config)?,
+    };
+    c.validate()
+        .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
+    Ok(c)
+}
+
+/// The ViT-MAE config of a run.
+pub fn mae_config(config: &RunConfig) -> Result<ViTMAEConfig> {
+    let c: ViTMAEConfig = match &config.model.from {
+        Some(dir) => match hf_vit::read_config(dir)? {
+            hf_vit::VisionConfig::ViTMAE(c) => c,
+            hf_vit::VisionConfig::ViT(_) => {
+                bail!("{}: a ViT classifier folder, not ViT-MAE", dir.display())
+            }
+        },
+        None => model_config(config)?,
+    };
+    c.validate()
+        .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
+    Ok(c)
+}
+
+/// The CLIP config of a run.
+pub fn clip_config(config: &RunConfig) -> Result<ClipConfig> {
+    let c: ClipConfig = match &config.model.from {
+        Some(dir) => hf_clip::read_config(dir)?,
+        None => model_config(config)?,
+    };
+    c.validate().map_err(|(field, message)| {
+        anyhow::anyhow!("config key `model.config.{field}`: {message}")
+    })?;
+    Ok(c)
+}
+
 /// ViT for image classification: head accuracy per experience.
 pub fn vit_stream<B: AutodiffBackend>(
     config: &RunConfig,
@@ -324,9 +368,7 @@ pub fn vit_stream<B: AutodiffBackend>(
     let (model_config, model) = match &config.model.from {
         Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
         None => {
-            let c: ViTConfig = model_config(config)?;
-            c.validate()
-                .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
+            let c = vit_config(config)?;
             let model = c.init_seeded(config.seed, device);
             (c, model)
         }
@@ -370,9 +412,7 @@ pub fn mae_stream<B: AutodiffBackend>(
     let (model_config, model) = match &config.model.from {
         Some(dir) => hf_vit::load_vit_mae::<B>(dir, device)?,
         None => {
-            let c: ViTMAEConfig = model_config(config)?;
-            c.validate()
-                .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
+            let c = mae_config(config)?;
             let model = c.init_seeded(config.seed, device);
             (c, model)
         }
@@ -405,10 +445,7 @@ pub fn clip_stream<B: AutodiffBackend>(
     let (model_config, model) = match &config.model.from {
         Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
         None => {
-            let c: ClipConfig = model_config(config)?;
-            c.validate().map_err(|(field, message)| {
-                anyhow::anyhow!("config key `model.config.{field}`: {message}")
-            })?;
+            let c = clip_config(config)?;
             let model = c.init_seeded(config.seed, device);
             (c, model)
         }

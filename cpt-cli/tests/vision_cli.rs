@@ -161,3 +161,68 @@ fn vision_config_errors_name_their_culprit() {
         assert!(!out.join("summary.json").exists());
     }
 }
+
+/// `cpt export hf` on a vision run: the folder loads back (through the Hugging Face loaders) to
+/// exactly the checkpoint's weights.
+#[test]
+fn vision_runs_export_to_hugging_face_folders() {
+    use burn::backend::Flex;
+    use cpt_core::params::named_tensors;
+    let dir = tempfile::tempdir().unwrap();
+    for (example, experiences) in [
+        ("examples/vit_class_incremental.toml", 5),
+        ("examples/mae_digits_fashion.toml", 2),
+        ("examples/clip_continual.toml", 2),
+    ] {
+        let name = Path::new(example).file_stem().unwrap().to_str().unwrap();
+        let out = dir.path().join(name);
+        let mut sets = toy(experiences);
+        sets.push("distill.reference_batch_size=4".into());
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let output = run_example(example, &out, &sets);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let hf = dir.path().join(format!("{name}-hf"));
+        // Paths in a run's config are relative to where the run was started.
+        let export = Command::new(env!("CARGO_BIN_EXE_cpt"))
+            .current_dir(repo())
+            .args(["export", "hf"])
+            .arg(&out)
+            .arg("--out")
+            .arg(&hf)
+            .output()
+            .unwrap();
+        assert!(export.status.success(), "{}", stderr(&export));
+        let checkpoint = std::fs::read_dir(out.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max()
+            .unwrap();
+        let (saved, _) =
+            cpt_core::tensor_file::read_tensors(&checkpoint.join("model.safetensors")).unwrap();
+        let device = Default::default();
+        let loaded = match name {
+            "vit_class_incremental" => named_tensors(
+                &cpt_models::hf_vit::load_vit::<Flex>(&hf, &device)
+                    .unwrap()
+                    .1,
+            ),
+            "mae_digits_fashion" => named_tensors(
+                &cpt_models::hf_vit::load_vit_mae::<Flex>(&hf, &device)
+                    .unwrap()
+                    .1,
+            ),
+            _ => {
+                assert!(hf.join("tokenizer.json").exists());
+                named_tensors(
+                    &cpt_models::hf_clip::load_clip::<Flex>(&hf, &device)
+                        .unwrap()
+                        .1,
+                )
+            }
+        };
+        assert_eq!(loaded.len(), saved.len(), "{name}");
+        for (path, tensor) in &saved {
+            assert_eq!(loaded[path].values, tensor.values, "{name}: {path}");
+        }
+    }
+}
