@@ -324,6 +324,19 @@ where
     M: TaskModel<B> + AutodiffModule<B> + AdapterModel<Spec = LoraSpec> + 'static,
     M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
 {
+    // A teacher snapshot taken while LoRA adapters are live holds adapter weights; on resume it
+    // is restored into the model structure as rebuilt so far, so `lora` (which re-attaches the
+    // adapters) must be rebuilt first. Refuse the other order rather than resume wrongly.
+    let position = |name: &str| config.strategies.iter().position(|s| s == name);
+    if let (Some(d), Some(l)) = (position("distill"), position("lora"))
+        && d < l
+        && config.lora.mode != "merge"
+    {
+        bail!(
+            "config key `strategies`: list `lora` before `distill` when `lora.mode` is `{}` (the teacher holds the adapters, which must exist before it is restored on resume)",
+            config.lora.mode
+        );
+    }
     let mut reference = reference;
     config
         .strategies

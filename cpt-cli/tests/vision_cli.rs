@@ -226,3 +226,27 @@ fn vision_runs_export_to_hugging_face_folders() {
         }
     }
 }
+
+/// `distill` before a continued `lora` would restore its teacher without adapters on resume:
+/// refused up front, naming the key.
+#[test]
+fn distill_before_continued_lora_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("order");
+    let output = run_example(
+        "examples/vit_class_incremental.toml",
+        &out,
+        &[
+            r#"strategies=["distill","lora"]"#,
+            r#"lora.target_modules=["query"]"#,
+            "lora.mode=continue",
+        ],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("config key `strategies`") && err.contains("before `distill`"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+}
