@@ -8,10 +8,11 @@
 //! linear weights and the shape of `logit_scale` (0-d there, `[1]` here: burn has no 0-d
 //! tensors).
 
+use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, seeded_normal};
 use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
-use burn::tensor::activation::{gelu, log_softmax, sigmoid, softmax};
+use burn::tensor::activation::{log_softmax, sigmoid};
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use cpt_core::{ImageBatch, StepOutput, TaskModel};
 use serde::{Deserialize, Serialize};
@@ -251,7 +252,6 @@ impl ClipConfig {
     pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> ClipModel<B> {
         let factor = self.initializer_factor;
         cpt_core::params::map_named(self.init(device), |path, value| {
-            let n = value.dims()[0];
             if path == "logit_scale" {
                 return value.ones_like().mul_scalar(self.logit_scale_init_value);
             }
@@ -260,10 +260,7 @@ impl ClipConfig {
                 InitRule::Zeros => return value.zeros_like(),
                 InitRule::Ones => return value.ones_like(),
             };
-            let mut rng =
-                cpt_core::SplitMix64::derive(seed, &[cpt_core::rng::stable_hash(path.as_bytes())]);
-            let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * std) as f32).collect();
-            Tensor::from_data(TensorData::new(values, [n]), &value.device())
+            seeded_normal(seed, path, &value, std)
         })
     }
 
@@ -394,36 +391,6 @@ fn init_rule(path: &str, config: &ClipConfig) -> InitRule {
     InitRule::Normal(std)
 }
 
-/// LayerNorm with transformers' parameter names (`weight`, `bias`; burn's own says
-/// `gamma`/`beta`), normalising the last axis with the biased variance as PyTorch does.
-#[derive(Module, Debug)]
-pub struct LayerNorm<B: Backend> {
-    /// Per-channel scale.
-    pub weight: Param<Tensor<B, 1>>,
-    /// Per-channel shift.
-    pub bias: Param<Tensor<B, 1>>,
-    /// Added to the variance.
-    pub eps: f64,
-}
-
-impl<B: Backend> LayerNorm<B> {
-    fn new(width: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: Param::from_tensor(Tensor::ones([width], device)),
-            bias: Param::from_tensor(Tensor::zeros([width], device)),
-            eps,
-        }
-    }
-
-    /// Normalise the last axis of `x`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let centered = x.clone() - x.mean_dim(D - 1);
-        let var = centered.clone().square().mean_dim(D - 1);
-        let normed = centered / (var + self.eps).sqrt();
-        normed * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
-    }
-}
-
 /// Multi-head self-attention with biased projections (`q_proj`, `k_proj`, `v_proj`,
 /// `out_proj`).
 #[derive(Module, Debug)]
@@ -444,24 +411,11 @@ impl<B: Backend> ClipAttention<B> {
     /// # Shapes
     /// `x`: `[batch, seq, hidden]`, `mask`: `[seq, seq]` (true = hidden) → same as `x`.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
-        let [batch, seq, width] = x.dims();
-        let head = width / self.num_heads;
-        let heads = |t: Tensor<B, 3>| {
-            t.reshape([batch, seq, self.num_heads, head])
-                .swap_dims(1, 2)
-        };
-        let q = heads(self.q_proj.forward(x.clone()));
-        let k = heads(self.k_proj.forward(x.clone()));
-        let v = heads(self.v_proj.forward(x));
-        let mut scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar((head as f64).powf(-0.5));
-        if let Some(mask) = mask {
-            scores = scores.mask_fill(mask.unsqueeze::<4>(), f32::NEG_INFINITY);
-        }
-        let attended = softmax(scores, 3).matmul(v);
+        let q = self.q_proj.forward(x.clone());
+        let k = self.k_proj.forward(x.clone());
+        let v = self.v_proj.forward(x);
         self.out_proj
-            .forward(attended.swap_dims(1, 2).reshape([batch, seq, width]))
+            .forward(multi_head_attention(q, k, v, self.num_heads, mask))
     }
 }
 
@@ -668,20 +622,7 @@ impl<B: Backend> PatchEmbedding<B> {
     /// `pixels`: `[batch, channels, h, w]` → `[batch, (h / p) · (w / p), hidden]`, patches in
     /// row-major order as the flattened convolution output.
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [batch, channels, h, w] = pixels.dims();
-        let p = self.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        let patches = pixels
-            .reshape([batch, channels, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([batch, gh * gw, channels * p * p]);
-        let [hidden, ..] = self.weight.dims();
-        let kernel = self
-            .weight
-            .val()
-            .reshape([hidden, channels * p * p])
-            .transpose();
-        patches.matmul(kernel.unsqueeze::<3>())
+        patch_projection(pixels, self.weight.val())
     }
 }
 

@@ -185,17 +185,13 @@ impl LlamaConfig {
     pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> LlamaForCausalLM<B> {
         let std = self.initializer_range;
         cpt_core::params::map_named(self.init(device), |path, value| {
-            let n = value.dims()[0];
             if path.ends_with(".bias") {
                 return value.zeros_like();
             }
             if path.ends_with("norm.weight") {
                 return value;
             }
-            let mut rng =
-                cpt_core::SplitMix64::derive(seed, &[cpt_core::rng::stable_hash(path.as_bytes())]);
-            let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * std) as f32).collect();
-            Tensor::from_data(TensorData::new(values, [n]), &value.device())
+            crate::blocks::seeded_normal(seed, path, &value, std)
         })
     }
 

@@ -12,10 +12,11 @@
 //! The encoder pieces ([`ViTLayer`], [`LayerNorm`], [`ViTPatchEmbeddings`]) are shared with
 //! ViT-MAE (`vit_mae.rs`), whose encoder and decoder layers carry the same parameter names.
 
+use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, seeded_normal};
 use crate::linear::{Linear, LoraSpec};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::Initializer;
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use cpt_core::{ImageBatch, ImageClassifier, ImageEncoder, StepOutput, TaskModel};
 use serde::{Deserialize, Serialize};
@@ -248,57 +249,8 @@ pub(crate) fn seeded<B: Backend, M: Module<B>>(
         if path.contains("norm") && path.ends_with(".weight") {
             return value.ones_like();
         }
-        let n = value.dims()[0];
-        let mut rng =
-            cpt_core::SplitMix64::derive(seed, &[cpt_core::rng::stable_hash(path.as_bytes())]);
-        let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * std) as f32).collect();
-        Tensor::from_data(TensorData::new(values, [n]), &value.device())
+        seeded_normal(seed, path, &value, std)
     })
-}
-
-/// Exact GELU, `x·Φ(x) = x/2·(1 + erf(x/√2))`, as transformers' `gelu`. Written out from `erf`
-/// rather than burn's `gelu` because burn's default `gelu_backward` (used by backends that do
-/// not override it) is the derivative of the tanh approximation, which would put the gradients
-/// of those backends ~1e-3 away from PyTorch's.
-pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let cdf = x
-        .clone()
-        .div_scalar(std::f64::consts::SQRT_2)
-        .erf()
-        .add_scalar(1.0);
-    x.mul(cdf).mul_scalar(0.5)
-}
-
-/// LayerNorm with the PyTorch parameter names (`weight`, `bias`; burn's own calls them
-/// `gamma`, `beta`) and PyTorch's biased variance.
-#[derive(Module, Debug)]
-pub struct LayerNorm<B: Backend> {
-    /// Per-channel scale, `[width]`.
-    pub weight: Param<Tensor<B, 1>>,
-    /// Per-channel shift, `[width]`.
-    pub bias: Param<Tensor<B, 1>>,
-    /// Added to the variance before the square root.
-    pub eps: f64,
-}
-
-impl<B: Backend> LayerNorm<B> {
-    /// Unit scale, zero shift.
-    pub fn new(width: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: Param::from_tensor(Tensor::ones([width], device)),
-            bias: Param::from_tensor(Tensor::zeros([width], device)),
-            eps,
-        }
-    }
-
-    /// # Shapes
-    /// `x`: `[batch, seq, width]` → same.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let centered = x.clone() - x.mean_dim(2);
-        let var = centered.clone().square().mean_dim(2);
-        centered / (var + self.eps).sqrt() * self.weight.val().unsqueeze::<3>()
-            + self.bias.val().unsqueeze::<3>()
-    }
 }
 
 /// The patch convolution (`projection`, kernel = stride = patch), its weight in PyTorch's
@@ -344,33 +296,12 @@ impl<B: Backend> ViTPatchEmbeddings<B> {
         }
     }
 
-    /// The convolution as one matrix product: with kernel = stride there is no overlap, so each
-    /// output is a dot product of the kernel with one patch read in `(channel, row, column)`
-    /// order, the order of the flattened `[out, in, kh, kw]` kernel.
-    ///
     /// # Shapes
-    /// `pixels`: `[batch, channels, height, width]` → `[batch, patches, hidden]`, patches
-    /// row-major over the grid (PyTorch's `flatten(2).transpose(1, 2)`).
+    /// `pixels`: `[batch, channels, height, width]` → `[batch, patches, hidden]` (see
+    /// [`patch_projection`]).
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [batch, channels, height, width] = pixels.dims();
-        let p = self.patch_size;
-        let [hidden, kernel_channels, _, _] = self.projection.weight.dims();
-        assert_eq!(
-            channels, kernel_channels,
-            "images have {channels} channels, the model expects {kernel_channels}"
-        );
-        let (gh, gw) = (height / p, width / p);
-        let patches = pixels
-            .reshape([batch, channels, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([batch, gh * gw, channels * p * p]);
-        let kernel = self
-            .projection
-            .weight
-            .val()
-            .reshape([hidden, channels * p * p])
-            .transpose();
-        patches.matmul(kernel.unsqueeze::<3>()) + self.projection.bias.val().unsqueeze::<3>()
+        patch_projection(pixels, self.projection.weight.val())
+            + self.projection.bias.val().unsqueeze::<3>()
     }
 }
 
@@ -394,24 +325,10 @@ impl<B: Backend> ViTSelfAttention<B> {
     /// `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]` (heads merged, before the output
     /// projection).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, seq, _] = x.dims();
-        let width = self.query.weight.dims()[1];
-        let head = width / self.num_heads;
-        let heads = |t: Tensor<B, 3>| {
-            t.reshape([batch, seq, self.num_heads, head])
-                .swap_dims(1, 2)
-        };
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
-        // transformers multiplies by head^-0.5 (rather than dividing by √head): same rounding.
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar((head as f64).powf(-0.5));
-        softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, width])
+        let q = self.query.forward(x.clone());
+        let k = self.key.forward(x.clone());
+        let v = self.value.forward(x);
+        multi_head_attention(q, k, v, self.num_heads, None)
     }
 }
 

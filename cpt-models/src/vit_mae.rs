@@ -11,9 +11,10 @@
 //!
 //! Encoder and decoder layers are [`crate::vit::ViTLayer`]s, with ViT's parameter names.
 
+use crate::blocks::LayerNorm;
 use crate::linear::{Linear, LoraSpec};
 use crate::vit::{
-    EncoderDims, LayerNorm, ViTEncoder, ViTLayer, ViTPatchEmbeddings, add_adapters, batch_pixels,
+    EncoderDims, ViTEncoder, ViTLayer, ViTPatchEmbeddings, add_adapters, batch_pixels,
     check_image_size, default_hidden_act, default_initializer_range, default_layer_norm_eps,
     default_num_channels, default_true, fixed_param, map_all, normal, seeded, validate_common,
 };
