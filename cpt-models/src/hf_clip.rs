@@ -10,14 +10,12 @@
 
 use crate::clip::{ClipActivation, ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig};
 use crate::error::{ModelError, Result};
-use crate::hf_folder::{read_config_json, write_folder_atomic};
-use crate::hf_llama::{WEIGHTS_FILE, read_weights, transpose};
+use crate::hf_folder::{WEIGHTS_FILE, read_config_json, transpose_where, write_model_folder};
+use crate::hf_llama::read_weights;
 use burn::tensor::backend::Backend;
-use cpt_core::atomic::write_atomic;
-use cpt_core::params::{NamedTensors, load_named, named_tensors};
-use cpt_core::tensor_file::{parse_tensors, write_tensors};
+use cpt_core::params::{NamedTensors, load_named};
+use cpt_core::tensor_file::parse_tensors;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Read a transformers `config.json` of a CLIP model.
@@ -284,17 +282,13 @@ pub fn load_clip<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ClipConf
     let config = read_config(dir)?;
     let weights = read_weights_without_buffers(dir)?;
     let source = dir.join(WEIGHTS_FILE);
-    let burn_layout: NamedTensors = weights
-        .into_iter()
-        .map(|(name, mut t)| {
-            if transposed(&name, &t.shape) {
-                t = transpose(&t);
-            } else if name == "logit_scale" && t.shape.is_empty() {
-                t.shape = vec![1];
-            }
-            (name, t)
-        })
-        .collect();
+    let mut burn_layout = transpose_where(weights, transposed);
+    if let Some(scale) = burn_layout.get_mut("logit_scale")
+        && scale.shape.is_empty()
+    {
+        // burn has no 0-d tensors: `[1]`.
+        scale.shape = vec![1];
+    }
     let model = load_named(config.init::<B>(device), &burn_layout, &source)?;
     Ok((config, model))
 }
@@ -302,19 +296,12 @@ pub fn load_clip<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ClipConf
 /// The model's weights under Hugging Face names and shapes (adapters excluded: merge or drop
 /// them first).
 pub fn hf_tensors<B: Backend>(model: &ClipModel<B>) -> NamedTensors {
-    named_tensors(model)
-        .into_iter()
-        .filter(|(name, _)| !name.contains(cpt_core::ADAPTER_MARKER))
-        .map(|(name, mut t)| {
-            if transposed(&name, &t.shape) {
-                t = transpose(&t);
-            } else if name == "logit_scale" {
-                // 0-d, as `nn.Parameter(torch.tensor(value))` saves it.
-                t.shape = vec![];
-            }
-            (name, t)
-        })
-        .collect()
+    let mut tensors = crate::hf_folder::hf_tensors(model, transposed);
+    if let Some(scale) = tensors.get_mut("logit_scale") {
+        // 0-d, as `nn.Parameter(torch.tensor(value))` saves it.
+        scale.shape = vec![];
+    }
+    tensors
 }
 
 /// Write a Hugging Face folder (`config.json`, `model.safetensors`, and a copy of
@@ -325,16 +312,10 @@ pub fn save_clip<B: Backend>(
     tokenizer_json: Option<&Path>,
     out: &Path,
 ) -> Result<()> {
-    write_folder_atomic(out, |tmp| {
-        let json = serde_json::to_vec_pretty(&config_json(config)).expect("config serialises");
-        write_atomic(&tmp.join("config.json"), &json)?;
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        write_tensors(&tmp.join(WEIGHTS_FILE), &hf_tensors(model), metadata)?;
-        if let Some(tokenizer) = tokenizer_json {
-            let bytes =
-                std::fs::read(tokenizer).map_err(|e| cpt_core::CoreError::io(tokenizer, e))?;
-            write_atomic(&tmp.join("tokenizer.json"), &bytes)?;
-        }
-        Ok(())
-    })
+    write_model_folder(
+        out,
+        &config_json(config),
+        &hf_tensors(model),
+        tokenizer_json,
+    )
 }

@@ -1,11 +1,86 @@
 //! Pieces of the Hugging Face folder format that do not depend on the model: reading
-//! `config.json`, typed field access that names the file and field in errors, and writing a
-//! folder atomically.
+//! `config.json`, typed field access that names the file and field in errors, the map between
+//! burn's and PyTorch's linear-weight layouts, and writing a model folder atomically.
 
 use crate::error::{ModelError, Result};
-use cpt_core::atomic::sync_dir;
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use cpt_core::atomic::{sync_dir, write_atomic};
+use cpt_core::params::{HostTensor, NamedTensors, named_tensors};
+use cpt_core::tensor_file::write_tensors;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// Single-file weights of a model folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// Swap the two axes of a 2-D host tensor.
+pub fn transpose(t: &HostTensor) -> HostTensor {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let mut values = vec![0.0; t.values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            values[c * rows + r] = t.values[r * cols + c];
+        }
+    }
+    HostTensor {
+        shape: vec![cols, rows],
+        values,
+    }
+}
+
+/// `tensors` with every tensor for which `transposed(name, shape)` holds transposed: burn stores
+/// linear weights `[in, out]`, PyTorch `[out, in]`, and this one map serves both directions.
+pub fn transpose_where(
+    tensors: NamedTensors,
+    transposed: impl Fn(&str, &[usize]) -> bool,
+) -> NamedTensors {
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let t = if transposed(&name, &t.shape) {
+                transpose(&t)
+            } else {
+                t
+            };
+            (name, t)
+        })
+        .collect()
+}
+
+/// A model's weights under Hugging Face names and shapes (adapters excluded: merge or drop them
+/// first); `transposed` names the model's linear weights.
+pub fn hf_tensors<B: Backend, M: Module<B>>(
+    model: &M,
+    transposed: impl Fn(&str, &[usize]) -> bool,
+) -> NamedTensors {
+    let mut tensors = named_tensors(model);
+    tensors.retain(|name, _| !name.contains(cpt_core::ADAPTER_MARKER));
+    transpose_where(tensors, transposed)
+}
+
+/// Write a model folder at `out` atomically: `config.json`, `model.safetensors` (PyTorch
+/// metadata, as transformers writes it) and a copy of `tokenizer_json` if given.
+pub fn write_model_folder(
+    out: &Path,
+    config: &Value,
+    tensors: &NamedTensors,
+    tokenizer_json: Option<&Path>,
+) -> Result<()> {
+    write_folder_atomic(out, |tmp| {
+        let json = serde_json::to_vec_pretty(config).expect("config serialises");
+        write_atomic(&tmp.join("config.json"), &json)?;
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        write_tensors(&tmp.join(WEIGHTS_FILE), tensors, metadata)?;
+        if let Some(tokenizer) = tokenizer_json {
+            let bytes =
+                std::fs::read(tokenizer).map_err(|e| cpt_core::CoreError::io(tokenizer, e))?;
+            write_atomic(&tmp.join("tokenizer.json"), &bytes)?;
+        }
+        Ok(())
+    })
+}
 
 /// Read and parse `dir/config.json`; returns the JSON and its path (for error messages).
 pub fn read_config_json(dir: &Path) -> Result<(Value, PathBuf)> {

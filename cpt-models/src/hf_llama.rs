@@ -4,28 +4,23 @@
 //! names, and 2-D projection weights are transposed (burn stores `[in, out]`).
 
 use crate::error::{ModelError, Result};
+use crate::hf_folder::{read_config_json, transpose_where, write_model_folder};
 use crate::llama::{LlamaConfig, LlamaForCausalLM, RopeScaling};
 use burn::tensor::backend::Backend;
-use cpt_core::atomic::{sync_dir, write_atomic};
-use cpt_core::params::{HostTensor, NamedTensors, load_named, named_tensors};
+use cpt_core::atomic::write_atomic;
+use cpt_core::params::{NamedTensors, load_named, named_tensors};
 use cpt_core::tensor_file::{read_tensors, write_tensors};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Single-file weights of a model folder.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub use crate::hf_folder::{WEIGHTS_FILE, transpose};
 /// Index of sharded weights.
 pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 
 /// Read a transformers `config.json` of a LLaMA model.
 pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| cpt_core::CoreError::io(&path, e))?;
-    let json: Value = serde_json::from_str(&text).map_err(|e| ModelError::Folder {
-        path: path.clone(),
-        message: format!("not valid JSON: {e}"),
-    })?;
+    let (json, path) = read_config_json(dir)?;
     parse_config(&json, &path)
 }
 
@@ -211,21 +206,6 @@ pub fn transposed(name: &str, shape: &[usize]) -> bool {
     shape.len() == 2 && name.ends_with(".weight") && name != "model.embed_tokens.weight"
 }
 
-/// Swap the two axes of a 2-D host tensor.
-pub fn transpose(t: &HostTensor) -> HostTensor {
-    let (rows, cols) = (t.shape[0], t.shape[1]);
-    let mut values = vec![0.0; t.values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            values[c * rows + r] = t.values[r * cols + c];
-        }
-    }
-    HostTensor {
-        shape: vec![cols, rows],
-        values,
-    }
-}
-
 /// Every tensor of a model folder (single file or shards), by Hugging Face name, as f32.
 pub fn read_weights(dir: &Path) -> Result<NamedTensors> {
     let single = dir.join(WEIGHTS_FILE);
@@ -287,17 +267,7 @@ pub fn load_llama<B: Backend>(
         // Tied checkpoints may carry the shared matrix under both names.
         weights.remove("lm_head.weight");
     }
-    let burn_layout: NamedTensors = weights
-        .into_iter()
-        .map(|(name, t)| {
-            let t = if transposed(&name, &t.shape) {
-                transpose(&t)
-            } else {
-                t
-            };
-            (name, t)
-        })
-        .collect();
+    let burn_layout = transpose_where(weights, transposed);
     let model = config.init::<B>(device);
     let model = load_named(model, &burn_layout, &dir.join(WEIGHTS_FILE))?;
     Ok((config, model))
@@ -306,18 +276,7 @@ pub fn load_llama<B: Backend>(
 /// The model's weights under Hugging Face names and shapes (adapters excluded: merge or drop
 /// them first).
 pub fn hf_tensors<B: Backend>(model: &LlamaForCausalLM<B>) -> NamedTensors {
-    named_tensors(model)
-        .into_iter()
-        .filter(|(name, _)| !name.contains(cpt_core::ADAPTER_MARKER))
-        .map(|(name, t)| {
-            let t = if transposed(&name, &t.shape) {
-                transpose(&t)
-            } else {
-                t
-            };
-            (name, t)
-        })
-        .collect()
+    crate::hf_folder::hf_tensors(model, transposed)
 }
 
 /// Write a Hugging Face folder (`config.json`, `model.safetensors`, and a copy of
@@ -329,41 +288,13 @@ pub fn save_llama<B: Backend>(
     special_ids: (Option<u32>, Option<u32>),
     out: &Path,
 ) -> Result<()> {
-    let tmp = temp_dir(out);
-    let result = (|| -> Result<()> {
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| cpt_core::CoreError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| cpt_core::CoreError::io(&tmp, e))?;
-        let (bos, eos) = special_ids;
-        let json =
-            serde_json::to_vec_pretty(&config_json(config, bos, eos)).expect("config serialises");
-        write_atomic(&tmp.join("config.json"), &json)?;
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        write_tensors(&tmp.join(WEIGHTS_FILE), &hf_tensors(model), metadata)?;
-        if let Some(tokenizer) = tokenizer_json {
-            let bytes =
-                std::fs::read(tokenizer).map_err(|e| cpt_core::CoreError::io(tokenizer, e))?;
-            write_atomic(&tmp.join("tokenizer.json"), &bytes)?;
-        }
-        if out.exists() {
-            std::fs::remove_dir_all(out).map_err(|e| cpt_core::CoreError::io(out, e))?;
-        }
-        std::fs::rename(&tmp, out).map_err(|e| cpt_core::CoreError::io(out, e))?;
-        Ok(sync_dir(out.parent())?)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
-}
-
-fn temp_dir(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.with_file_name(format!(".{name}.tmp"))
+    let (bos, eos) = special_ids;
+    write_model_folder(
+        out,
+        &config_json(config, bos, eos),
+        &hf_tensors(model),
+        tokenizer_json,
+    )
 }
 
 /// PEFT's adapter weights file.

@@ -9,17 +9,16 @@
 //! the published spelling, which transformers 5 also reads.
 
 use crate::error::{ModelError, Result};
-use crate::hf_folder::{ConfigFields, read_config_json, write_folder_atomic};
-use crate::hf_llama::{WEIGHTS_FILE, read_weights, transpose};
+use crate::hf_folder::{
+    ConfigFields, WEIGHTS_FILE, read_config_json, transpose_where, write_model_folder,
+};
+use crate::hf_llama::read_weights;
 use crate::vit::{ViTConfig, ViTForImageClassification};
 use crate::vit_mae::{ViTMAEConfig, ViTMAEForPreTraining};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use cpt_core::atomic::write_atomic;
-use cpt_core::params::{NamedTensors, load_named, named_tensors};
-use cpt_core::tensor_file::write_tensors;
+use cpt_core::params::{NamedTensors, load_named};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The config of a vision model folder, by `model_type`.
@@ -252,38 +251,23 @@ const DECODER_LAYERS: &str = "decoder.decoder_layers.";
 
 /// Hugging Face tensors to burn's names and layouts.
 fn to_burn(weights: NamedTensors) -> NamedTensors {
-    weights
+    let renamed = weights
         .into_iter()
         .map(|(name, t)| {
             let name = match name.strip_prefix(DECODER_LAYERS_V5) {
                 Some(rest) => format!("{DECODER_LAYERS}{rest}"),
                 None => name,
             };
-            let t = if transposed(&name, &t.shape) {
-                transpose(&t)
-            } else {
-                t
-            };
             (name, t)
         })
-        .collect()
+        .collect();
+    transpose_where(renamed, transposed)
 }
 
 /// A model's weights under Hugging Face names and shapes (adapters excluded: merge or drop them
 /// first).
 pub fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> NamedTensors {
-    named_tensors(model)
-        .into_iter()
-        .filter(|(name, _)| !name.contains(cpt_core::ADAPTER_MARKER))
-        .map(|(name, t)| {
-            let t = if transposed(&name, &t.shape) {
-                transpose(&t)
-            } else {
-                t
-            };
-            (name, t)
-        })
-        .collect()
+    crate::hf_folder::hf_tensors(model, transposed)
 }
 
 /// Load a ViT classifier folder onto `device`; a missing, unexpected or misshapen tensor is an
@@ -323,13 +307,7 @@ pub fn load_vit_mae<B: Backend>(
 }
 
 fn save_folder<B: Backend, M: Module<B>>(model: &M, config: Value, out: &Path) -> Result<()> {
-    write_folder_atomic(out, |tmp| {
-        let json = serde_json::to_vec_pretty(&config).expect("config serialises");
-        write_atomic(&tmp.join("config.json"), &json)?;
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        write_tensors(&tmp.join(WEIGHTS_FILE), &hf_tensors(model), metadata)?;
-        Ok(())
-    })
+    write_model_folder(out, &config, &hf_tensors(model), None)
 }
 
 /// Write a Hugging Face folder (`config.json`, `model.safetensors`) for a ViT classifier at
