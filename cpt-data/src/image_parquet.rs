@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DataError, Result};
 use crate::image_transform::{self, ImageTransform};
 use crate::parquet_text::{STRING_TYPES, describe_files, push_strings};
-use crate::row_groups::{DocCursor, RowGroupStream, ShardUnit, SourceFile, StreamOrder, StreamRow};
+use crate::row_groups::{
+    DocCursor, RowGroupStream, ShardUnit, SourceFile, StreamOrder, StreamRow, next_across_epochs,
+};
 use crate::tokenizer::Tokenizer;
 
 /// The image column of Hugging Face image datasets.
@@ -316,7 +318,7 @@ impl ParquetImageSource {
 
     /// Rows over all units, before the class filter.
     pub fn num_rows(&self) -> usize {
-        self.stream.units().iter().map(|u| u.num_rows).sum()
+        self.stream.num_rows()
     }
 
     /// The options this source was opened with.
@@ -360,15 +362,7 @@ impl ParquetImageSource {
     /// The next image, looping over epochs forever. A whole epoch without a single image (after
     /// the class filter) gives [`DataError::EmptyCorpus`] instead of spinning.
     pub fn next_image(&mut self) -> Result<ImageItem> {
-        let mut epoch_ends = 0;
-        loop {
-            match self.next_in_epoch()? {
-                Some(item) => return Ok(item),
-                // The first end may follow a partial epoch (after a seek).
-                None if epoch_ends == 0 => epoch_ends += 1,
-                None => return Err(self.empty_corpus_error()),
-            }
-        }
+        next_across_epochs(|| self.next_in_epoch())?.ok_or_else(|| self.empty_corpus_error())
     }
 
     fn empty_corpus_error(&self) -> DataError {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 pub use crate::row_groups::{DocCursor, ShardUnit};
-use crate::row_groups::{RowGroupStream, SourceFile, StreamOrder};
+use crate::row_groups::{RowGroupStream, SourceFile, StreamOrder, next_across_epochs};
 
 /// The text column of Hugging Face text datasets.
 pub const DEFAULT_TEXT_COLUMN: &str = "text";
@@ -116,7 +116,7 @@ impl ParquetTextSource {
 
     /// Rows over all units (nulls included): an upper bound on documents per epoch.
     pub fn num_rows(&self) -> usize {
-        self.stream.units().iter().map(|u| u.num_rows).sum()
+        self.stream.num_rows()
     }
 
     /// The options this source was opened with.
@@ -158,16 +158,7 @@ impl ParquetTextSource {
     /// The next document, looping over epochs forever. A whole epoch without a single non-null
     /// row gives [`DataError::EmptyCorpus`] instead of spinning.
     pub fn next_document(&mut self) -> Result<String> {
-        let mut epoch_ends = 0;
-        loop {
-            match self.next_in_epoch()? {
-                Some(text) => return Ok(text),
-                // The first end may follow a partial epoch (after a seek); a second end in a row
-                // means one full epoch held nothing.
-                None if epoch_ends == 0 => epoch_ends += 1,
-                None => return Err(self.empty_corpus_error()),
-            }
-        }
+        next_across_epochs(|| self.next_in_epoch())?.ok_or_else(|| self.empty_corpus_error())
     }
 
     /// The error for a source whose every epoch is empty, naming its files.

@@ -208,6 +208,10 @@ impl<R> RowGroupStream<R> {
         &self.units
     }
 
+    pub(crate) fn num_rows(&self) -> usize {
+        self.units.iter().map(|u| u.num_rows).sum()
+    }
+
     pub(crate) fn paths(&self) -> Vec<&Path> {
         self.files.iter().map(|f| f.path.as_path()).collect()
     }
@@ -389,5 +393,22 @@ fn unit_order(n: usize, order: &StreamOrder, epoch: u64) -> Vec<usize> {
         SplitMix64::derive(order.seed, &[epoch]).permutation(n)
     } else {
         (0..n).collect()
+    }
+}
+
+/// The next item of an endless stream over epochs: `next_in_epoch` until it yields one. The first
+/// epoch end may follow a partial epoch (after a seek); a second end in a row means one full
+/// epoch held nothing, and gives `None` so the caller can name its empty corpus instead of
+/// spinning.
+pub(crate) fn next_across_epochs<T>(
+    mut next_in_epoch: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let mut epoch_ends = 0;
+    loop {
+        match next_in_epoch()? {
+            Some(item) => return Ok(Some(item)),
+            None if epoch_ends == 0 => epoch_ends += 1,
+            None => return Ok(None),
+        }
     }
 }
