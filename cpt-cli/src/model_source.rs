@@ -23,6 +23,14 @@ pub struct LoadedModel<B: Backend> {
     pub source: PathBuf,
 }
 
+/// A `[model.config]` table as the architecture's own config type, which rejects unknown keys;
+/// errors name the key.
+pub fn model_table<C: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<C> {
+    toml::Value::Table(table.clone())
+        .try_into::<C>()
+        .map_err(|e| anyhow!("config key `model.config`: {}", e.message()))
+}
+
 /// The architecture config a run's `[model]` section describes (without weights).
 pub fn run_model_config(config: &RunConfig) -> Result<LlamaConfig> {
     if config.model.architecture != "llama" {
@@ -32,9 +40,7 @@ pub fn run_model_config(config: &RunConfig) -> Result<LlamaConfig> {
         );
     }
     let model = match (&config.model.config, &config.model.from) {
-        (Some(table), _) => toml::Value::Table(table.clone())
-            .try_into::<LlamaConfig>()
-            .map_err(|e| anyhow!("config key `model.config`: {}", e.message()))?,
+        (Some(table), _) => model_table::<LlamaConfig>(table)?,
         (None, Some(dir)) => hf_llama::read_config(dir)?,
         (None, None) => unreachable!("RunConfig::validate requires one"),
     };

@@ -145,7 +145,7 @@ pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
     /// Reference data for `distill.reference`, when configured.
     pub reference: Option<Box<dyn ItemSource<ItemOf<B, M>>>>,
     /// Projections `lora.target_modules` may name.
-    pub lora_targets: &'static [&'static str],
+    pub lora_targets: Vec<&'static str>,
     /// Names of held-out sets scored after the stream's (matrix columns beyond the square).
     pub held_out: Vec<String>,
     /// What one training unit is, for messages (`tokens`, `images`).
@@ -231,7 +231,7 @@ fn language_stream<B: AutodiffBackend>(
             LlamaForCausalLM<B::InnerBackend>,
         >::new(eval_sets)),
         reference,
-        lora_targets: LLAMA_LORA_TARGETS,
+        lora_targets: LLAMA_LORA_TARGETS.to_vec(),
         held_out: Vec::new(),
         unit: "tokens",
     })
@@ -260,7 +260,7 @@ impl RunJob {
             held_out,
             unit,
         } = stream;
-        let strategies = build_strategies::<B, M>(&config, reference, lora_targets)?;
+        let strategies = build_strategies::<B, M>(&config, reference, &lora_targets)?;
         prepare_run_dir(&config, &out, resume, force)?;
         let metric = (
             evaluator.metric_name().to_string(),

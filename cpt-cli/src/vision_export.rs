@@ -2,7 +2,7 @@
 //! (live LoRA adapters folded in), loadable by transformers' `from_pretrained`.
 
 use crate::model_source::run_checkpoint;
-use crate::vision_run::{VIT_CLASSIFIER_LORA_TARGETS, clip_config, mae_config, vit_config};
+use crate::vision_run::{clip_config, mae_config, vit_classifier_lora_targets, vit_config};
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use cpt_core::params::load_named;
@@ -53,7 +53,7 @@ pub fn export_vision<B: Backend>(path: &Path, out: &Path, device: &B::Device) ->
                 &weights,
                 &weights_path,
                 &run,
-                VIT_CLASSIFIER_LORA_TARGETS,
+                &vit_classifier_lora_targets(),
             )?;
             hf_vit::save_vit(&model, &config, out)?;
         }

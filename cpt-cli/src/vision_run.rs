@@ -4,10 +4,11 @@
 
 use crate::run::Stream;
 use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::Experience;
 use cpt_core::config::{BadShards, ExperienceConfig, HeldOutSet};
-use cpt_core::{ImageBatch, ImageItem, ItemSource, RunConfig, SplitMix64};
+use cpt_core::{Evaluator, ImageBatch, ImageItem, ItemSource, RunConfig, SplitMix64, TaskModel};
 use cpt_data::{
     Augment, CaptionMode, CaptionTokenizer, ImageSourceOptions, ImageTransform, ParquetImageSource,
     Resize, Tokenizer, eval_images, expand_paths,
@@ -22,16 +23,10 @@ use cpt_models::{ClipConfig, ClipModel, ViTConfig, ViTForImageClassification, Vi
 use cpt_models::{ViTMAEForPreTraining, clip, vit};
 use std::sync::Arc;
 
-/// ViT's adapter targets, its classification head included.
-pub const VIT_CLASSIFIER_LORA_TARGETS: &[&str] = &[
-    "query",
-    "key",
-    "value",
-    "attention_output",
-    "intermediate",
-    "output",
-    vit::CLASSIFIER_TARGET,
-];
+/// ViT's adapter targets, its classification head included (the head must learn new classes).
+pub fn vit_classifier_lora_targets() -> Vec<&'static str> {
+    [vit::VIT_LORA_TARGETS, &[vit::CLASSIFIER_TARGET]].concat()
+}
 
 /// What the model expects of every image.
 #[derive(Debug, Clone, Copy)]
@@ -304,16 +299,14 @@ fn reference_images(
     Ok(Some(Box::new(source)))
 }
 
-/// A model of `architecture` from `[model]`: a Hugging Face folder, or a fresh seeded init.
+/// `[model.config]` of a run without `model.from`, as the architecture's config type.
 fn model_config<C: serde::de::DeserializeOwned>(config: &RunConfig) -> Result<C> {
     let table = config
         .model
         .config
-        .clone()
+        .as_ref()
         .expect("validate() requires `config` without `from`");
-    toml::Value::Table(table)
-        .try_into::<C>()
-        .map_err(|e| anyhow::anyhow!("config key `model.config`: {}", e.message()))
+    crate::model_source::model_table(table)
 }
 
 /// The ViT config of a run: `[model.config]`, or the config.json of `model.from`.
@@ -360,6 +353,32 @@ pub fn clip_config(config: &RunConfig) -> Result<ClipConfig> {
     Ok(c)
 }
 
+/// What every vision architecture's stream is made of, in the order they are checked: eval sets
+/// (handed to `evaluator`), training streams, distillation reference images.
+fn image_stream<B, M>(
+    config: &RunConfig,
+    model: M,
+    geometry: Geometry,
+    captions: Option<&CaptionTokenizer>,
+    lora_targets: Vec<&'static str>,
+    evaluator: impl FnOnce(Vec<ImageEvalSet>) -> Result<Box<dyn Evaluator<M::InnerModule>>>,
+) -> Result<Stream<B, M>>
+where
+    B: AutodiffBackend,
+    M: TaskModel<B, Batch = ImageBatch> + AutodiffModule<B>,
+{
+    let (sets, held_out) = eval_sets(config, geometry, captions)?;
+    Ok(Stream {
+        model,
+        evaluator: evaluator(sets)?,
+        experiences: training_streams(config, geometry, captions)?,
+        reference: reference_images(config, geometry, captions)?,
+        lora_targets,
+        held_out,
+        unit: "images",
+    })
+}
+
 /// ViT for image classification: head accuracy per experience.
 pub fn vit_stream<B: AutodiffBackend>(
     config: &RunConfig,
@@ -389,19 +408,19 @@ pub fn vit_stream<B: AutodiffBackend>(
         size: model_config.image_size,
         channels: model_config.num_channels,
     };
-    let (sets, held_out) = eval_sets(config, geometry, None)?;
-    Ok(Stream {
+    image_stream(
+        config,
         model,
-        experiences: training_streams(config, geometry, None)?,
-        evaluator: Box::new(ClassificationEvaluator::<
-            B::InnerBackend,
-            ViTForImageClassification<B::InnerBackend>,
-        >::new(sets, probe_settings(config))),
-        reference: reference_images(config, geometry, None)?,
-        lora_targets: VIT_CLASSIFIER_LORA_TARGETS,
-        held_out,
-        unit: "images",
-    })
+        geometry,
+        None,
+        vit_classifier_lora_targets(),
+        |sets| {
+            Ok(Box::new(ClassificationEvaluator::<
+                B::InnerBackend,
+                ViTForImageClassification<B::InnerBackend>,
+            >::new(sets, probe_settings(config))))
+        },
+    )
 }
 
 /// MAE pre-training: held-out reconstruction loss per experience.
@@ -421,20 +440,22 @@ pub fn mae_stream<B: AutodiffBackend>(
         size: model_config.image_size,
         channels: model_config.num_channels,
     };
-    let (sets, held_out) = eval_sets(config, geometry, None)?;
     let seed = SplitMix64::derive(config.seed, &[0xe7a1]).next_u64();
-    Ok(Stream {
+    image_stream(
+        config,
         model,
-        experiences: training_streams(config, geometry, None)?,
-        evaluator: Box::new(ReconstructionEvaluator::<
-            B::InnerBackend,
-            ViTMAEForPreTraining<B::InnerBackend>,
-        >::new(sets, probe_settings(config), seed)),
-        reference: reference_images(config, geometry, None)?,
-        lora_targets: vit::VIT_LORA_TARGETS,
-        held_out,
-        unit: "images",
-    })
+        geometry,
+        None,
+        vit::VIT_LORA_TARGETS.to_vec(),
+        |sets| {
+            Ok(Box::new(ReconstructionEvaluator::<
+                B::InnerBackend,
+                ViTMAEForPreTraining<B::InnerBackend>,
+            >::new(
+                sets, probe_settings(config), seed
+            )))
+        },
+    )
 }
 
 /// CLIP: contrastive image–text training, zero-shot accuracy per experience.
@@ -479,17 +500,17 @@ pub fn clip_stream<B: AutodiffBackend>(
         size: vision.image_size,
         channels: vision.num_channels,
     };
-    let (sets, held_out) = eval_sets(config, geometry, Some(&captions))?;
-    Ok(Stream {
+    image_stream(
+        config,
         model,
-        experiences: training_streams(config, geometry, Some(&captions))?,
-        evaluator: Box::new(ZeroShotEvaluator::<
-            B::InnerBackend,
-            ClipModel<B::InnerBackend>,
-        >::new(sets, probe_settings(config))?),
-        reference: reference_images(config, geometry, Some(&captions))?,
-        lora_targets: clip::CLIP_LORA_TARGETS,
-        held_out,
-        unit: "images",
-    })
+        geometry,
+        Some(&captions),
+        clip::CLIP_LORA_TARGETS.to_vec(),
+        |sets| {
+            Ok(Box::new(ZeroShotEvaluator::<
+                B::InnerBackend,
+                ClipModel<B::InnerBackend>,
+            >::new(sets, probe_settings(config))?))
+        },
+    )
 }
