@@ -3,10 +3,9 @@
 //! EOS pooling (both rules) and padding, the Hugging Face round trip, config errors and LoRA.
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::{ModuleVisitor, Param};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use cpt_core::params::{NamedTensors, PathStack, named_tensors};
+use cpt_core::params::{NamedTensors, named_tensors};
 use cpt_core::{AdapterModel, ImageBatch, ImageEncoder, ImageTextModel, TaskModel};
 use cpt_models::clip::{ClipActivation, clip_loss, eos_positions};
 use cpt_models::hf_clip::{hf_tensors, load_clip, parse_config, save_clip, transposed};
@@ -18,78 +17,35 @@ use std::path::{Path, PathBuf};
 
 type A = Autodiff<Flex>;
 
+mod vision_common;
+use vision_common::{Reference, gradients, max_abs_diff, relative, values};
+
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf/clip-tiny")
+    vision_common::fixture("clip-tiny")
 }
 
-/// The reference tensors: floats as f32, integers as i64.
-struct Reference {
-    bytes: Vec<u8>,
+fn reference() -> Reference {
+    Reference::open(&fixture())
 }
 
-impl Reference {
-    fn open() -> Self {
-        Self {
-            bytes: std::fs::read(fixture().join("reference.safetensors")).unwrap(),
-        }
-    }
-    fn file(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).unwrap()
-    }
-    fn names(&self) -> Vec<String> {
-        self.file().names().into_iter().map(String::from).collect()
-    }
-    fn floats(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let file = self.file();
-        let view = file.tensor(name).unwrap_or_else(|_| panic!("no `{name}`"));
-        assert_eq!(view.dtype(), Dtype::F32, "{name}");
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        (view.shape().to_vec(), values)
-    }
-    fn ids(&self) -> (usize, Vec<u32>) {
-        let file = self.file();
-        let view = file.tensor("input_ids").unwrap();
-        assert_eq!(view.dtype(), Dtype::I64);
-        let ids = view
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-            .collect();
-        (view.shape()[1], ids)
-    }
-    /// The reference inputs as one image–caption batch.
-    fn batch(&self) -> ImageBatch {
-        let (shape, pixels) = self.floats("pixel_values");
-        let (text_len, text) = self.ids();
-        ImageBatch {
-            pixels,
-            batch_size: shape[0],
-            shape: [shape[1], shape[2], shape[3]],
-            labels: vec![-1; shape[0]],
-            text,
-            text_len,
-        }
-    }
+/// The reference captions: their length and token ids.
+fn caption_ids(reference: &Reference) -> (usize, Vec<u32>) {
+    let (shape, ids) = reference.ints("input_ids");
+    (shape[1], ids.into_iter().map(|i| i as u32).collect())
 }
 
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn relative(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-12)
+/// The reference inputs as one image–caption batch.
+fn reference_batch(reference: &Reference) -> ImageBatch {
+    let (shape, pixels) = reference.floats("pixel_values");
+    let (text_len, text) = caption_ids(reference);
+    ImageBatch {
+        pixels,
+        batch_size: shape[0],
+        shape: [shape[1], shape[2], shape[3]],
+        labels: vec![-1; shape[0]],
+        text,
+        text_len,
+    }
 }
 
 fn load<B: Backend>() -> (ClipConfig, ClipModel<B>) {
@@ -99,8 +55,8 @@ fn load<B: Backend>() -> (ClipConfig, ClipModel<B>) {
 #[test]
 fn outputs_and_loss_match_transformers() {
     let (_, model) = load::<Flex>();
-    let reference = Reference::open();
-    let batch = reference.batch();
+    let reference = reference();
+    let batch = reference_batch(&reference);
     let out = model.forward_batch(&batch);
     for (name, got) in [
         ("logits_per_image", values(out.logits_per_image.clone())),
@@ -120,45 +76,15 @@ fn outputs_and_loss_match_transformers() {
     assert_eq!(step.loss.into_scalar() as f64, loss);
 }
 
-/// Every parameter gradient of `model` in `grads`, flattened, by path.
-fn gradients<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
-    model: &M,
-    grads: &B::Gradients,
-) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    struct Collector<'a, B: AutodiffBackend> {
-        stack: PathStack,
-        grads: &'a B::Gradients,
-        out: Vec<(String, Vec<usize>, Vec<f32>)>,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.stack.enter(name);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.stack.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let value = param.val();
-            let shape = value.dims().to_vec();
-            if let Some(grad) = value.grad(self.grads) {
-                self.out.push((self.stack.path(), shape, values(grad)));
-            }
-        }
-    }
-    let mut collector = Collector::<B> {
-        stack: PathStack::default(),
-        grads,
-        out: Vec::new(),
-    };
-    model.visit(&mut collector);
-    collector.out
-}
-
 #[test]
 fn gradients_match_torch() {
     let (_, model) = load::<A>();
-    let reference = Reference::open();
-    let loss = clip_loss(model.forward_batch(&reference.batch()).logits_per_text);
+    let reference = reference();
+    let loss = clip_loss(
+        model
+            .forward_batch(&reference_batch(&reference))
+            .logits_per_text,
+    );
     let grads = gradients(&model, &loss.backward());
     assert_eq!(
         grads.len(),
@@ -168,7 +94,7 @@ fn gradients_match_torch() {
 
     let norm = grads
         .iter()
-        .flat_map(|(_, _, g)| g.iter().map(|&v| (v as f64) * (v as f64)))
+        .flat_map(|(_, (_, g))| g.iter().map(|&v| (v as f64) * (v as f64)))
         .sum::<f64>()
         .sqrt();
     let want = reference.floats("grad_norm").1[0] as f64;
@@ -179,7 +105,7 @@ fn gradients_match_torch() {
     assert!(relative(norm, want) <= 1e-5, "grad norm {norm} vs {want}");
 
     let mut checked = 0;
-    for (path, shape, got) in &grads {
+    for (path, (shape, got)) in &grads {
         let name = format!("grad.{path}");
         if !reference.names().contains(&name) {
             continue;
@@ -211,8 +137,8 @@ fn gradients_match_torch() {
 fn legacy_eos_rule_pools_at_the_highest_id() {
     let (_, mut model) = load::<Flex>();
     model.text_model.eos_token_id = 2;
-    let reference = Reference::open();
-    let (text_len, ids) = reference.ids();
+    let reference = reference();
+    let (text_len, ids) = caption_ids(&reference);
     let got = values(model.text_embeds(&ids, text_len));
     let diff = max_abs_diff(&got, &reference.floats("legacy_text_embeds").1);
     assert!(diff <= 1e-4, "legacy text_embeds differ by {diff}");
@@ -441,7 +367,7 @@ fn config_errors_name_the_field() {
 #[test]
 fn lora_at_init_leaves_outputs_unchanged() {
     let (_, model) = load::<Flex>();
-    let batch = Reference::open().batch();
+    let batch = reference_batch(&reference());
     let before = model.forward_batch(&batch);
     let spec = LoraSpec {
         rank: 2,
@@ -488,8 +414,8 @@ fn lora_at_init_leaves_outputs_unchanged() {
 #[test]
 fn task_model_and_encoder_views_agree() {
     let (_, model) = load::<Flex>();
-    let reference = Reference::open();
-    let batch = reference.batch();
+    let reference = reference();
+    let batch = reference_batch(&reference);
     let step = model.forward_step(&batch);
     assert_eq!(step.count, 4);
     let logits = step.logits.unwrap();
@@ -544,7 +470,7 @@ fn seeded_init_is_reproducible_and_follows_the_config() {
             .collect::<Vec<_>>()
     );
     let loss = a
-        .forward_step(&Reference::open().batch())
+        .forward_step(&reference_batch(&reference()))
         .loss
         .into_scalar();
     assert!(loss.is_finite());

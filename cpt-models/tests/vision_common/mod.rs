@@ -1,5 +1,6 @@
-//! Helpers of the ViT and ViT-MAE parity tests: reading the reference tensors written by
-//! `scripts/make_vit_fixtures.py` and collecting gradients by parameter path.
+//! Helpers of the ViT, ViT-MAE and CLIP parity tests: reading the reference tensors written by
+//! `scripts/make_vit_fixtures.py` and `scripts/make_clip_fixtures.py`, and collecting gradients
+//! by parameter path.
 
 #![allow(dead_code)]
 
