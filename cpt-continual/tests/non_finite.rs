@@ -105,6 +105,33 @@ fn skip_policy_leaves_the_weights_untouched_and_counts() {
     );
 }
 
+/// A trainer run over the first experience for `steps` steps, its penalty `value` at the steps
+/// in `poison`.
+fn poisoned_run(
+    settings: cpt_continual::TrainerSettings,
+    steps: u64,
+    poison: Vec<u64>,
+    value: f32,
+) -> cpt_continual::ContinualTrainer<B, Model> {
+    let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
+        at: poison,
+        calls: Default::default(),
+        value,
+    })];
+    let mut exps = experiences();
+    exps.truncate(1);
+    exps[0].steps = steps;
+    let mut t = cpt_continual::ContinualTrainer::new(
+        tiny_model(1),
+        strategies,
+        exps,
+        Box::new(evaluator()),
+        settings,
+    );
+    t.run(&mut cpt_continual::SilentObserver).unwrap();
+    t
+}
+
 #[test]
 fn a_skipped_step_applies_no_update() {
     // Two runs that stop after step 2 and after poisoned step 3: same weights.
@@ -115,22 +142,7 @@ fn a_skipped_step_applies_no_update() {
         };
         // A constant rate, so the two budgets see the same rates on their shared steps.
         settings.schedule.kind = cpt_core::ScheduleKind::Constant;
-        let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
-            at: poison,
-            calls: Default::default(),
-            value: f32::NAN,
-        })];
-        let mut exps = experiences();
-        exps.truncate(1);
-        exps[0].steps = steps;
-        let mut t = cpt_continual::ContinualTrainer::new(
-            tiny_model(1),
-            strategies,
-            exps,
-            Box::new(evaluator()),
-            settings,
-        );
-        t.run(&mut cpt_continual::SilentObserver).unwrap();
+        let t = poisoned_run(settings, steps, poison, f32::NAN);
         named_tensors(t.model())
     };
     assert!(
@@ -184,22 +196,7 @@ fn a_loss_spike_is_not_applied() {
             max_skipped_steps: 5,
         };
         settings.schedule.kind = cpt_core::ScheduleKind::Constant;
-        let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(PoisonAt {
-            at: poison,
-            calls: Default::default(),
-            value: 50.0,
-        })];
-        let mut exps = experiences();
-        exps.truncate(1);
-        exps[0].steps = steps;
-        let mut t = cpt_continual::ContinualTrainer::new(
-            tiny_model(1),
-            strategies,
-            exps,
-            Box::new(evaluator()),
-            settings,
-        );
-        t.run(&mut cpt_continual::SilentObserver).unwrap();
+        let t = poisoned_run(settings, steps, poison, 50.0);
         (named_tensors(t.model()), t.state().skipped_steps)
     };
     let (spiked, skipped) = weights_after(23, vec![23]);

@@ -269,17 +269,19 @@ fn the_distillation_teacher_is_frozen_during_an_experience() {
     );
 }
 
+/// `m` with every weight set to `v`.
+fn set(m: &Model, v: f32) -> Model {
+    let w = cpt_continual::weights::map_weights::<B>(&snapshot::<B, Model>(m), |_, t| {
+        t.zeros_like().add_scalar(v)
+    });
+    replace::<B, Model>(m.clone(), &w)
+}
+
 #[test]
 fn ema_matches_its_closed_form() {
     let mut model = tiny_model(5);
     let d = 0.9;
     let mut ema = Ema::<B>::new(d);
-    let set = |m: &Model, v: f32| {
-        let w = cpt_continual::weights::map_weights::<B>(&snapshot::<B, Model>(m), |_, t| {
-            t.zeros_like().add_scalar(v)
-        });
-        replace::<B, Model>(m.clone(), &w)
-    };
     model = set(&model, 1.0);
     with_context(&mut model, 0, |cx| {
         Strategy::<B, Model>::before_experience(&mut ema, cx)
@@ -445,12 +447,6 @@ fn the_weight_ensemble_is_the_mean_of_its_samples() {
     use cpt_continual::strategies::WeightEnsemble;
     let mut model = tiny_model(5);
     let mut ensemble = WeightEnsemble::<B>::new(2);
-    let set = |m: &Model, v: f32| {
-        let w = cpt_continual::weights::map_weights::<B>(&snapshot::<B, Model>(m), |_, t| {
-            t.zeros_like().add_scalar(v)
-        });
-        replace::<B, Model>(m.clone(), &w)
-    };
     model = set(&model, 1.0);
     with_context(&mut model, 0, |cx| {
         Strategy::<B, Model>::before_experience(&mut ensemble, cx)
