@@ -71,14 +71,9 @@ pub fn features_of<B: Backend, M: ImageEncoder<B>>(
     for batch in batches {
         let features = model.image_features(batch);
         let [rows, width] = features.dims();
-        let values = features
-            .into_data()
-            .convert::<f64>()
-            .into_vec::<f64>()
-            .map_err(|e| CoreError::Training(format!("reading image features: {e:?}")))?;
         debug_assert_eq!(rows, batch.batch_size);
         all.extend(&LabelledFeatures {
-            values,
+            values: host_rows(features)?,
             width,
             labels: batch.labels.clone(),
         });
