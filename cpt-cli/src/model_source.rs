@@ -3,10 +3,10 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
-use cpt_core::RunConfig;
 use cpt_core::checkpoint::{latest_checkpoint, verify_checkpoint};
 use cpt_core::params::load_named;
 use cpt_core::tensor_file::read_tensors;
+use cpt_core::{AdapterModel, RunConfig};
 use cpt_data::Tokenizer;
 use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama};
 use std::path::{Path, PathBuf};
@@ -87,29 +87,54 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
             source: path.into(),
         });
     }
-    let (run_dir, checkpoint) = run_checkpoint(path)?;
-    let config_path = run_dir.join("config.toml");
-    let run = RunConfig::load(&config_path, &[])
-        .with_context(|| format!("reading the run config of {}", path.display()))?;
-    let model_config = run_model_config(&run)?;
-    let weights_path = checkpoint.path.join("model.safetensors");
-    let (weights, _) = read_tensors(&weights_path)?;
-    let mut model = model_config.init::<B>(device);
-    if weights.keys().any(|k| k.contains(cpt_core::ADAPTER_MARKER)) {
-        // Saved mid-experience with live LoRA adapters: give the model the same structure.
-        use cpt_core::AdapterModel;
-        model = model.with_adapters(
-            &crate::run::lora_spec(&run, crate::run::LLAMA_LORA_TARGETS)?,
-            0,
-        );
-    }
-    let model = load_named(model, &weights, &weights_path)?;
+    let saved = RunCheckpoint::open(path)?;
+    let model_config = run_model_config(&saved.run)?;
+    let model = saved.load_into(
+        model_config.init::<B>(device),
+        crate::run::LLAMA_LORA_TARGETS,
+    )?;
     Ok(LoadedModel {
         config: model_config,
         model,
-        tokenizer: run.tokenizer_path(),
-        source: checkpoint.path,
+        tokenizer: saved.run.tokenizer_path(),
+        source: saved.checkpoint.path,
     })
+}
+
+/// A checkpoint with the config of the run it belongs to.
+pub struct RunCheckpoint {
+    /// The run's config.
+    pub run: RunConfig,
+    /// The checkpoint directory.
+    pub checkpoint: cpt_core::checkpoint::CheckpointDir,
+}
+
+impl RunCheckpoint {
+    /// The checkpoint `path` names (a run directory: its newest complete one) and its run's
+    /// config.
+    pub fn open(path: &Path) -> Result<Self> {
+        let (run_dir, checkpoint) = run_checkpoint(path)?;
+        let run = RunConfig::load(&run_dir.join("config.toml"), &[])
+            .with_context(|| format!("reading the run config of {}", path.display()))?;
+        Ok(Self { run, checkpoint })
+    }
+
+    /// `model` (freshly built from the run's config) with the checkpoint's weights. A checkpoint
+    /// saved mid-experience with live LoRA adapters gets them back first (`targets`: the
+    /// projections the architecture's adapters may name), so the structures match.
+    pub fn load_into<B: Backend, M>(&self, model: M, targets: &[&str]) -> Result<M>
+    where
+        M: burn::module::Module<B> + AdapterModel<Spec = cpt_models::linear::LoraSpec>,
+    {
+        let weights_path = self.checkpoint.path.join("model.safetensors");
+        let (weights, _) = read_tensors(&weights_path)?;
+        let model = if weights.keys().any(|k| k.contains(cpt_core::ADAPTER_MARKER)) {
+            model.with_adapters(&crate::run::lora_spec(&self.run, targets)?, 0)
+        } else {
+            model
+        };
+        Ok(load_named(model, &weights, &weights_path)?)
+    }
 }
 
 /// The run directory and the checkpoint `path` names: a run directory (its newest complete
