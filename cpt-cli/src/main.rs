@@ -1,6 +1,7 @@
 //! `cpt`: continual pre-training of foundation models on burn.
 
 mod backend;
+mod bench_cmd;
 mod compare;
 mod data_cmd;
 mod model_cmd;
@@ -17,6 +18,12 @@ use clap::{Parser, Subcommand};
 use cpt_core::RunConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// mimalloc instead of glibc malloc: training frees and re-allocates the same large activation
+/// and gradient buffers every step, and glibc serves each from a fresh `mmap` that the kernel
+/// must zero and fault in again (~40% of a step at the middle benchmark shape).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit status of a run stopped by a signal after saving a checkpoint.
 const EXIT_INTERRUPTED: u8 = 3;
@@ -139,6 +146,25 @@ enum Command {
     Tokenizer {
         #[command(subcommand)]
         command: data_cmd::TokenizerCommand,
+    },
+    /// Throughput of LLaMA training (or forward passes) at a fixed shape, as one JSON line;
+    /// `scripts/bench_vs_pytorch.sh` runs it beside PyTorch.
+    Bench {
+        /// Model and batch shape.
+        #[arg(long, value_enum, default_value = "quick")]
+        shape: bench_cmd::BenchShape,
+        /// Optimizer steps (or forward passes) timed.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Full training steps or forward passes only.
+        #[arg(long, value_enum, default_value = "train")]
+        mode: bench_cmd::BenchMode,
+        /// Backend to run on.
+        #[arg(long, value_enum)]
+        backend: Option<BackendChoice>,
     },
 }
 
@@ -278,5 +304,20 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         Command::Compare { runs } => compare::compare(&runs).map(|()| ExitCode::SUCCESS),
         Command::Data { command } => data_cmd::data(command).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer { command } => data_cmd::tokenizer(command).map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            shape,
+            steps,
+            warmup,
+            mode,
+            backend,
+        } => {
+            let job = bench_cmd::BenchJob {
+                shape,
+                mode,
+                steps,
+                warmup,
+            };
+            dispatch(backend, job).map(|()| ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,0 +1,156 @@
+//! `cpt bench`: training and forward throughput of LLaMA at fixed shapes, comparable line by line
+//! with `scripts/bench_vs_pytorch.py` (same shapes, same optimizer, same clipping).
+//!
+//! The step is the trainer's: forward, backward, gradients collected by path, the global norm
+//! read to the host, clipping, our AdamW. Weights are seeded, tokens are seeded random ids: the
+//! work per step does not depend on the data.
+
+use crate::backend::BackendJob;
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use clap::ValueEnum;
+use cpt_continual::{AdamW, AdamWConfig, GradStore};
+use cpt_core::{SplitMix64, TaskModel, TokenBatch};
+use cpt_models::{LlamaConfig, LlamaForCausalLM};
+use serde::Serialize;
+use std::time::Instant;
+
+/// The benchmark shapes of the speed issue (kept in step with `scripts/bench_vs_pytorch.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchShape {
+    /// The quickstart model: vocab 1024, hidden 64, 2 layers, seq 128, batch 16.
+    Quick,
+    /// vocab 8192, hidden 256, 4 layers, 8 heads / 4 KV, FFN 688, seq 256, batch 8.
+    Middle,
+    /// SmolLM2-135M's shape: vocab 49152, hidden 576, 30 layers, 9 heads / 3 KV, FFN 1536,
+    /// seq 256, batch 4.
+    #[value(name = "135m")]
+    #[serde(rename = "135m")]
+    M135,
+}
+
+impl BenchShape {
+    /// The model and the (sequence length, batch size) of one step.
+    fn model_and_batch(self) -> (LlamaConfig, usize, usize) {
+        let (vocab, hidden, layers, heads, kv, ffn, seq, batch) = match self {
+            Self::Quick => (1024, 64, 2, 4, 2, 172, 128, 16),
+            Self::Middle => (8192, 256, 4, 8, 4, 688, 256, 8),
+            Self::M135 => (49152, 576, 30, 9, 3, 1536, 256, 4),
+        };
+        let config = LlamaConfig {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: ffn,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(kv),
+            head_dim: None,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 2048,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            mlp_bias: false,
+            initializer_range: 0.02,
+            rope_scaling: None,
+        };
+        (config, seq, batch)
+    }
+}
+
+/// What `cpt bench train` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchMode {
+    /// Full optimizer steps.
+    Train,
+    /// Forward passes without gradients (as `cpt eval`/`cpt score` run them).
+    Forward,
+}
+
+/// `cpt bench train`.
+pub struct BenchJob {
+    pub shape: BenchShape,
+    pub mode: BenchMode,
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+/// One line of JSON, the same keys as the PyTorch script prints.
+#[derive(Serialize)]
+struct BenchResult {
+    engine: String,
+    shape: BenchShape,
+    mode: BenchMode,
+    threads: usize,
+    steps: usize,
+    tokens_per_sec: f64,
+    peak_rss_mib: Option<f64>,
+}
+
+impl BackendJob for BenchJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
+        let (config, seq, batch_size) = self.shape.model_and_batch();
+        let mut rng = SplitMix64::new(1);
+        let rows: Vec<Vec<u32>> = (0..batch_size)
+            .map(|_| {
+                (0..seq)
+                    .map(|_| rng.below(config.vocab_size as u64) as u32)
+                    .collect()
+            })
+            .collect();
+        let batch = TokenBatch::from_sequences(&rows);
+        let mut model: LlamaForCausalLM<B> = config.init_seeded(1, &device);
+        let mut optimizer = AdamW::<B>::new(AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        });
+        let mut step = |model: LlamaForCausalLM<B>| -> LlamaForCausalLM<B> {
+            match self.mode {
+                BenchMode::Forward => {
+                    let inference = model.valid();
+                    let out = inference.forward_step(&batch);
+                    // Reading a value forces the work to finish on asynchronous backends.
+                    let _ = out.loss.into_scalar();
+                    model
+                }
+                BenchMode::Train => {
+                    let loss = model.forward_step(&batch).loss;
+                    let _ = loss.clone().into_scalar();
+                    let mut grads = GradStore::<B>::default();
+                    grads.accumulate(&model, &loss.backward());
+                    let norm = grads.global_norm();
+                    if norm > 1.0 {
+                        grads.scale(1.0 / (norm + 1e-6));
+                    }
+                    optimizer.step(model, &grads, 1e-4, |_| 1.0)
+                }
+            }
+        };
+        for _ in 0..self.warmup {
+            model = step(model);
+        }
+        let started = Instant::now();
+        for _ in 0..self.steps {
+            model = step(model);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let result = BenchResult {
+            engine: format!("cpt {}", env!("CARGO_PKG_VERSION")),
+            shape: self.shape,
+            mode: self.mode,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            steps: self.steps,
+            tokens_per_sec: (self.steps * batch_size * seq) as f64 / seconds,
+            peak_rss_mib: crate::run::peak_rss_mib(),
+        };
+        println!("{}", serde_json::to_string(&result)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""The PyTorch half of scripts/bench_vs_pytorch.sh: train transformers' LlamaForCausalLM at one
+of cpt's benchmark shapes (see `cpt bench train --help`) and print one JSON line.
+
+Same work as `cpt bench train`: fp32, random initial weights, random token ids (seeded), AdamW
+(betas 0.9/0.95, eps 1e-8, weight decay 0.01), global gradient-norm clipping at 1.0, a fixed
+number of warm-up steps excluded from the timing. Peak RSS is the process's own high-water mark.
+"""
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+# Kept in step with cpt-cli/src/bench_cmd.rs (`BenchShape`).
+SHAPES = {
+    "quick": dict(vocab=1024, hidden=64, layers=2, heads=4, kv=2, ffn=172, seq=128, batch=16),
+    "middle": dict(vocab=8192, hidden=256, layers=4, heads=8, kv=4, ffn=688, seq=256, batch=8),
+    "135m": dict(vocab=49152, hidden=576, layers=30, heads=9, kv=3, ffn=1536, seq=256, batch=4),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", choices=SHAPES, required=True)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--mode", choices=["train", "forward"], default="train")
+    args = parser.parse_args()
+
+    try:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as missing:
+        print(f"skip: PyTorch/transformers not installed ({missing}); "
+              "pip install torch transformers", file=sys.stderr)
+        sys.exit(2)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    s = SHAPES[args.shape]
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["ffn"],
+        num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv"], max_position_embeddings=max(2048, s["seq"]),
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config).float()
+    tokens = torch.randint(0, s["vocab"], (s["batch"], s["seq"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
+                                  weight_decay=0.01)
+
+    def step():
+        if args.mode == "forward":
+            with torch.no_grad():
+                model(tokens).logits.sum().item()
+            return
+        loss = model(tokens, labels=tokens).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss.item()
+
+    model.train(args.mode == "train")
+    for _ in range(args.warmup):
+        step()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    seconds = time.perf_counter() - started
+    tokens_done = args.steps * s["batch"] * s["seq"]
+    print(json.dumps({
+        "engine": f"pytorch {torch.__version__}",
+        "shape": args.shape,
+        "mode": args.mode,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "tokens_per_sec": tokens_done / seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()

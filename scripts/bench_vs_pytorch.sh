@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# cpt against PyTorch on the same machine, back to back: training tokens/s and peak RSS at the
+# speed issue's three shapes (and forward-only throughput with --forward), with the ratio.
+#
+#   scripts/bench_vs_pytorch.sh [--shapes "quick middle 135m"] [--steps N] [--threads T] [--forward]
+#
+# Needs a release build of cpt (built here if missing) and, for the PyTorch column,
+# `pip install torch transformers`; without them it says so and prints cpt's numbers alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+shapes="quick middle 135m"
+steps=""
+threads="$(nproc)"
+mode=train
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --shapes) shapes="$2"; shift 2 ;;
+        --steps) steps="$2"; shift 2 ;;
+        --threads) threads="$2"; shift 2 ;;
+        --forward) mode=forward; shift ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+cargo build --release -q -p cpt-cli
+cpt=target/release/cpt
+have_torch=1
+if ! python3 -c "import torch, transformers" 2>/dev/null; then
+    have_torch=0
+    echo "note: PyTorch/transformers not installed (pip install torch transformers): cpt only" >&2
+fi
+
+# Same thread count on both sides: rayon (cpt's flex backend) and torch.set_num_threads.
+export RAYON_NUM_THREADS="$threads"
+field() { python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['$2'], 1))" "$1"; }
+
+echo "date: $(date -u +%Y-%m-%d), machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads: $threads, mode: $mode"
+printf '| %-6s | %14s | %14s | %6s | %14s | %14s |\n' shape "cpt tokens/s" "torch tokens/s" ratio "cpt RSS MiB" "torch RSS MiB"
+printf '|%s|\n' "--------|----------------|----------------|--------|----------------|----------------"
+for shape in $shapes; do
+    n="$steps"
+    if [[ -z "$n" ]]; then
+        case "$shape" in quick) n=30 ;; middle) n=10 ;; *) n=3 ;; esac
+    fi
+    ours=$("$cpt" bench --shape "$shape" --steps "$n" --warmup 2 --mode "$mode" 2>/dev/null)
+    ours_tps=$(field "$ours" tokens_per_sec)
+    ours_rss=$(field "$ours" peak_rss_mib)
+    if [[ $have_torch == 1 ]]; then
+        theirs=$(python3 scripts/bench_vs_pytorch.py --shape "$shape" --steps "$n" --warmup 2 \
+            --threads "$threads" --mode "$mode" 2>/dev/null)
+        theirs_tps=$(field "$theirs" tokens_per_sec)
+        theirs_rss=$(field "$theirs" peak_rss_mib)
+        ratio=$(python3 -c "print(f'{$ours_tps / $theirs_tps:.2f}')")
+    else
+        theirs_tps="-"; theirs_rss="-"; ratio="-"
+    fi
+    printf '| %-6s | %14s | %14s | %6s | %14s | %14s |\n' "$shape" "$ours_tps" "$theirs_tps" "$ratio" "$ours_rss" "$theirs_rss"
+done
