@@ -1,18 +1,14 @@
 //! One optimizer step of the quickstart model (forward, backward, AdamW), in tokens per second,
 //! on every compiled backend.
 
-use burn::tensor::backend::AutodiffBackend;
 use cpt_benches::{quickstart_model, quickstart_shape};
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
+use cpt_core::TrainBackend;
 use cpt_core::{SplitMix64, TaskModel, TokenBatch};
 use cpt_models::LlamaForCausalLM;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn bench_backend<B: AutodiffBackend>(
-    c: &mut Criterion,
-    name: &str,
-    device: burn::tensor::Device<B>,
-) {
+fn bench_backend<B: TrainBackend>(c: &mut Criterion, name: &str, device: burn::tensor::Device<B>) {
     let config = quickstart_model();
     let (seq_len, batch_size) = quickstart_shape();
     let mut model: LlamaForCausalLM<B> = config.init_seeded(1, &device);
@@ -48,6 +44,7 @@ fn bench_backend<B: AutodiffBackend>(
 }
 
 fn train_step(c: &mut Criterion) {
+    cpt_benches::keep_freed_pages();
     #[cfg(feature = "flex")]
     bench_backend::<burn::backend::Autodiff<burn::backend::Flex>>(c, "flex", Default::default());
     #[cfg(feature = "wgpu")]

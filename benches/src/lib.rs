@@ -36,3 +36,14 @@ pub fn quickstart_shape() -> (usize, usize) {
         .expect("valid quickstart");
     (config.data.seq_len, config.train.batch_size)
 }
+
+/// The allocator of the `cpt` binary, so benchmarks measure what users run (see
+/// `cpt-cli/src/main.rs` for why mimalloc and why freed pages are kept).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Keep freed pages mapped, as `cpt` does (mimalloc 3's `mi_option_purge_delay` is 15).
+pub fn keep_freed_pages() {
+    // SAFETY: setting an option is thread-safe in mimalloc and takes plain integers.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+}

@@ -4,8 +4,8 @@
 //! the chosen backend among those compiled in.
 
 use anyhow::{Result, bail};
-use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
+use cpt_core::TrainBackend;
 
 /// A burn backend cpt can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,7 +53,7 @@ pub trait BackendJob {
     /// What the job returns.
     type Output;
     /// Run on backend `B` (with autodiff) and `device`.
-    fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<Self::Output>;
+    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<Self::Output>;
 }
 
 /// Run `job` on `choice` (or the default backend).

@@ -8,9 +8,9 @@
 use crate::backend::BackendJob;
 use anyhow::Result;
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
+use cpt_core::TrainBackend;
 use cpt_core::{SplitMix64, TaskModel, TokenBatch};
 use cpt_models::{LlamaConfig, LlamaForCausalLM};
 use serde::Serialize;
@@ -93,7 +93,7 @@ struct BenchResult {
 impl BackendJob for BenchJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
+    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
         let (config, seq, batch_size) = self.shape.model_and_batch();
         let mut rng = SplitMix64::new(1);
         let rows: Vec<Vec<u32>> = (0..batch_size)

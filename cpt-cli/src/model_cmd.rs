@@ -6,6 +6,7 @@ use crate::model_source::{LoadedModel, load_model};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use cpt_core::TokenBatch;
+use cpt_core::TrainBackend;
 use cpt_data::{ParquetTextSource, TextSourceOptions, Tokenizer, eval_sequences, expand_paths};
 use cpt_eval::{mean_loss, score_continuation};
 use cpt_models::generate::{Sampling, generate};
@@ -43,7 +44,7 @@ pub struct EvalJob {
 impl BackendJob for EvalJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
         let (loaded, tokenizer) = load::<B>(&self.model)?;
         let paths = expand_paths(&self.data)?;
         let options = TextSourceOptions {
@@ -125,7 +126,7 @@ fn request_ids(request: &Value, tokenizer: &Tokenizer) -> Result<(Vec<u32>, usiz
 impl BackendJob for ScoreJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
         let (loaded, tokenizer) = load::<B>(&self.model)?;
         let file = std::fs::File::open(&self.input)
             .with_context(|| format!("{}", self.input.display()))?;
@@ -171,7 +172,7 @@ pub struct GenerateJob {
 impl BackendJob for GenerateJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
         let (loaded, tokenizer) = load::<B>(&self.model)?;
         let mut prompt: Vec<u32> = tokenizer.bos_id().into_iter().collect();
         prompt.extend(tokenizer.encode(&self.prompt)?);
@@ -209,7 +210,7 @@ pub struct ExportJob {
 impl BackendJob for ExportJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
+    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
         if crate::vision_export::run_architecture(&self.model).is_some_and(|a| a != "llama") {
             return crate::vision_export::export_vision::<B>(&self.model, &self.out, &device);
         }
@@ -244,7 +245,7 @@ pub struct ExportPeftJob {
 impl BackendJob for ExportPeftJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
         let (loaded, tokenizer) = load::<B>(&self.model)?;
         let run_dir = crate::model_source::run_dir_of(&self.model)
             .ok_or_else(|| anyhow!("{}: PEFT export needs a run directory or checkpoint (its config holds the adapter settings)", self.model.display()))?;

@@ -16,6 +16,7 @@ use cpt_continual::{
     AdamWConfig, ContinualTrainer, Experience, ItemOf, NonFinitePolicy, RunOutcome, Strategy,
     TrainerSettings,
 };
+use cpt_core::TrainBackend;
 use cpt_core::atomic::write_atomic;
 use cpt_core::checkpoint::{checksum, latest_checkpoint};
 use cpt_core::config::NonFiniteSetting;
@@ -155,7 +156,7 @@ pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
 impl BackendJob for RunJob {
     type Output = RunEnd;
 
-    fn run<B: AutodiffBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
+    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
         match self.config.model.architecture.as_str() {
             "llama" => {
                 let stream = language_stream::<B>(&self.config, &device)?;
@@ -185,7 +186,7 @@ impl BackendJob for RunJob {
 pub const ARCHITECTURES: &[&str] = &["llama", "vit", "vit_mae", "clip"];
 
 /// The LLaMA side of a run: model, packed token streams, perplexity evaluation.
-fn language_stream<B: AutodiffBackend>(
+fn language_stream<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
 ) -> Result<Stream<B, LlamaForCausalLM<B>>> {

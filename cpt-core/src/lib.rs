@@ -6,6 +6,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod fused;
 pub mod metrics;
 pub mod model;
 pub mod params;
@@ -17,6 +18,7 @@ pub mod tensor_file;
 pub use batch::{ImageBatch, ImageItem, TokenBatch};
 pub use config::RunConfig;
 pub use error::{CoreError, Result};
+pub use fused::{FusedOps, TrainBackend};
 pub use metrics::{EvalPoint, EvalRecord, StepRecord};
 pub use model::{
     ADAPTER_MARKER, AdapterModel, Batch, EvalScores, Evaluator, ImageClassifier, ImageEncoder,

@@ -2,9 +2,8 @@
 //! top-p (nucleus) filtering from a seeded RNG.
 
 use crate::llama::{KvCache, LlamaForCausalLM};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use cpt_core::SplitMix64;
+use cpt_core::{FusedOps, SplitMix64};
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +32,7 @@ impl Sampling {
 
 /// Continue `prompt` by `max_new_tokens` tokens (stopping early at `stop`, which is included).
 /// Returns only the new tokens.
-pub fn generate<B: Backend>(
+pub fn generate<B: FusedOps>(
     model: &LlamaForCausalLM<B>,
     prompt: &[u32],
     max_new_tokens: usize,

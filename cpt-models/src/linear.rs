@@ -89,11 +89,18 @@ impl<B: Backend> Linear<B> {
     }
 
     /// # Shapes
-    /// `x`: `[batch, seq, in]` → `[batch, seq, out]`.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let mut y = x.clone().matmul(self.weight.val().unsqueeze::<3>());
+    /// `x`: `[..., in]` → `[..., out]`.
+    ///
+    /// Leading dimensions are flattened into one so every product is a single 2-D matmul: a
+    /// batched matmul against the weight broadcast over the batch would, in its backward pass,
+    /// materialise one `[in, out]` weight gradient per batch row and then sum them.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let mut dims = x.dims();
+        let d_in = dims[D - 1];
+        let x = x.reshape([dims[..D - 1].iter().product::<usize>(), d_in]);
+        let mut y = x.clone().matmul(self.weight.val());
         if let Some(bias) = &self.bias {
-            y = y + bias.val().unsqueeze::<3>();
+            y = y + bias.val().unsqueeze::<2>();
         }
         if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
             let p = self.lora_dropout;
@@ -104,12 +111,11 @@ impl<B: Backend> Linear<B> {
             } else {
                 x
             };
-            let low = x
-                .matmul(a.val().unsqueeze::<3>())
-                .matmul(b.val().unsqueeze::<3>());
+            let low = x.matmul(a.val()).matmul(b.val());
             y = y + low.mul_scalar(self.lora_scaling);
         }
-        y
+        dims[D - 1] = y.dims()[1];
+        y.reshape(dims)
     }
 
     /// Attach a fresh adapter: `A` uniform in ±1/√in (PEFT's default, Kaiming-uniform with

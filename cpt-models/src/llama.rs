@@ -10,8 +10,9 @@
 use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
-use burn::tensor::activation::{log_softmax, silu, softmax};
-use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::activation::silu;
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use cpt_core::fused::{FusedOps, causal_softmax, cross_entropy};
 use cpt_core::{StepOutput, TaskModel, TokenBatch};
 use serde::{Deserialize, Serialize};
 
@@ -285,94 +286,122 @@ pub struct LlamaAttention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> LlamaAttention<B> {
+impl<B: FusedOps> LlamaAttention<B> {
     /// Self-attention over `x`, after the `cache`d keys and values of earlier positions (if any),
     /// which it extends with this call's.
     ///
     /// # Shapes
-    /// `x`: `[batch, seq, hidden]`, `mask`: `[seq, past + seq]` (true = hidden) →
-    /// `[batch, seq, hidden]`.
+    /// `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`; position `i` attends to the cached
+    /// positions and to positions `..= i` of `x`.
+    ///
+    /// # Layout
+    /// Heads stay where the projections put them (`[batch, seq, heads, head_dim]`, no copy);
+    /// the score and value products read permuted views of them, which the matmul takes as
+    /// strides. Grouped-query attention indexes query heads as `[kv_heads, groups]` and
+    /// broadcasts each key/value head over its group, so K and V are never repeated.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: Tensor<B, 2, Bool>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
-        let heads =
-            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
-        let q = rope.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
-        let mut k = rope.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
-        let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let (kv_heads, width) = (self.num_kv_heads, self.head_dim);
+        let groups = self.num_heads / kv_heads;
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, width]);
+        let q = rope.apply(split(self.q_proj.forward(x.clone()), self.num_heads));
+        let mut k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
+        let mut v = split(self.v_proj.forward(x), kv_heads);
         if let Some(cache) = cache {
             if let Some((past_k, past_v)) = cache.kv.take() {
-                k = Tensor::cat(vec![past_k, k], 2);
-                v = Tensor::cat(vec![past_v, v], 2);
+                k = Tensor::cat(vec![past_k, k], 1);
+                v = Tensor::cat(vec![past_v, v], 1);
             }
             cache.kv = Some((k.clone(), v.clone()));
         }
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (self.head_dim as f64).sqrt();
-        let scores = scores.mask_fill(mask.unsqueeze::<4>(), f32::NEG_INFINITY);
-        let attended = softmax(scores, 3).matmul(v);
-        let merged = attended
-            .swap_dims(1, 2)
-            .reshape([batch, seq, self.num_heads * self.head_dim]);
+        let keys = k.dims()[1];
+        // [batch, kv, groups, seq, width] · [batch, kv, 1, width, keys].
+        let q = q
+            .reshape([batch, seq, kv_heads, groups, width])
+            .permute([0, 2, 3, 1, 4]);
+        let k = k
+            .reshape([batch, keys, kv_heads, 1, width])
+            .permute([0, 2, 3, 4, 1]);
+        let v = v
+            .reshape([batch, keys, kv_heads, 1, width])
+            .permute([0, 2, 3, 1, 4]);
+        // Scaling, the causal mask and the softmax are one fused operation (see cpt_core::fused).
+        let scores = q.matmul(k).reshape([batch * self.num_heads, seq, keys]);
+        let probs = causal_softmax(scores, 1.0 / (width as f64).sqrt());
+        let attended = probs
+            .reshape([batch, kv_heads, groups, seq, keys])
+            .matmul(v);
+        let merged =
+            attended
+                .permute([0, 3, 1, 2, 4])
+                .reshape([batch, seq, self.num_heads * width]);
         self.o_proj.forward(merged)
-    }
-
-    /// Repeat each key/value head for the query heads that share it.
-    fn repeat_kv(&self, t: Tensor<B, 4>) -> Tensor<B, 4> {
-        let groups = self.num_heads / self.num_kv_heads;
-        if groups == 1 {
-            return t;
-        }
-        let [batch, kv, seq, width] = t.dims();
-        t.unsqueeze_dim::<5>(2)
-            .repeat_dim(2, groups)
-            .reshape([batch, kv * groups, seq, width])
     }
 }
 
 /// Rotary embedding tables for one sequence length.
 pub struct Rope<B: Backend> {
+    /// `[1, seq, 1, head_dim]`.
     cos: Tensor<B, 4>,
+    /// `[1, seq, 1, head_dim]`.
     sin: Tensor<B, 4>,
+    /// The signed permutation `rotate_half` as a `[head_dim, head_dim]` matrix.
+    rotate_half: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
     /// Tables for positions `offset..offset + seq` with inverse frequencies `inv_freq`
     /// (`[head_dim / 2]`, see [`LlamaConfig::inv_freq`]).
     pub fn new(seq: usize, offset: usize, inv_freq: &[f32], device: &B::Device) -> Self {
-        let head_dim = 2 * inv_freq.len();
+        let half = inv_freq.len();
+        let head_dim = 2 * half;
         // Computed on the host in f32 with transformers' formula, so the tables match its own:
         // angle = position × inv_freq, repeated for both halves of the head.
         let mut cos = Vec::with_capacity(seq * head_dim);
         let mut sin = Vec::with_capacity(seq * head_dim);
         for pos in offset..offset + seq {
             for i in 0..head_dim {
-                let angle = pos as f32 * inv_freq[i % inv_freq.len()];
+                let angle = pos as f32 * inv_freq[i % half];
                 cos.push(angle.cos());
                 sin.push(angle.sin());
             }
         }
         let table = |v: Vec<f32>| {
-            Tensor::<B, 2>::from_data(TensorData::new(v, [seq, head_dim]), device).unsqueeze::<4>()
+            Tensor::<B, 4>::from_data(TensorData::new(v, [1, seq, 1, head_dim]), device)
         };
+        // rotate_half(x) = [-x2, x1] = x · P with P[i + half][i] = -1 and P[i][i + half] = 1.
+        // Exact (one ±1 per column), and a matmul reads and writes contiguous rows, where the
+        // narrow/neg/cat composite makes three strided copies and their gradients.
+        let mut rotation = vec![0.0f32; head_dim * head_dim];
+        for i in 0..half {
+            rotation[(i + half) * head_dim + i] = -1.0;
+            rotation[i * head_dim + i + half] = 1.0;
+        }
         Self {
             cos: table(cos),
             sin: table(sin),
+            rotate_half: Tensor::from_data(TensorData::new(rotation, [head_dim, head_dim]), device),
         }
     }
 
-    /// Rotate `x` `[batch, heads, seq, head_dim]`: `x * cos + rotate_half(x) * sin`.
+    /// Rotate `x` `[batch, seq, heads, head_dim]`: `x * cos + rotate_half(x) * sin`.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let half = x.dims()[3] / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+        self.rotate(x, self.cos.clone(), self.sin.clone())
+    }
+
+    fn rotate(&self, x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) -> Tensor<B, 4> {
+        let dims = x.dims();
+        let rotated = x
+            .clone()
+            .reshape([dims[0] * dims[1] * dims[2], dims[3]])
+            .matmul(self.rotate_half.clone())
+            .reshape(dims);
+        x * cos + rotated * sin
     }
 }
 
@@ -409,16 +438,15 @@ pub struct LlamaDecoderLayer<B: Backend> {
     pub post_attention_layernorm: RmsNorm<B>,
 }
 
-impl<B: Backend> LlamaDecoderLayer<B> {
+impl<B: FusedOps> LlamaDecoderLayer<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: Tensor<B, 2, Bool>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let normed = self.input_layernorm.forward(x.clone());
-        let x = x + self.self_attn.forward(normed, rope, mask, cache);
+        let x = x + self.self_attn.forward(normed, rope, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -447,7 +475,7 @@ pub struct LlamaForCausalLM<B: Backend> {
     pub lm_head: Option<Linear<B>>,
 }
 
-impl<B: Backend> LlamaForCausalLM<B> {
+impl<B: FusedOps> LlamaForCausalLM<B> {
     /// Final hidden states.
     ///
     /// # Shapes
@@ -468,11 +496,9 @@ impl<B: Backend> LlamaForCausalLM<B> {
         let past = cache.as_ref().map_or(0, |c| c.len);
         let mut x = self.model.embed_tokens.forward(tokens);
         let rope = Rope::new(seq, past, &self.model.inv_freq, &device);
-        // `true` where key position j > past + i: a position never attends to a later one.
-        let mask = Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, &device);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer(i));
-            x = layer.forward(x, &rope, mask.clone(), layer_cache);
+            x = layer.forward(x, &rope, layer_cache);
         }
         if let Some(cache) = cache {
             cache.len += seq;
@@ -507,8 +533,15 @@ impl<B: Backend> LlamaForCausalLM<B> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
+                // One 2-D product against the transposed embedding (a strided view, which the
+                // matmul reads without copying); see `Linear::forward` for why not 3-D.
+                let [batch, seq, width] = hidden.dims();
                 let embedding = self.model.embed_tokens.weight.val();
-                hidden.matmul(embedding.transpose().unsqueeze::<3>())
+                let vocab = embedding.dims()[0];
+                hidden
+                    .reshape([batch * seq, width])
+                    .matmul(embedding.transpose())
+                    .reshape([batch, seq, vocab])
             }
         }
     }
@@ -524,7 +557,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     }
 }
 
-/// Keys and values of one layer for the positions seen so far, `[batch, kv_heads, past, head]`.
+/// Keys and values of one layer for the positions seen so far, `[batch, past, kv_heads, head]`.
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
     kv: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
@@ -563,15 +596,39 @@ impl<B: Backend> KvCache<B> {
 
 /// Mean next-token cross-entropy of `logits` `[batch, seq, vocab]` against `tokens`
 /// `[batch, seq]`: position `t` predicts token `t + 1`.
-pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-    let seq = logits.dims()[1];
-    let predicted = logits.narrow(1, 0, seq - 1);
-    let targets = tokens.narrow(1, 1, seq - 1).unsqueeze_dim::<3>(2);
-    let log_probs = log_softmax(predicted, 2);
-    log_probs.gather(2, targets).mean().neg()
+///
+/// The fused cross-entropy (one node, one pass per row) runs over all `seq` positions of the
+/// contiguous logits and the last one is weighted out, instead of first narrowing the logits to
+/// `seq - 1` positions: the narrowed view is not contiguous, and would be copied element by
+/// element through strided indexing.
+pub fn causal_lm_loss<B: FusedOps>(
+    logits: Tensor<B, 3>,
+    tokens: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    let [batch, seq, vocab] = logits.dims();
+    let device = logits.device();
+    // Targets shifted left by one; the last position gets a dummy target 0 and weight 0.
+    let targets = Tensor::cat(
+        vec![
+            tokens.narrow(1, 1, seq - 1),
+            Tensor::zeros([batch, 1], &device),
+        ],
+        1,
+    );
+    let weights: Vec<f32> = (0..batch * seq)
+        .map(|i| if i % seq == seq - 1 { 0.0 } else { 1.0 })
+        .collect();
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [batch * seq]), &device);
+    let per_token = cross_entropy(
+        logits.reshape([batch * seq, vocab]),
+        targets.reshape([batch * seq]),
+    );
+    (per_token * weights)
+        .sum()
+        .div_scalar((batch * (seq - 1)) as f64)
 }
 
-impl<B: Backend> TaskModel<B> for LlamaForCausalLM<B> {
+impl<B: FusedOps> TaskModel<B> for LlamaForCausalLM<B> {
     type Batch = TokenBatch;
 
     fn forward_step(&self, batch: &TokenBatch) -> StepOutput<B> {

@@ -1,0 +1,95 @@
+//! [`FusedOps`] on `Autodiff<B>`: each fused operation is one node of the autodiff graph whose
+//! backward pass calls `B`'s fused backward kernel, instead of the half-dozen nodes (and saved
+//! tensors) of the composite.
+
+use super::FusedOps;
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+
+/// Backward state of the causal softmax: its output and the score scale.
+#[derive(Debug)]
+struct CausalSoftmax;
+
+impl<B: FusedOps> Backward<B, 1> for CausalSoftmax {
+    type State = (FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (probs, scale) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::causal_softmax_backward(probs, grad, scale)
+        });
+    }
+}
+
+/// Backward state of the cross-entropy: logits, their log-sum-exp and the targets.
+#[derive(Debug)]
+struct CrossEntropy;
+
+impl<B: FusedOps> Backward<B, 1> for CrossEntropy {
+    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, logsumexp, targets) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::cross_entropy_backward(logits, logsumexp, targets, grad)
+        });
+    }
+}
+
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        match CausalSoftmax
+            .prepare::<C>([scores.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let probs = B::causal_softmax(scores.primitive, scale);
+                prep.finish((probs.clone(), scale), probs)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::causal_softmax(scores.primitive, scale)),
+        }
+    }
+
+    // Gradients of gradients go through the differentiable composite.
+    fn causal_softmax_backward(
+        probs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        super::composite::causal_softmax_backward::<Self>(probs, grad, scale)
+    }
+
+    fn cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, logsumexp) = B::cross_entropy(logits.primitive.clone(), targets.clone());
+        // The log-sum-exp is returned untracked: it is a by-product, not a differentiable output.
+        let untracked = <Autodiff<B, C> as burn::tensor::backend::AutodiffBackend>::from_inner(
+            logsumexp.clone(),
+        );
+        let loss = match CrossEntropy
+            .prepare::<C>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((logits.primitive, logsumexp, targets), loss),
+            OpsKind::UnTracked(prep) => prep.finish(loss),
+        };
+        (loss, untracked)
+    }
+
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        logsumexp: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        super::composite::cross_entropy_backward::<Self>(logits, logsumexp, targets, grad)
+    }
+}

@@ -1,0 +1,69 @@
+//! The fused operations as composites of ordinary burn ops: what every backend without its own
+//! kernels runs, and the reference the kernels are tested against.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Bool, Int, Tensor, TensorPrimitive};
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// The default of [`super::FusedOps::causal_softmax`].
+pub fn causal_softmax<B: Backend>(scores: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+    let scores = float::<B, 3>(scores);
+    let [_, queries, keys] = scores.dims();
+    let hidden =
+        Tensor::<B, 2, Bool>::tril_mask([queries, keys], (keys - queries) as i64, &scores.device());
+    let masked = scores
+        .mul_scalar(scale)
+        .mask_fill(hidden.unsqueeze::<3>(), f32::NEG_INFINITY);
+    primitive(softmax(masked, 2))
+}
+
+/// The default of [`super::FusedOps::causal_softmax_backward`].
+pub fn causal_softmax_backward<B: Backend>(
+    probs: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    scale: f64,
+) -> FloatTensor<B> {
+    let (probs, grad) = (float::<B, 3>(probs), float::<B, 3>(grad));
+    let dot = (grad.clone() * probs.clone()).sum_dim(2);
+    primitive((probs * (grad - dot)).mul_scalar(scale))
+}
+
+/// The default of [`super::FusedOps::cross_entropy`].
+pub fn cross_entropy<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: IntTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let logits = float::<B, 2>(logits);
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets);
+    let [rows, _] = logits.dims();
+    let max = logits.clone().max_dim(1);
+    let logsumexp = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+    let picked = logits.gather(1, targets.unsqueeze_dim::<2>(1));
+    let loss = (logsumexp.clone() - picked).reshape([rows]);
+    (primitive(loss), primitive(logsumexp.reshape([rows])))
+}
+
+/// The default of [`super::FusedOps::cross_entropy_backward`].
+pub fn cross_entropy_backward<B: Backend>(
+    logits: FloatTensor<B>,
+    logsumexp: FloatTensor<B>,
+    targets: IntTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let logits = float::<B, 2>(logits);
+    let [rows, _] = logits.dims();
+    let logsumexp = float::<B, 1>(logsumexp).reshape([rows, 1]);
+    let grad = float::<B, 1>(grad).reshape([rows, 1]);
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets).unsqueeze_dim::<2>(1);
+    let probs = (logits - logsumexp).exp() * grad.clone();
+    primitive(probs.scatter(1, targets, grad.neg(), burn::tensor::IndexingUpdateOp::Add))
+}

@@ -1,0 +1,106 @@
+//! Fused operations: the hot spots of training that burn builds from several generic ops.
+//!
+//! burn's autodiff records a composite such as `log_softmax(x).gather(t)` as half a dozen nodes,
+//! each keeping a full-size tensor for its backward pass and each a separate sweep over memory;
+//! on a CPU most of a small model's step went there rather than into matmuls. Each operation
+//! here is one node with a hand-written backward pass, following burn's backend-extension
+//! pattern:
+//!
+//! - [`FusedOps`] is a backend trait whose default methods are the same composites built from
+//!   ordinary burn ops, so any backend (wgpu, cuda) gets a correct implementation by naming
+//!   itself (`impl FusedOps for Wgpu {}`);
+//! - [`autodiff`] implements it for `Autodiff<B>` once, for every inner `B: FusedOps`, with the
+//!   backward pass written in terms of `B`'s own fused kernels;
+//! - [`flex`] gives burn's CPU backend real kernels: one pass per row, rows in parallel.
+//!
+//! Model code calls the tensor-level functions below ([`causal_softmax`], [`cross_entropy`]).
+
+pub mod autodiff;
+pub mod composite;
+#[cfg(feature = "flex")]
+pub mod flex;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+/// A backend with cpt's fused operations. The default methods are composites of ordinary ops
+/// (correct everywhere, not faster); backends with kernels override them.
+pub trait FusedOps: Backend {
+    /// Softmax over the last axis of `scale · scores` `[batch, queries, keys]`, with query `i`
+    /// seeing keys `0 ..= i + keys - queries` (causal attention after `keys - queries` cached
+    /// positions); hidden positions get probability 0.
+    fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        composite::causal_softmax::<Self>(scores, scale)
+    }
+
+    /// Gradient of [`FusedOps::causal_softmax`] with respect to `scores`, from its output `probs`
+    /// and the gradient of the output: `scale · p ⊙ (g − Σ g ⊙ p)`.
+    fn causal_softmax_backward(
+        probs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        composite::causal_softmax_backward::<Self>(probs, grad, scale)
+    }
+
+    /// Cross-entropy of each row of `logits` `[rows, vocab]` against `targets` `[rows]`:
+    /// returns `(loss [rows], logsumexp [rows])`, where `loss = logsumexp − logits[target]`.
+    fn cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composite::cross_entropy::<Self>(logits, targets)
+    }
+
+    /// Gradient of [`FusedOps::cross_entropy`]'s loss with respect to `logits`, given the
+    /// upstream gradient per row: `grad_r · (softmax(logits_r) − onehot(target_r))`.
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        logsumexp: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composite::cross_entropy_backward::<Self>(logits, logsumexp, targets, grad)
+    }
+}
+
+/// A training backend: autodiff over an inner backend, both with fused operations. Everything
+/// that trains or evaluates a model built on [`FusedOps`] asks for this.
+pub trait TrainBackend: AutodiffBackend<InnerBackend: FusedOps> + FusedOps {}
+
+impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: FusedOps> + FusedOps {}
+
+#[cfg(feature = "wgpu")]
+impl FusedOps for burn::backend::Wgpu {}
+
+#[cfg(feature = "cuda")]
+impl FusedOps for burn::backend::Cuda {}
+
+/// [`FusedOps::causal_softmax`] on tensors.
+///
+/// # Shapes
+/// `scores`: `[batch, queries, keys]` with `keys >= queries` → same.
+pub fn causal_softmax<B: FusedOps>(scores: Tensor<B, 3>, scale: f64) -> Tensor<B, 3> {
+    let [_, queries, keys] = scores.dims();
+    assert!(
+        keys >= queries,
+        "causal_softmax: {keys} keys for {queries} queries"
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(B::causal_softmax(
+        scores.into_primitive().tensor(),
+        scale,
+    )))
+}
+
+/// Per-row cross-entropy `logsumexp(logits_r) − logits_r[target_r]` ([`FusedOps::cross_entropy`]).
+///
+/// # Shapes
+/// `logits`: `[rows, vocab]`, `targets`: `[rows]` → `[rows]`.
+pub fn cross_entropy<B: FusedOps>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let (loss, _) = B::cross_entropy(logits.into_primitive().tensor(), targets.into_primitive());
+    Tensor::from_primitive(TensorPrimitive::Float(loss))
+}
