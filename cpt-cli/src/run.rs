@@ -242,7 +242,7 @@ impl RunJob {
     /// Train `stream` under this job's config, into its run directory.
     fn execute<B, M>(self, stream: Stream<B, M>) -> Result<RunEnd>
     where
-        B: AutodiffBackend,
+        B: TrainBackend,
         M: TaskModel<B> + AutodiffModule<B> + AdapterModel<Spec = LoraSpec> + 'static,
         M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
     {

@@ -7,7 +7,8 @@
 //! PyTorch's `torch.optim.AdamW` ("Decoupled Weight Decay Regularization", 2019).
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::tensor::{Tensor, backend::AutodiffBackend};
+use burn::tensor::{Tensor, TensorPrimitive, backend::AutodiffBackend};
+use cpt_core::fused::{AdamWScalars, FusedOps, TrainBackend};
 use cpt_core::params::{HostTensor, NamedTensors, PathStack, map_named};
 use std::collections::{BTreeMap, HashMap};
 
@@ -171,58 +172,6 @@ impl<B: AutodiffBackend> AdamW<B> {
         }
     }
 
-    /// Apply one update to every parameter of `model` that has a gradient in `grads`, with
-    /// learning rate `lr × lr_scale(path)`. A scale of 0 freezes a parameter: it is neither
-    /// updated nor decayed, and its state does not advance.
-    pub fn step<M: AutodiffModule<B>>(
-        &mut self,
-        model: M,
-        grads: &GradStore<B>,
-        lr: f64,
-        lr_scale: impl Fn(&str) -> f64,
-    ) -> M {
-        let c = self.config;
-        map_named(model, |path, param| {
-            let (Some(grad), scale) = (grads.get(path), lr_scale(path)) else {
-                return param;
-            };
-            if scale == 0.0 {
-                return param;
-            }
-            let lr = lr * scale;
-            let value = param.inner();
-            let moments = self
-                .state
-                .entry(path.to_string())
-                .or_insert_with(|| Moments {
-                    exp_avg: value.zeros_like(),
-                    exp_avg_sq: value.zeros_like(),
-                    steps: 0,
-                });
-            moments.steps += 1;
-            let t = moments.steps as i32;
-            moments.exp_avg = moments.exp_avg.clone().mul_scalar(c.beta1)
-                + grad.clone().mul_scalar(1.0 - c.beta1);
-            moments.exp_avg_sq = moments.exp_avg_sq.clone().mul_scalar(c.beta2)
-                + grad.clone().square().mul_scalar(1.0 - c.beta2);
-            let bias1 = 1.0 - c.beta1.powi(t);
-            let bias2 = 1.0 - c.beta2.powi(t);
-            let denom = moments
-                .exp_avg_sq
-                .clone()
-                .sqrt()
-                .div_scalar(bias2.sqrt())
-                .add_scalar(c.eps);
-            let decayed = if c.weight_decay == 0.0 {
-                value
-            } else {
-                value.mul_scalar(1.0 - lr * c.weight_decay)
-            };
-            let updated = decayed - (moments.exp_avg.clone() / denom).mul_scalar(lr / bias1);
-            Tensor::from_inner(updated)
-        })
-    }
-
     /// Forget the state of every parameter whose path satisfies `matches` (it restarts from
     /// zero moments, as for a newly created parameter).
     pub fn forget(&mut self, matches: impl Fn(&str) -> bool) {
@@ -277,5 +226,60 @@ impl<B: AutodiffBackend> AdamW<B> {
             );
         }
         Ok(())
+    }
+}
+
+impl<B: TrainBackend> AdamW<B> {
+    /// Apply one update to every parameter of `model` that has a gradient in `grads`, with
+    /// learning rate `lr × lr_scale(path)`. A scale of 0 freezes a parameter: it is neither
+    /// updated nor decayed, and its state does not advance.
+    pub fn step<M: AutodiffModule<B>>(
+        &mut self,
+        model: M,
+        grads: &GradStore<B>,
+        lr: f64,
+        lr_scale: impl Fn(&str) -> f64,
+    ) -> M {
+        let c = self.config;
+        map_named(model, |path, param| {
+            let (Some(grad), scale) = (grads.get(path), lr_scale(path)) else {
+                return param;
+            };
+            if scale == 0.0 {
+                return param;
+            }
+            let lr = lr * scale;
+            let value = param.inner();
+            let moments = self
+                .state
+                .entry(path.to_string())
+                .or_insert_with(|| Moments {
+                    exp_avg: value.zeros_like(),
+                    exp_avg_sq: value.zeros_like(),
+                    steps: 0,
+                });
+            moments.steps += 1;
+            let scalars = AdamWScalars {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay: c.weight_decay,
+                step: moments.steps as i32,
+            };
+            // One fused pass over parameter, gradient and both moments (cpt_core::fused).
+            let flat = |t: Tensor<Inner<B>, 1>| t.into_primitive().tensor();
+            let (updated, exp_avg, exp_avg_sq) = Inner::<B>::adamw_step(
+                flat(value),
+                flat(grad.clone()),
+                flat(moments.exp_avg.clone()),
+                flat(moments.exp_avg_sq.clone()),
+                scalars,
+            );
+            let float = |t| Tensor::<Inner<B>, 1>::from_primitive(TensorPrimitive::Float(t));
+            moments.exp_avg = float(exp_avg);
+            moments.exp_avg_sq = float(exp_avg_sq);
+            Tensor::from_inner(float(updated))
+        })
     }
 }

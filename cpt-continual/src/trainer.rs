@@ -7,7 +7,7 @@ use crate::optim::{AdamW, AdamWConfig, GradStore};
 use crate::strategy::{Context, ItemOf, Strategy, StrategyState};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::AutodiffBackend;
+use cpt_core::TrainBackend;
 use cpt_core::checkpoint::{CheckpointDir, save_checkpoint, tag_for_step};
 use cpt_core::params::{load_named, named_tensors};
 use cpt_core::schedule::phase_position;
@@ -179,7 +179,7 @@ pub enum RunOutcome {
 /// The continual trainer.
 pub struct ContinualTrainer<B, M>
 where
-    B: AutodiffBackend,
+    B: TrainBackend,
     M: TaskModel<B> + AutodiffModule<B>,
 {
     model: M,
@@ -195,7 +195,7 @@ where
 
 impl<B, M> ContinualTrainer<B, M>
 where
-    B: AutodiffBackend,
+    B: TrainBackend,
     M: TaskModel<B> + AutodiffModule<B>,
 {
     /// A trainer at the start of the stream.

@@ -187,3 +187,42 @@ fn the_composite_defaults_agree_with_the_flex_kernels() {
         1e-6,
     );
 }
+
+#[test]
+fn adamw_kernel_matches_the_composite_over_several_steps() {
+    use cpt_core::fused::{AdamWScalars, FusedOps, composite};
+    let device = Default::default();
+    let flat = |t: Tensor<Flex, 1>| t.into_primitive().tensor();
+    let back = |t| {
+        values(Tensor::<Flex, 1>::from_primitive(
+            burn::tensor::TensorPrimitive::Float(t),
+        ))
+    };
+    // Longer than one parallel chunk, so the split is exercised.
+    let n = 40_000;
+    for weight_decay in [0.0, 0.1] {
+        let mut kernel = (
+            flat(Tensor::random([n], Distribution::Normal(0.0, 1.0), &device)),
+            flat(Tensor::zeros([n], &device)),
+            flat(Tensor::zeros([n], &device)),
+        );
+        let mut reference = kernel.clone();
+        for step in 1..=3 {
+            let grad = flat(Tensor::random([n], Distribution::Normal(0.0, 0.1), &device));
+            let scalars = AdamWScalars {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay,
+                step,
+            };
+            kernel = Flex::adamw_step(kernel.0, grad.clone(), kernel.1, kernel.2, scalars);
+            reference =
+                composite::adamw_step::<Flex>(reference.0, grad, reference.1, reference.2, scalars);
+        }
+        assert_close(&back(kernel.0), &back(reference.0), 1e-6);
+        assert_close(&back(kernel.1), &back(reference.1), 1e-6);
+        assert_close(&back(kernel.2), &back(reference.2), 1e-6);
+    }
+}

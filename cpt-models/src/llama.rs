@@ -344,12 +344,20 @@ impl<B: FusedOps> LlamaAttention<B> {
     }
 }
 
+/// `(heads, cos, sin)`: rotary tables repeated over a number of heads, `[1, seq·heads·width]`.
+type HeadTables<B> = (usize, Tensor<B, 2>, Tensor<B, 2>);
+
 /// Rotary embedding tables for one sequence length.
 pub struct Rope<B: Backend> {
     /// `[1, seq, 1, head_dim]`.
     cos: Tensor<B, 4>,
     /// `[1, seq, 1, head_dim]`.
     sin: Tensor<B, 4>,
+    /// `(heads, cos, sin)` with the tables repeated over `heads` (`[1, seq·heads·head_dim]`),
+    /// made on first use for each head count and shared by all layers: a product with a table
+    /// that differs from `x` in its batch dimension only is one contiguous sweep, while one
+    /// broadcast over heads in the middle falls back to element-by-element strided indexing.
+    per_heads: std::cell::RefCell<Vec<HeadTables<B>>>,
     /// The signed permutation `rotate_half` as a `[head_dim, head_dim]` matrix.
     rotate_half: Tensor<B, 2>,
 }
@@ -385,23 +393,40 @@ impl<B: Backend> Rope<B> {
         Self {
             cos: table(cos),
             sin: table(sin),
+            per_heads: Default::default(),
             rotate_half: Tensor::from_data(TensorData::new(rotation, [head_dim, head_dim]), device),
         }
     }
 
     /// Rotate `x` `[batch, seq, heads, head_dim]`: `x * cos + rotate_half(x) * sin`.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.rotate(x, self.cos.clone(), self.sin.clone())
-    }
-
-    fn rotate(&self, x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) -> Tensor<B, 4> {
         let dims = x.dims();
+        let [batch, seq, heads, width] = dims;
+        let (cos, sin) = self.tables(heads);
         let rotated = x
             .clone()
-            .reshape([dims[0] * dims[1] * dims[2], dims[3]])
+            .reshape([batch * seq * heads, width])
             .matmul(self.rotate_half.clone())
-            .reshape(dims);
-        x * cos + rotated * sin
+            .reshape([batch, seq * heads * width]);
+        // As `[batch, seq·heads·width]` against `[1, seq·heads·width]` tables, each product is
+        // one row shared across the batch, a pattern the backends sweep contiguously.
+        let x = x.reshape([batch, seq * heads * width]);
+        (x * cos + rotated * sin).reshape(dims)
+    }
+
+    /// The cos and sin tables repeated over `heads` heads, flattened to `[1, seq·heads·width]`.
+    fn tables(&self, heads: usize) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let mut cached = self.per_heads.borrow_mut();
+        if let Some((_, cos, sin)) = cached.iter().find(|(h, _, _)| *h == heads) {
+            return (cos.clone(), sin.clone());
+        }
+        let flat = |t: Tensor<B, 4>| {
+            let n = t.dims().iter().product::<usize>() * heads;
+            t.repeat_dim(2, heads).reshape([1, n])
+        };
+        let (cos, sin) = (flat(self.cos.clone()), flat(self.sin.clone()));
+        cached.push((heads, cos.clone(), sin.clone()));
+        (cos, sin)
     }
 }
 

@@ -67,3 +67,36 @@ pub fn cross_entropy_backward<B: Backend>(
     let probs = (logits - logsumexp).exp() * grad.clone();
     primitive(probs.scatter(1, targets, grad.neg(), burn::tensor::IndexingUpdateOp::Add))
 }
+
+/// The default of [`super::FusedOps::adamw_step`]: PyTorch's AdamW as tensor ops.
+pub fn adamw_step<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    exp_avg: FloatTensor<B>,
+    exp_avg_sq: FloatTensor<B>,
+    c: super::AdamWScalars,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (param, grad) = (float::<B, 1>(param), float::<B, 1>(grad));
+    let exp_avg =
+        float::<B, 1>(exp_avg).mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1);
+    let exp_avg_sq =
+        float::<B, 1>(exp_avg_sq).mul_scalar(c.beta2) + grad.square().mul_scalar(1.0 - c.beta2);
+    let bias1 = 1.0 - c.beta1.powi(c.step);
+    let bias2 = 1.0 - c.beta2.powi(c.step);
+    let denom = exp_avg_sq
+        .clone()
+        .sqrt()
+        .div_scalar(bias2.sqrt())
+        .add_scalar(c.eps);
+    let decayed = if c.weight_decay == 0.0 {
+        param
+    } else {
+        param.mul_scalar(1.0 - c.lr * c.weight_decay)
+    };
+    let updated = decayed - (exp_avg.clone() / denom).mul_scalar(c.lr / bias1);
+    (
+        primitive(updated),
+        primitive(exp_avg),
+        primitive(exp_avg_sq),
+    )
+}

@@ -63,6 +63,35 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self> {
         composite::cross_entropy_backward::<Self>(logits, logsumexp, targets, grad)
     }
+
+    /// One AdamW update of a flat parameter from its gradient and moments: returns the new
+    /// `(param, exp_avg, exp_avg_sq)`.
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        exp_avg: FloatTensor<Self>,
+        exp_avg_sq: FloatTensor<Self>,
+        scalars: AdamWScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composite::adamw_step::<Self>(param, grad, exp_avg, exp_avg_sq, scalars)
+    }
+}
+
+/// The scalars of one AdamW update (`torch.optim.AdamW`'s formula).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWScalars {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator term.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// The update's step number, from 1 (for the bias corrections).
+    pub step: i32,
 }
 
 /// A training backend: autodiff over an inner backend, both with fused operations. Everything
