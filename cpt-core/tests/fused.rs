@@ -226,3 +226,53 @@ fn adamw_kernel_matches_the_composite_over_several_steps() {
         assert_close(&back(kernel.2), &back(reference.2), 1e-6);
     }
 }
+
+#[test]
+fn swiglu_matches_the_composite_in_value_and_gradients() {
+    use burn::tensor::activation::silu;
+    use cpt_core::fused::swiglu;
+    let device = Default::default();
+    let gate = Tensor::<Flex, 3>::random([2, 5, 37], Distribution::Normal(0.0, 4.0), &device);
+    let up = Tensor::<Flex, 3>::random([2, 5, 37], Distribution::Normal(0.0, 1.0), &device);
+    let upstream = Tensor::<A, 3>::from_inner(Tensor::random(
+        [2, 5, 37],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    ));
+    let (fg, fu) = (
+        Tensor::<A, 3>::from_inner(gate.clone()).require_grad(),
+        Tensor::<A, 3>::from_inner(up.clone()).require_grad(),
+    );
+    let (rg, ru) = (
+        Tensor::<A, 3>::from_inner(gate).require_grad(),
+        Tensor::<A, 3>::from_inner(up).require_grad(),
+    );
+    let fused = swiglu(fg.clone(), fu.clone());
+    let reference = silu(rg.clone()) * ru.clone();
+    assert_close(&values(fused.clone()), &values(reference.clone()), 1e-6);
+    let fused_grads = (fused * upstream.clone()).sum().backward();
+    let reference_grads = (reference * upstream).sum().backward();
+    for (f, r) in [(fg, rg), (fu, ru)] {
+        assert_close(
+            &values(f.grad(&fused_grads).unwrap()),
+            &values(r.grad(&reference_grads).unwrap()),
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn fast_exp_is_within_a_few_ulp_of_libm() {
+    use cpt_core::fused::flex::fast_exp;
+    let mut worst = 0.0f64;
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        let (got, want) = (fast_exp(x) as f64, (x as f64).exp());
+        worst = worst.max((got - want).abs() / want);
+        x += 0.0137;
+    }
+    assert!(worst < 3e-7, "worst relative error {worst:e}");
+    assert_eq!(fast_exp(0.0), 1.0);
+    assert!(fast_exp(f32::NEG_INFINITY) < 1e-37);
+    assert!(fast_exp(f32::NAN).is_nan());
+}

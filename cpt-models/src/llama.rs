@@ -10,9 +10,8 @@
 use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
-use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use cpt_core::fused::{FusedOps, causal_softmax, cross_entropy};
+use cpt_core::fused::{FusedOps, causal_softmax, cross_entropy, swiglu};
 use cpt_core::{StepOutput, TaskModel, TokenBatch};
 use serde::{Deserialize, Serialize};
 
@@ -441,12 +440,12 @@ pub struct LlamaMlp<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
-impl<B: Backend> LlamaMlp<B> {
+impl<B: FusedOps> LlamaMlp<B> {
     /// # Shapes
     /// `x`: `[batch, seq, hidden]` → same.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let gated = swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(gated)
     }
 }
 

@@ -40,6 +40,28 @@ impl<B: FusedOps> Backward<B, 1> for CrossEntropy {
     }
 }
 
+/// Backward state of SwiGLU: both inputs.
+#[derive(Debug)]
+struct SwiGlu;
+
+impl<B: FusedOps> Backward<B, 2> for SwiGlu {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (gate, up) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        // Both gradients share σ(gate): one kernel computes them together.
+        let (d_gate, d_up) = B::swiglu_backward(gate, up, grad);
+        let [gate_parent, up_parent] = ops.parents;
+        if let Some(node) = gate_parent {
+            grads.register::<B>(node.id, d_gate);
+        }
+        if let Some(node) = up_parent {
+            grads.register::<B>(node.id, d_up);
+        }
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         match CausalSoftmax
@@ -62,6 +84,28 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         scale: f64,
     ) -> FloatTensor<Self> {
         super::composite::causal_softmax_backward::<Self>(probs, grad, scale)
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SwiGlu
+            .prepare::<C>([gate.node.clone(), up.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::swiglu(gate.primitive.clone(), up.primitive.clone());
+                prep.finish((gate.primitive, up.primitive), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::swiglu(gate.primitive, up.primitive)),
+        }
+    }
+
+    fn swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::composite::swiglu_backward::<Self>(gate, up, grad)
     }
 
     fn cross_entropy(

@@ -1,7 +1,7 @@
 //! The fused operations as composites of ordinary burn ops: what every backend without its own
 //! kernels runs, and the reference the kernels are tested against.
 
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Bool, Int, Tensor, TensorPrimitive};
@@ -99,4 +99,24 @@ pub fn adamw_step<B: Backend>(
         primitive(exp_avg),
         primitive(exp_avg_sq),
     )
+}
+
+/// The default of [`super::FusedOps::swiglu`].
+pub fn swiglu<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    let gate = float::<B, 1>(gate);
+    primitive(gate.clone() * sigmoid(gate) * float::<B, 1>(up))
+}
+
+/// The default of [`super::FusedOps::swiglu_backward`]:
+/// `∂gate = g ⊙ up ⊙ σ(gate) ⊙ (1 + gate ⊙ (1 − σ(gate)))`, `∂up = g ⊙ silu(gate)`.
+pub fn swiglu_backward<B: Backend>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (gate, up, grad) = (float::<B, 1>(gate), float::<B, 1>(up), float::<B, 1>(grad));
+    let sig = sigmoid(gate.clone());
+    let d_up = grad.clone() * gate.clone() * sig.clone();
+    let slope = sig.clone() * (gate * (sig.neg() + 1.0) + 1.0);
+    (primitive(grad * up * slope), primitive(d_up))
 }

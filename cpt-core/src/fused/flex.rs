@@ -32,6 +32,82 @@ fn tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, dims))
 }
 
+/// Lanes of the partial sums and maxima below: independent accumulators the compiler keeps in
+/// one vector register, where a single running sum would serialise on the add latency.
+const LANES: usize = 8;
+
+/// `e^x` for the kernels' inner loops, branch-free so that loops over it vectorise (libm's
+/// `expf` is one opaque call per element): Cody–Waite reduction `x = k·ln2 + r` and Cephes'
+/// degree-6 polynomial for `e^r` on `|r| ≤ ln2/2` (within 2 ulp of `expf` on the range used);
+/// inputs are clamped to `[-87.3, 88.3]` so `2^k` stays a normal float, which turns results
+/// below 1e-38 (masked or hopeless logits) into ~1e-38 rather than 0.
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a libm call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let k = (x * LOG2_E + ROUND) - ROUND;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    e_r * f32::from_bits(((k as i32 + 127) as u32) << 23)
+}
+
+/// Largest element (`-inf` for an empty slice).
+fn max_of(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = if v > *lane { v } else { *lane };
+        }
+    }
+    tail.iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// Σ values, accumulated in f64 lanes (a single f32 running sum drifts ~1e-5 over 10⁵ terms).
+fn sum_of(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v as f64;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail.iter().map(|&v| v as f64).sum::<f64>()
+}
+
+/// Σ a ⊙ b, in f64 lanes.
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| (x * y) as f64)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += (x * y) as f64;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
+/// Elements per rayon task in element-wise kernels.
+const CHUNK: usize = 16 * 1024;
+
 impl FusedOps for Flex {
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         if scores.dtype() != DType::F32 {
@@ -40,6 +116,8 @@ impl FusedOps for Flex {
         let (dims, scores) = f32_rows(&scores);
         let (queries, keys) = (dims[1], dims[2]);
         let input = scores.storage::<f32>();
+        // A positive scale (1/√d), so the row maximum of scale·x is scale times the maximum.
+        debug_assert!(scale > 0.0, "causal_softmax: scale must be positive");
         let scale = scale as f32;
         let mut out = vec![0.0f32; input.len()];
         out.par_chunks_mut(keys)
@@ -49,13 +127,11 @@ impl FusedOps for Flex {
             .for_each(|(row, (out, x))| {
                 let visible = row % queries + (keys - queries) + 1;
                 let (out, x) = (&mut out[..visible], &x[..visible]);
-                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-                let mut sum = 0.0f32;
+                let max = max_of(x) * scale;
                 for (o, &v) in out.iter_mut().zip(x) {
-                    *o = (v * scale - max).exp();
-                    sum += *o;
+                    *o = fast_exp(v * scale - max);
                 }
-                let inv = 1.0 / sum;
+                let inv = (1.0 / sum_of(out)) as f32;
                 out.iter_mut().for_each(|o| *o *= inv);
             });
         tensor(out, dims)
@@ -80,7 +156,7 @@ impl FusedOps for Flex {
             .with_min_len(MIN_ROWS_PER_TASK)
             .for_each(|(out, (p, g))| {
                 // Hidden positions have p = 0, so they contribute nothing and get 0.
-                let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
+                let dot = dot(p, g) as f32;
                 for ((o, &p), &g) in out.iter_mut().zip(p).zip(g) {
                     *o = scale * p * (g - dot);
                 }
@@ -103,14 +179,17 @@ impl FusedOps for Flex {
             .par_chunks(vocab)
             .zip(targets.par_iter())
             .with_min_len(MIN_ROWS_PER_TASK)
-            .map(|(row, &target)| {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                // The sum of up to ~10⁵ exponentials is accumulated in f64: an f32 running sum
-                // drifts by ~1e-5 relative over a 49k vocabulary.
-                let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
-                let lse = max + (sum.ln() as f32);
-                (lse - row[target], lse)
-            })
+            .map_init(
+                || vec![0.0f32; vocab],
+                |exps, (row, &target)| {
+                    let max = max_of(row);
+                    for (e, &v) in exps.iter_mut().zip(row) {
+                        *e = fast_exp(v - max);
+                    }
+                    let lse = max + (sum_of(exps).ln() as f32);
+                    (lse - row[target], lse)
+                },
+            )
             .unzip();
         (tensor(loss, vec![rows]), tensor(logsumexp, vec![rows]))
     }
@@ -139,11 +218,66 @@ impl FusedOps for Flex {
             .for_each(|(r, (out, row))| {
                 let (lse, g) = (lse[r], g[r]);
                 for (o, &v) in out.iter_mut().zip(row) {
-                    *o = g * (v - lse).exp();
+                    *o = g * fast_exp(v - lse);
                 }
                 out[targets[r]] -= g;
             });
         tensor(out, dims)
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        if gate.dtype() != DType::F32 || up.dtype() != DType::F32 {
+            return composite::swiglu::<Flex>(gate, up);
+        }
+        let (dims, gate) = f32_rows(&gate);
+        let (_, up) = f32_rows(&up);
+        let (g, u) = (gate.storage::<f32>(), up.storage::<f32>());
+        let mut out = vec![0.0f32; g.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+            .for_each(|(out, (g, u))| {
+                for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + fast_exp(-g)) * u;
+                }
+            });
+        tensor(out, dims)
+    }
+
+    fn swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let all_f32 = [&gate, &up, &grad].iter().all(|t| t.dtype() == DType::F32);
+        if !all_f32 {
+            return composite::swiglu_backward::<Flex>(gate, up, grad);
+        }
+        let (dims, gate) = f32_rows(&gate);
+        let (_, up) = f32_rows(&up);
+        let (_, grad) = f32_rows(&grad);
+        let (g, u, d) = (
+            gate.storage::<f32>(),
+            up.storage::<f32>(),
+            grad.storage::<f32>(),
+        );
+        let mut d_gate = vec![0.0f32; g.len()];
+        let mut d_up = vec![0.0f32; g.len()];
+        d_gate
+            .par_chunks_mut(CHUNK)
+            .zip(d_up.par_chunks_mut(CHUNK))
+            .zip(
+                g.par_chunks(CHUNK)
+                    .zip(u.par_chunks(CHUNK))
+                    .zip(d.par_chunks(CHUNK)),
+            )
+            .for_each(|((d_gate, d_up), ((g, u), d))| {
+                for i in 0..d_gate.len() {
+                    let sig = 1.0 / (1.0 + fast_exp(-g[i]));
+                    d_up[i] = d[i] * g[i] * sig;
+                    d_gate[i] = d[i] * u[i] * (sig * (1.0 + g[i] * (1.0 - sig)));
+                }
+            });
+        (tensor(d_gate, dims.clone()), tensor(d_up, dims))
     }
 
     fn adamw_step(
@@ -174,7 +308,6 @@ impl FusedOps for Flex {
         let step_size = (c.lr / bias1) as f32;
         let eps = c.eps as f32;
         let decays = c.weight_decay != 0.0;
-        const CHUNK: usize = 16 * 1024;
         new_p
             .par_chunks_mut(CHUNK)
             .zip(new_m.par_chunks_mut(CHUNK))

@@ -13,7 +13,8 @@
 //!   backward pass written in terms of `B`'s own fused kernels;
 //! - [`flex`] gives burn's CPU backend real kernels: one pass per row, rows in parallel.
 //!
-//! Model code calls the tensor-level functions below ([`causal_softmax`], [`cross_entropy`]).
+//! Model code calls the tensor-level functions below ([`causal_softmax`], [`cross_entropy`],
+//! [`swiglu`]); the optimizer calls [`FusedOps::adamw_step`].
 
 pub mod autodiff;
 pub mod composite;
@@ -62,6 +63,20 @@ pub trait FusedOps: Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         composite::cross_entropy_backward::<Self>(logits, logsumexp, targets, grad)
+    }
+
+    /// SwiGLU's gated product `silu(gate) ⊙ up` (`silu(x) = x · σ(x)`) of two flat tensors.
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        composite::swiglu::<Self>(gate, up)
+    }
+
+    /// Gradients of [`FusedOps::swiglu`] with respect to `gate` and `up`.
+    fn swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composite::swiglu_backward::<Self>(gate, up, grad)
     }
 
     /// One AdamW update of a flat parameter from its gradient and moments: returns the new
@@ -120,6 +135,15 @@ pub fn causal_softmax<B: FusedOps>(scores: Tensor<B, 3>, scale: f64) -> Tensor<B
         scores.into_primitive().tensor(),
         scale,
     )))
+}
+
+/// `silu(gate) ⊙ up` ([`FusedOps::swiglu`]), the gated product of LLaMA's MLP.
+pub fn swiglu<B: FusedOps, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = gate.dims();
+    assert_eq!(dims, up.dims(), "swiglu: gate and up differ in shape");
+    let flat = |t: Tensor<B, D>| t.reshape([-1]).into_primitive().tensor();
+    Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::swiglu(flat(gate), flat(up))))
+        .reshape(dims)
 }
 
 /// Per-row cross-entropy `logsumexp(logits_r) − logits_r[target_r]` ([`FusedOps::cross_entropy`]).
