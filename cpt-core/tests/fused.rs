@@ -276,3 +276,67 @@ fn fast_exp_is_within_a_few_ulp_of_libm() {
     assert!(fast_exp(f32::NEG_INFINITY) < 1e-37);
     assert!(fast_exp(f32::NAN).is_nan());
 }
+
+#[test]
+fn rms_norm_matches_the_composite_in_value_and_gradients() {
+    use cpt_core::fused::{FusedOps, composite, rms_norm};
+    let device = Default::default();
+    // More rows than one ∂weight block (64), so the blocked sum over rows is exercised.
+    let x = Tensor::<Flex, 3>::random([3, 50, 24], Distribution::Normal(0.5, 2.0), &device);
+    let w = Tensor::<Flex, 1>::random([24], Distribution::Normal(1.0, 0.3), &device);
+    let upstream = Tensor::<A, 3>::from_inner(Tensor::random(
+        [3, 50, 24],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    ));
+    let eps = 1e-6;
+    let (fx, fw) = (
+        Tensor::<A, 3>::from_inner(x.clone()).require_grad(),
+        Tensor::<A, 1>::from_inner(w.clone()).require_grad(),
+    );
+    let (rx, rw) = (
+        Tensor::<A, 3>::from_inner(x.clone()).require_grad(),
+        Tensor::<A, 1>::from_inner(w.clone()).require_grad(),
+    );
+    let fused = rms_norm(fx.clone(), fw.clone(), eps);
+    // transformers' LlamaRMSNorm, op by op.
+    let inv = (rx.clone().square().mean_dim(2) + eps).sqrt().recip();
+    let reference = rx.clone() * inv * rw.clone().unsqueeze::<3>();
+    assert_close(&values(fused.clone()), &values(reference.clone()), 1e-6);
+    let fused_grads = (fused * upstream.clone()).sum().backward();
+    let reference_grads = (reference * upstream).sum().backward();
+    assert_close(
+        &values(fx.grad(&fused_grads).unwrap()),
+        &values(rx.grad(&reference_grads).unwrap()),
+        1e-5,
+    );
+    assert_close(
+        &values(fw.grad(&fused_grads).unwrap()),
+        &values(rw.grad(&reference_grads).unwrap()),
+        1e-5,
+    );
+
+    // The default (wgpu, cuda) against the kernel, forward and backward.
+    let rows = x.reshape([150, 24]).into_primitive().tensor();
+    let w = w.into_primitive().tensor();
+    let g = Tensor::<Flex, 2>::random([150, 24], Distribution::Normal(0.0, 1.0), &device)
+        .into_primitive()
+        .tensor();
+    let (ky, kinv) = Flex::rms_norm(rows.clone(), w.clone(), eps);
+    let (dy, dinv) = composite::rms_norm::<Flex>(rows.clone(), w.clone(), eps);
+    let two = |t| {
+        values(Tensor::<Flex, 2>::from_primitive(
+            burn::tensor::TensorPrimitive::Float(t),
+        ))
+    };
+    let one = |t| {
+        values(Tensor::<Flex, 1>::from_primitive(
+            burn::tensor::TensorPrimitive::Float(t),
+        ))
+    };
+    assert_close(&two(ky), &two(dy), 1e-6);
+    let (kdx, kdw) = Flex::rms_norm_backward(rows.clone(), w.clone(), kinv, g.clone());
+    let (ddx, ddw) = composite::rms_norm_backward::<Flex>(rows, w, dinv, g);
+    assert_close(&two(kdx), &two(ddx), 1e-5);
+    assert_close(&one(kdw), &one(ddw), 1e-5);
+}

@@ -11,7 +11,7 @@ use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use cpt_core::fused::{FusedOps, causal_softmax, cross_entropy, swiglu};
+use cpt_core::fused::{FusedOps, causal_softmax, cross_entropy, rms_norm, swiglu};
 use cpt_core::{StepOutput, TaskModel, TokenBatch};
 use serde::{Deserialize, Serialize};
 
@@ -260,9 +260,11 @@ impl<B: Backend> RmsNorm<B> {
 
     /// # Shapes
     /// `x`: `[batch, seq, width]` → same.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let inv_rms = (x.clone().square().mean_dim(2) + self.eps).sqrt().recip();
-        x * inv_rms * self.weight.val().unsqueeze::<3>()
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3>
+    where
+        B: FusedOps,
+    {
+        rms_norm(x, self.weight.val(), self.eps)
     }
 }
 

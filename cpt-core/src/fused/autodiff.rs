@@ -10,6 +10,20 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
+/// Give each tracked parent of a two-input node its gradient (a macro because burn does not
+/// export the type of graph nodes).
+macro_rules! register_pair {
+    ($B:ty, $parents:expr, $grads:expr, $first:expr, $second:expr) => {{
+        let [first_parent, second_parent] = $parents;
+        if let Some(node) = first_parent {
+            $grads.register::<$B>(node.id, $first);
+        }
+        if let Some(node) = second_parent {
+            $grads.register::<$B>(node.id, $second);
+        }
+    }};
+}
+
 /// Backward state of the causal softmax: its output and the score scale.
 #[derive(Debug)]
 struct CausalSoftmax;
@@ -40,6 +54,21 @@ impl<B: FusedOps> Backward<B, 1> for CrossEntropy {
     }
 }
 
+/// Backward state of the RMS norm: input, weight and per-row inverse RMS.
+#[derive(Debug)]
+struct RmsNorm;
+
+impl<B: FusedOps> Backward<B, 2> for RmsNorm {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight, inv) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let (d_x, d_weight) = B::rms_norm_backward(x, weight, inv, grad);
+        register_pair!(B, ops.parents, grads, d_x, d_weight);
+    }
+}
+
 /// Backward state of SwiGLU: both inputs.
 #[derive(Debug)]
 struct SwiGlu;
@@ -52,13 +81,7 @@ impl<B: FusedOps> Backward<B, 2> for SwiGlu {
         let grad = grads.consume::<B>(&ops.node);
         // Both gradients share σ(gate): one kernel computes them together.
         let (d_gate, d_up) = B::swiglu_backward(gate, up, grad);
-        let [gate_parent, up_parent] = ops.parents;
-        if let Some(node) = gate_parent {
-            grads.register::<B>(node.id, d_gate);
-        }
-        if let Some(node) = up_parent {
-            grads.register::<B>(node.id, d_up);
-        }
+        register_pair!(B, ops.parents, grads, d_gate, d_up);
     }
 }
 
@@ -84,6 +107,35 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         scale: f64,
     ) -> FloatTensor<Self> {
         super::composite::causal_softmax_backward::<Self>(probs, grad, scale)
+    }
+
+    fn rms_norm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, inv) = B::rms_norm(x.primitive.clone(), weight.primitive.clone(), eps);
+        // The inverse RMS is returned untracked: a by-product, not a differentiable output.
+        let untracked =
+            <Autodiff<B, C> as burn::tensor::backend::AutodiffBackend>::from_inner(inv.clone());
+        let y = match RmsNorm
+            .prepare::<C>([x.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, inv), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, untracked)
+    }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        inv: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::composite::rms_norm_backward::<Self>(x, weight, inv, grad)
     }
 
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {

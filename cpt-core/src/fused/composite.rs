@@ -120,3 +120,35 @@ pub fn swiglu_backward<B: Backend>(
     let slope = sig.clone() * (gate * (sig.neg() + 1.0) + 1.0);
     (primitive(grad * up * slope), primitive(d_up))
 }
+
+/// The default of [`super::FusedOps::rms_norm`], as transformers' `LlamaRMSNorm` computes it.
+pub fn rms_norm<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    eps: f64,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x = float::<B, 2>(x);
+    let [rows, _] = x.dims();
+    let inv = (x.clone().square().mean_dim(1) + eps).sqrt().recip();
+    let y = x * inv.clone() * float::<B, 1>(weight).unsqueeze::<2>();
+    (primitive(y), primitive(inv.reshape([rows])))
+}
+
+/// The default of [`super::FusedOps::rms_norm_backward`].
+pub fn rms_norm_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    inv: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (x, grad) = (float::<B, 2>(x), float::<B, 2>(grad));
+    let [rows, width] = x.dims();
+    let inv = float::<B, 1>(inv).reshape([rows, 1]);
+    let weighted = grad.clone() * float::<B, 1>(weight).unsqueeze::<2>();
+    let mean = (weighted.clone() * x.clone())
+        .sum_dim(1)
+        .div_scalar(width as f64);
+    let d_x = weighted * inv.clone() - x.clone() * inv.clone().powi_scalar(3) * mean;
+    let d_weight = (grad * x * inv).sum_dim(0).reshape([width]);
+    (primitive(d_x), primitive(d_weight))
+}

@@ -225,6 +225,95 @@ impl FusedOps for Flex {
         tensor(out, dims)
     }
 
+    fn rms_norm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+            return composite::rms_norm::<Flex>(x, weight, eps);
+        }
+        let (dims, x) = f32_rows(&x);
+        let (_, weight) = f32_rows(&weight);
+        let (rows, width) = (dims[0], dims[1]);
+        let (x, w) = (x.storage::<f32>(), weight.storage::<f32>());
+        let mut y = vec![0.0f32; x.len()];
+        let mut inv = vec![0.0f32; rows];
+        y.par_chunks_mut(width)
+            .zip(inv.par_iter_mut())
+            .zip(x.par_chunks(width))
+            .with_min_len(MIN_ROWS_PER_TASK)
+            .for_each(|((y, inv), x)| {
+                let mean_square = dot(x, x) / width as f64;
+                *inv = (1.0 / (mean_square + eps).sqrt()) as f32;
+                for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                    *y = x * *inv * w;
+                }
+            });
+        (tensor(y, dims), tensor(inv, vec![rows]))
+    }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        inv: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let all_f32 = [&x, &weight, &inv, &grad]
+            .iter()
+            .all(|t| t.dtype() == DType::F32);
+        if !all_f32 {
+            return composite::rms_norm_backward::<Flex>(x, weight, inv, grad);
+        }
+        let (dims, x) = f32_rows(&x);
+        let width = dims[1];
+        let (_, weight) = f32_rows(&weight);
+        let (_, inv) = f32_rows(&inv);
+        let (_, grad) = f32_rows(&grad);
+        let (x, w) = (x.storage::<f32>(), weight.storage::<f32>());
+        let (inv, g) = (inv.storage::<f32>(), grad.storage::<f32>());
+        let mut d_x = vec![0.0f32; x.len()];
+        d_x.par_chunks_mut(width)
+            .zip(x.par_chunks(width).zip(g.par_chunks(width)))
+            .zip(inv.par_iter())
+            .with_min_len(MIN_ROWS_PER_TASK)
+            .for_each(|((d_x, (x, g)), &inv)| {
+                let weighted_dot: f64 = x
+                    .iter()
+                    .zip(g)
+                    .zip(w)
+                    .map(|((&x, &g), &w)| (g * w * x) as f64)
+                    .sum();
+                let correction = inv * inv * inv * (weighted_dot / width as f64) as f32;
+                for (((d, &x), &g), &w) in d_x.iter_mut().zip(x).zip(g).zip(w) {
+                    *d = g * w * inv - x * correction;
+                }
+            });
+        // ∂w sums over rows: per-block partial sums in parallel, then the blocks in order, so
+        // the result does not depend on how rayon scheduled the blocks (resume is bit-exact).
+        const ROWS_PER_PARTIAL: usize = 64;
+        let partials: Vec<Vec<f64>> = x
+            .par_chunks(width * ROWS_PER_PARTIAL)
+            .zip(g.par_chunks(width * ROWS_PER_PARTIAL))
+            .zip(inv.par_chunks(ROWS_PER_PARTIAL))
+            .map(|((x, g), inv)| {
+                let mut partial = vec![0.0f64; width];
+                for ((x, g), &inv) in x.chunks(width).zip(g.chunks(width)).zip(inv) {
+                    for ((p, &x), &g) in partial.iter_mut().zip(x).zip(g) {
+                        *p += (g * x * inv) as f64;
+                    }
+                }
+                partial
+            })
+            .collect();
+        let mut d_w = vec![0.0f64; width];
+        for partial in &partials {
+            d_w.iter_mut().zip(partial).for_each(|(d, p)| *d += p);
+        }
+        let d_w = d_w.into_iter().map(|v| v as f32).collect();
+        (tensor(d_x, dims), tensor(d_w, vec![width]))
+    }
+
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         if gate.dtype() != DType::F32 || up.dtype() != DType::F32 {
             return composite::swiglu::<Flex>(gate, up);

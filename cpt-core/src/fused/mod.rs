@@ -14,7 +14,7 @@
 //! - [`flex`] gives burn's CPU backend real kernels: one pass per row, rows in parallel.
 //!
 //! Model code calls the tensor-level functions below ([`causal_softmax`], [`cross_entropy`],
-//! [`swiglu`]); the optimizer calls [`FusedOps::adamw_step`].
+//! [`rms_norm`], [`swiglu`]); the optimizer calls [`FusedOps::adamw_step`].
 
 pub mod autodiff;
 pub mod composite;
@@ -63,6 +63,28 @@ pub trait FusedOps: Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         composite::cross_entropy_backward::<Self>(logits, logsumexp, targets, grad)
+    }
+
+    /// RMS norm of each row of `x` `[rows, width]` times `weight` `[width]`:
+    /// `y = x / √(mean(x²) + eps) ⊙ weight`. Returns `y` and the per-row `1/√(mean(x²) + eps)`.
+    fn rms_norm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composite::rms_norm::<Self>(x, weight, eps)
+    }
+
+    /// Gradients of [`FusedOps::rms_norm`] with respect to `x` and `weight`, from the input, the
+    /// weight, the saved per-row inverse RMS `inv` and the output gradient `grad`:
+    /// `∂x = inv·(g⊙w) − x·inv³·mean((g⊙w)⊙x)`, `∂w = Σ_rows g⊙x·inv`.
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        inv: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composite::rms_norm_backward::<Self>(x, weight, inv, grad)
     }
 
     /// SwiGLU's gated product `silu(gate) ⊙ up` (`silu(x) = x · σ(x)`) of two flat tensors.
@@ -135,6 +157,19 @@ pub fn causal_softmax<B: FusedOps>(scores: Tensor<B, 3>, scale: f64) -> Tensor<B
         scores.into_primitive().tensor(),
         scale,
     )))
+}
+
+/// RMS norm over the last axis with a per-channel `weight` ([`FusedOps::rms_norm`]).
+pub fn rms_norm<B: FusedOps, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let width = dims[D - 1];
+    let rows = x.reshape([-1, width as i32]).into_primitive().tensor();
+    let (y, _) = B::rms_norm(rows, weight.into_primitive().tensor(), eps);
+    Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(y)).reshape(dims)
 }
 
 /// `silu(gate) ⊙ up` ([`FusedOps::swiglu`]), the gated product of LLaMA's MLP.
