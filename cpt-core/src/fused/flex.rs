@@ -278,15 +278,14 @@ impl FusedOps for Flex {
             .zip(inv.par_iter())
             .with_min_len(MIN_ROWS_PER_TASK)
             .for_each(|((d_x, (x, g)), &inv)| {
-                let weighted_dot: f64 = x
-                    .iter()
-                    .zip(g)
-                    .zip(w)
-                    .map(|((&x, &g), &w)| (g * w * x) as f64)
-                    .sum();
-                let correction = inv * inv * inv * (weighted_dot / width as f64) as f32;
-                for (((d, &x), &g), &w) in d_x.iter_mut().zip(x).zip(g).zip(w) {
-                    *d = g * w * inv - x * correction;
+                // g ⊙ w first (into the output row), then its dot with x, then the update.
+                for ((d, &g), &w) in d_x.iter_mut().zip(g).zip(w) {
+                    *d = g * w;
+                }
+                let mean = (dot(d_x, x) / width as f64) as f32;
+                let correction = inv * inv * inv * mean;
+                for (d, &x) in d_x.iter_mut().zip(x) {
+                    *d = *d * inv - x * correction;
                 }
             });
         // ∂w sums over rows: per-block partial sums in parallel, then the blocks in order, so
