@@ -2,7 +2,11 @@
 # cpt against PyTorch on the same machine, back to back: training tokens/s and peak RSS at the
 # speed issue's three shapes (and forward-only throughput with --forward), with the ratio.
 #
-#   scripts/bench_vs_pytorch.sh [--shapes "quick middle 135m"] [--steps N] [--threads T] [--forward]
+#   scripts/bench_vs_pytorch.sh [--shapes "quick middle 135m"] [--steps N] [--threads T]
+#                               [--repeat R] [--forward]
+#
+# With --repeat R each engine runs R times, alternating, and the median tokens/s is reported
+# (a shared 2-core machine varies by ±15% from run to run).
 #
 # Needs a release build of cpt (built here if missing) and, for the PyTorch column,
 # `pip install torch transformers`; without them it says so and prints cpt's numbers alone.
@@ -13,11 +17,13 @@ shapes="quick middle 135m"
 steps=""
 threads="$(nproc)"
 mode=train
+repeat=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --shapes) shapes="$2"; shift 2 ;;
         --steps) steps="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
+        --repeat) repeat="$2"; shift 2 ;;
         --forward) mode=forward; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -33,7 +39,11 @@ fi
 
 # Same thread count on both sides: rayon (cpt's flex backend) and torch.set_num_threads.
 export RAYON_NUM_THREADS="$threads"
-field() { python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['$2'], 1))" "$1"; }
+# The median of one field over JSON lines: median FIELD LINE...
+median() {
+    python3 -c "import json, statistics, sys
+print(round(statistics.median(json.loads(l)[sys.argv[1]] for l in sys.argv[2:]), 1))" "$@"
+}
 
 echo "date: $(date -u +%Y-%m-%d), machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads: $threads, mode: $mode"
 printf '| %-6s | %14s | %14s | %6s | %14s | %14s |\n' shape "cpt tokens/s" "torch tokens/s" ratio "cpt RSS MiB" "torch RSS MiB"
@@ -43,14 +53,19 @@ for shape in $shapes; do
     if [[ -z "$n" ]]; then
         case "$shape" in quick) n=30 ;; middle) n=10 ;; *) n=3 ;; esac
     fi
-    ours=$("$cpt" bench --shape "$shape" --steps "$n" --warmup 2 --mode "$mode" 2>/dev/null)
-    ours_tps=$(field "$ours" tokens_per_sec)
-    ours_rss=$(field "$ours" peak_rss_mib)
+    ours=(); theirs=()
+    for _ in $(seq "$repeat"); do
+        ours+=("$("$cpt" bench --shape "$shape" --steps "$n" --warmup 2 --mode "$mode" 2>/dev/null)")
+        if [[ $have_torch == 1 ]]; then
+            theirs+=("$(python3 scripts/bench_vs_pytorch.py --shape "$shape" --steps "$n" \
+                --warmup 2 --threads "$threads" --mode "$mode" 2>/dev/null)")
+        fi
+    done
+    ours_tps=$(median tokens_per_sec "${ours[@]}")
+    ours_rss=$(median peak_rss_mib "${ours[@]}")
     if [[ $have_torch == 1 ]]; then
-        theirs=$(python3 scripts/bench_vs_pytorch.py --shape "$shape" --steps "$n" --warmup 2 \
-            --threads "$threads" --mode "$mode" 2>/dev/null)
-        theirs_tps=$(field "$theirs" tokens_per_sec)
-        theirs_rss=$(field "$theirs" peak_rss_mib)
+        theirs_tps=$(median tokens_per_sec "${theirs[@]}")
+        theirs_rss=$(median peak_rss_mib "${theirs[@]}")
         ratio=$(python3 -c "print(f'{$ours_tps / $theirs_tps:.2f}')")
     else
         theirs_tps="-"; theirs_rss="-"; ratio="-"

@@ -4,7 +4,7 @@
 use cpt_benches::{quickstart_model, quickstart_shape};
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::TrainBackend;
-use cpt_core::{SplitMix64, TaskModel, TokenBatch};
+use cpt_core::{TaskModel, TokenBatch};
 use cpt_models::LlamaForCausalLM;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -12,15 +12,7 @@ fn bench_backend<B: TrainBackend>(c: &mut Criterion, name: &str, device: burn::t
     let config = quickstart_model();
     let (seq_len, batch_size) = quickstart_shape();
     let mut model: LlamaForCausalLM<B> = config.init_seeded(1, &device);
-    let mut rng = SplitMix64::new(1);
-    let rows: Vec<Vec<u32>> = (0..batch_size)
-        .map(|_| {
-            (0..seq_len)
-                .map(|_| rng.below(config.vocab_size as u64) as u32)
-                .collect()
-        })
-        .collect();
-    let batch = TokenBatch::from_sequences(&rows);
+    let batch = TokenBatch::random(batch_size, seq_len, config.vocab_size, 1);
     let mut optimizer = AdamW::<B>::new(AdamWConfig {
         beta1: 0.9,
         beta2: 0.95,

@@ -11,7 +11,7 @@ use burn::module::AutodiffModule;
 use clap::ValueEnum;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::TrainBackend;
-use cpt_core::{SplitMix64, TaskModel, TokenBatch};
+use cpt_core::{TaskModel, TokenBatch};
 use cpt_models::{LlamaConfig, LlamaForCausalLM};
 use serde::Serialize;
 use std::time::Instant;
@@ -95,15 +95,7 @@ impl BackendJob for BenchJob {
 
     fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
         let (config, seq, batch_size) = self.shape.model_and_batch();
-        let mut rng = SplitMix64::new(1);
-        let rows: Vec<Vec<u32>> = (0..batch_size)
-            .map(|_| {
-                (0..seq)
-                    .map(|_| rng.below(config.vocab_size as u64) as u32)
-                    .collect()
-            })
-            .collect();
-        let batch = TokenBatch::from_sequences(&rows);
+        let batch = TokenBatch::random(batch_size, seq, config.vocab_size, 1);
         let mut model: LlamaForCausalLM<B> = config.init_seeded(1, &device);
         let mut optimizer = AdamW::<B>::new(AdamWConfig {
             beta1: 0.9,

@@ -424,3 +424,26 @@ fn sigterm_checkpoints_and_exits_then_resume_matches_an_uninterrupted_run() {
         "metrics.jsonl must not repeat or lose steps"
     );
 }
+
+#[test]
+fn bench_prints_one_json_line_of_throughput_for_train_and_forward() {
+    for mode in ["train", "forward"] {
+        let out = cpt(&[
+            "bench", "--shape", "quick", "--steps", "1", "--warmup", "0", "--mode", mode,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8(out.stdout).unwrap();
+        let record: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+        assert_eq!(record["shape"], "quick");
+        assert_eq!(record["mode"], mode);
+        assert!(record["tokens_per_sec"].as_f64().unwrap() > 0.0, "{record}");
+        assert!(record["peak_rss_mib"].as_f64().unwrap() > 0.0, "{record}");
+    }
+    let bad = cpt(&["bench", "--shape", "huge"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("quick"));
+}

@@ -20,6 +20,20 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
+    /// `batch_size` sequences of `seq_len` token ids drawn uniformly below `vocab` from `seed`:
+    /// the inputs of throughput benchmarks, whose work does not depend on the text.
+    pub fn random(batch_size: usize, seq_len: usize, vocab: usize, seed: u64) -> Self {
+        let mut rng = crate::SplitMix64::new(seed);
+        let rows: Vec<Vec<u32>> = (0..batch_size)
+            .map(|_| {
+                (0..seq_len)
+                    .map(|_| rng.below(vocab as u64) as u32)
+                    .collect()
+            })
+            .collect();
+        Self::from_sequences(&rows)
+    }
+
     /// Stack equal-length sequences into one batch. Panics if the lengths differ, which would be a
     /// bug in the packer (it only ever emits full sequences).
     pub fn from_sequences(sequences: &[Vec<u32>]) -> Self {

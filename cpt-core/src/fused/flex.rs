@@ -48,7 +48,10 @@ pub fn fast_exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a libm call.
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.3);
+    // Written as selects rather than `clamp`, whose NaN rules compile to scalar compares; these
+    // map onto vector max/min and still let a NaN through.
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.3 { 88.3 } else { x };
     let k = (x * LOG2_E + ROUND) - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
