@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The kill test: start a run, SIGKILL it at random moments (at least KILLS times), resume each
 # time, and require the final weights to equal those of a run never interrupted.
-#   scripts/kill_test.sh [KILLS]      (default 10; uses examples/tiny.toml, 200 steps per experience)
+#   scripts/kill_test.sh [KILLS]      (default 10; uses examples/tiny.toml, 800 steps per experience:
+#   long enough that the run outlives the kills, ~20 s uninterrupted in a dev build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kills=${1:-10}
@@ -10,8 +11,8 @@ cpt=target/debug/cpt
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CPT_LOG=warn
-args=(examples/tiny.toml --set 'experiences[0].steps=200' --set 'experiences[1].steps=200'
-      --set 'experiences[2].steps=200' --set checkpoint.every_steps=4)
+args=(examples/tiny.toml --set 'experiences[0].steps=800' --set 'experiences[1].steps=800'
+      --set 'experiences[2].steps=800' --set checkpoint.every_steps=4)
 
 "$cpt" run "${args[@]}" --out "$work/reference" >/dev/null 2>&1
 
