@@ -52,14 +52,18 @@ pub fn fast_exp(x: f32) -> f32 {
     // map onto vector max/min and still let a NaN through.
     let x = if x < -87.3 { -87.3 } else { x };
     let x = if x > 88.3 { 88.3 } else { x };
-    let k = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let k = shifted - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // 2^k from the bits: `shifted` holds k in its low mantissa bits (its bit pattern is
+    // 0x4B40_0000 + k), and shifting k + 127 into the exponent field drops the rest. Integer ops
+    // on the bit pattern vectorise; `k as i32` is a saturating scalar conversion per element.
+    e_r * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
 
 /// Largest element (`-inf` for an empty slice).
