@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
-    parser.add_argument("--mode", choices=["train", "forward"], default="train")
+    parser.add_argument("--mode", choices=["train", "forward", "generate"], default="train")
     args = parser.parse_args()
 
     try:
@@ -53,7 +53,19 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
                                   weight_decay=0.01)
 
+    # Kept in step with cpt-cli/src/bench_cmd.rs (`GENERATED_TOKENS`).
+    generated = 64
+
     def step():
+        if args.mode == "generate":
+            with torch.no_grad():
+                # Greedy, with the KV cache; min_new_tokens keeps a random model from stopping
+                # at its end-of-sequence id.
+                out = model.generate(tokens[:1], max_new_tokens=generated,
+                                     min_new_tokens=generated, do_sample=False,
+                                     pad_token_id=0)
+            assert out.shape[1] == s["seq"] + generated
+            return
         if args.mode == "forward":
             with torch.no_grad():
                 model(tokens).logits.sum().item()
@@ -72,7 +84,8 @@ def main():
     for _ in range(args.steps):
         step()
     seconds = time.perf_counter() - started
-    tokens_done = args.steps * s["batch"] * s["seq"]
+    per_step = generated if args.mode == "generate" else s["batch"] * s["seq"]
+    tokens_done = args.steps * per_step
     print(json.dumps({
         "engine": f"pytorch {torch.__version__}",
         "shape": args.shape,

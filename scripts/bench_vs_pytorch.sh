@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # cpt against PyTorch on the same machine, back to back: training tokens/s and peak RSS at the
-# speed issue's three shapes (and forward-only throughput with --forward), with the ratio.
+# speed issue's three shapes (forward-only throughput with --forward, greedy KV-cache decoding
+# of 64 new tokens after one prompt with --generate), with the ratio.
 #
 #   scripts/bench_vs_pytorch.sh [--shapes "quick middle 135m"] [--steps N] [--threads T]
-#                               [--repeat R] [--forward]
+#                               [--repeat R] [--forward | --generate]
 #
 # With --repeat R each engine runs R times, alternating, and the median tokens/s is reported
 # (a shared 2-core machine varies by ±15% from run to run).
@@ -25,6 +26,7 @@ while [[ $# -gt 0 ]]; do
         --threads) threads="$2"; shift 2 ;;
         --repeat) repeat="$2"; shift 2 ;;
         --forward) mode=forward; shift ;;
+        --generate) mode=generate; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done

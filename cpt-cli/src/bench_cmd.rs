@@ -12,6 +12,7 @@ use clap::ValueEnum;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::TrainBackend;
 use cpt_core::{TaskModel, TokenBatch};
+use cpt_models::generate::{Sampling, generate};
 use cpt_models::{LlamaConfig, LlamaForCausalLM};
 use serde::Serialize;
 use std::time::Instant;
@@ -60,7 +61,7 @@ impl BenchShape {
     }
 }
 
-/// What `cpt bench train` measures.
+/// What `cpt bench` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BenchMode {
@@ -68,9 +69,16 @@ pub enum BenchMode {
     Train,
     /// Forward passes without gradients (as `cpt eval`/`cpt score` run them).
     Forward,
+    /// Greedy decoding with the key/value cache (as `cpt generate` runs it): the first
+    /// sequence of the batch as the prompt, [`GENERATED_TOKENS`] new tokens per step, counted
+    /// as the tokens of a step.
+    Generate,
 }
 
-/// `cpt bench train`.
+/// New tokens per `generate` step (the same in `scripts/bench_vs_pytorch.py`).
+pub const GENERATED_TOKENS: usize = 64;
+
+/// `cpt bench`.
 pub struct BenchJob {
     pub shape: BenchShape,
     pub mode: BenchMode,
@@ -112,6 +120,19 @@ impl BackendJob for BenchJob {
                     let _ = out.loss.into_scalar();
                     model
                 }
+                BenchMode::Generate => {
+                    let inference = model.valid();
+                    let prompt = batch.sequence(0);
+                    let new = generate(
+                        &inference,
+                        prompt,
+                        GENERATED_TOKENS,
+                        &Sampling::greedy(),
+                        None,
+                    );
+                    assert_eq!(new.len(), GENERATED_TOKENS);
+                    model
+                }
                 BenchMode::Train => {
                     let loss = model.forward_step(&batch).loss;
                     let _ = loss.clone().into_scalar();
@@ -133,13 +154,17 @@ impl BackendJob for BenchJob {
             model = step(model);
         }
         let seconds = started.elapsed().as_secs_f64();
+        let tokens_per_step = match self.mode {
+            BenchMode::Generate => GENERATED_TOKENS,
+            BenchMode::Train | BenchMode::Forward => batch_size * seq,
+        };
         let result = BenchResult {
             engine: format!("cpt {}", env!("CARGO_PKG_VERSION")),
             shape: self.shape,
             mode: self.mode,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             steps: self.steps,
-            tokens_per_sec: (self.steps * batch_size * seq) as f64 / seconds,
+            tokens_per_sec: (self.steps * tokens_per_step) as f64 / seconds,
             peak_rss_mib: crate::run::peak_rss_mib(),
         };
         println!("{}", serde_json::to_string(&result)?);

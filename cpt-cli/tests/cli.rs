@@ -426,8 +426,8 @@ fn sigterm_checkpoints_and_exits_then_resume_matches_an_uninterrupted_run() {
 }
 
 #[test]
-fn bench_prints_one_json_line_of_throughput_for_train_and_forward() {
-    for mode in ["train", "forward"] {
+fn bench_prints_one_json_line_of_throughput_for_every_mode() {
+    for mode in ["train", "forward", "generate"] {
         let out = cpt(&[
             "bench", "--shape", "quick", "--steps", "1", "--warmup", "0", "--mode", mode,
         ]);
