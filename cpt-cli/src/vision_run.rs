@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::Experience;
+use cpt_core::TrainBackend;
 use cpt_core::config::{BadShards, ExperienceConfig, HeldOutSet};
 use cpt_core::{Evaluator, ImageBatch, ImageItem, ItemSource, RunConfig, SplitMix64, TaskModel};
 use cpt_data::{
@@ -380,7 +381,7 @@ where
 }
 
 /// ViT for image classification: head accuracy per experience.
-pub fn vit_stream<B: AutodiffBackend>(
+pub fn vit_stream<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
 ) -> Result<Stream<B, ViTForImageClassification<B>>> {
@@ -459,7 +460,7 @@ pub fn mae_stream<B: AutodiffBackend>(
 }
 
 /// CLIP: contrastive image–text training, zero-shot accuracy per experience.
-pub fn clip_stream<B: AutodiffBackend>(
+pub fn clip_stream<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
 ) -> Result<Stream<B, ClipModel<B>>> {

@@ -12,8 +12,9 @@ use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, see
 use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
-use burn::tensor::activation::{log_softmax, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use cpt_core::fused::{FusedOps, cross_entropy};
 use cpt_core::{ImageBatch, StepOutput, TaskModel};
 use serde::{Deserialize, Serialize};
 
@@ -722,18 +723,12 @@ pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 
 /// The symmetric InfoNCE loss of CLIP: the mean of the cross-entropies of each row of
 /// `logits_per_text` `[n, n]` and of each column, against the diagonal (pair i matches i).
-pub fn clip_loss<B: Backend>(logits_per_text: Tensor<B, 2>) -> Tensor<B, 1> {
+pub fn clip_loss<B: FusedOps>(logits_per_text: Tensor<B, 2>) -> Tensor<B, 1> {
     let n = logits_per_text.dims()[0];
     let device = logits_per_text.device();
-    let diagonal = Tensor::<B, 1, Int>::arange(0..n as i64, &device).reshape([n, 1]);
-    let cross_entropy = |logits: Tensor<B, 2>| {
-        log_softmax(logits, 1)
-            .gather(1, diagonal.clone())
-            .mean()
-            .neg()
-    };
-    let caption = cross_entropy(logits_per_text.clone());
-    let image = cross_entropy(logits_per_text.transpose());
+    let diagonal = Tensor::<B, 1, Int>::arange(0..n as i64, &device);
+    let caption = cross_entropy(logits_per_text.clone(), diagonal.clone()).mean();
+    let image = cross_entropy(logits_per_text.transpose(), diagonal).mean();
     (caption + image).div_scalar(2.0)
 }
 
@@ -799,7 +794,7 @@ fn project<B: Backend>(projection: &Linear<B>, pooled: Tensor<B, 2>) -> Tensor<B
     out.reshape([rows, width])
 }
 
-impl<B: Backend> TaskModel<B> for ClipModel<B> {
+impl<B: FusedOps> TaskModel<B> for ClipModel<B> {
     type Batch = ImageBatch;
 
     fn forward_step(&self, batch: &ImageBatch) -> StepOutput<B> {

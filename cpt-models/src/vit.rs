@@ -16,8 +16,8 @@ use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, see
 use crate::linear::{Linear, LoraSpec};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::Initializer;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use cpt_core::fused::{FusedOps, cross_entropy};
 use cpt_core::{ImageBatch, ImageClassifier, ImageEncoder, StepOutput, TaskModel};
 use serde::{Deserialize, Serialize};
 
@@ -634,14 +634,15 @@ impl<B: Backend> ViTForImageClassification<B> {
 }
 
 /// Mean cross-entropy of `logits` `[batch, classes]` against `labels` `[batch, 1]`.
-pub fn classification_loss<B: Backend>(
+pub fn classification_loss<B: FusedOps>(
     logits: Tensor<B, 2>,
     labels: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
-    log_softmax(logits, 1).gather(1, labels).mean().neg()
+    let n = labels.dims()[0];
+    cross_entropy(logits, labels.reshape([n])).mean()
 }
 
-impl<B: Backend> TaskModel<B> for ViTForImageClassification<B> {
+impl<B: FusedOps> TaskModel<B> for ViTForImageClassification<B> {
     type Batch = ImageBatch;
 
     /// Cross-entropy on the batch labels; logits `[batch, 1, num_labels]`, features the final
