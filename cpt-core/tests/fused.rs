@@ -12,6 +12,11 @@ fn values<const D: usize>(t: Tensor<impl burn::tensor::backend::Backend, D>) -> 
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
+/// The values of a backend primitive (what the `FusedOps` methods take and return).
+fn host(t: burn_flex::FlexTensor) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
 fn assert_close(got: &[f32], want: &[f32], tolerance: f32) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -131,19 +136,14 @@ fn the_composite_defaults_agree_with_the_flex_kernels() {
     use cpt_core::fused::{FusedOps, composite};
     let device = Default::default();
     let float = |t: Tensor<Flex, 3>| t.into_primitive().tensor();
-    let back = |t| {
-        values(Tensor::<Flex, 3>::from_primitive(
-            burn::tensor::TensorPrimitive::Float(t),
-        ))
-    };
     let x = Tensor::<Flex, 3>::random([3, 4, 6], Distribution::Normal(0.0, 2.0), &device);
     let g = Tensor::<Flex, 3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
     let kernel = Flex::causal_softmax(float(x.clone()), 0.7);
     let default = composite::causal_softmax::<Flex>(float(x), 0.7);
-    assert_close(&back(kernel.clone()), &back(default.clone()), 1e-6);
+    assert_close(&host(kernel.clone()), &host(default.clone()), 1e-6);
     assert_close(
-        &back(Flex::causal_softmax_backward(kernel, float(g.clone()), 0.7)),
-        &back(composite::causal_softmax_backward::<Flex>(
+        &host(Flex::causal_softmax_backward(kernel, float(g.clone()), 0.7)),
+        &host(composite::causal_softmax_backward::<Flex>(
             default,
             float(g),
             0.7,
@@ -159,26 +159,16 @@ fn the_composite_defaults_agree_with_the_flex_kernels() {
     let (t, g) = (targets.into_primitive(), grad.into_primitive().tensor());
     let (kernel_loss, kernel_lse) = Flex::cross_entropy(l.clone(), t.clone());
     let (default_loss, default_lse) = composite::cross_entropy::<Flex>(l.clone(), t.clone());
-    let flat = |t| {
-        values(Tensor::<Flex, 1>::from_primitive(
-            burn::tensor::TensorPrimitive::Float(t),
-        ))
-    };
-    assert_close(&flat(kernel_loss), &flat(default_loss), 1e-6);
-    assert_close(&flat(kernel_lse.clone()), &flat(default_lse.clone()), 1e-6);
-    let grads = |t| {
-        values(Tensor::<Flex, 2>::from_primitive(
-            burn::tensor::TensorPrimitive::Float(t),
-        ))
-    };
+    assert_close(&host(kernel_loss), &host(default_loss), 1e-6);
+    assert_close(&host(kernel_lse.clone()), &host(default_lse.clone()), 1e-6);
     assert_close(
-        &grads(Flex::cross_entropy_backward(
+        &host(Flex::cross_entropy_backward(
             l.clone(),
             kernel_lse,
             t.clone(),
             g.clone(),
         )),
-        &grads(composite::cross_entropy_backward::<Flex>(
+        &host(composite::cross_entropy_backward::<Flex>(
             l,
             default_lse,
             t,
@@ -193,11 +183,6 @@ fn adamw_kernel_matches_the_composite_over_several_steps() {
     use cpt_core::fused::{AdamWScalars, FusedOps, composite};
     let device = Default::default();
     let flat = |t: Tensor<Flex, 1>| t.into_primitive().tensor();
-    let back = |t| {
-        values(Tensor::<Flex, 1>::from_primitive(
-            burn::tensor::TensorPrimitive::Float(t),
-        ))
-    };
     // Longer than one parallel chunk, so the split is exercised.
     let n = 40_000;
     for weight_decay in [0.0, 0.1] {
@@ -221,9 +206,9 @@ fn adamw_kernel_matches_the_composite_over_several_steps() {
             reference =
                 composite::adamw_step::<Flex>(reference.0, grad, reference.1, reference.2, scalars);
         }
-        assert_close(&back(kernel.0), &back(reference.0), 1e-6);
-        assert_close(&back(kernel.1), &back(reference.1), 1e-6);
-        assert_close(&back(kernel.2), &back(reference.2), 1e-6);
+        assert_close(&host(kernel.0), &host(reference.0), 1e-6);
+        assert_close(&host(kernel.1), &host(reference.1), 1e-6);
+        assert_close(&host(kernel.2), &host(reference.2), 1e-6);
     }
 }
 
@@ -324,19 +309,9 @@ fn rms_norm_matches_the_composite_in_value_and_gradients() {
         .tensor();
     let (ky, kinv) = Flex::rms_norm(rows.clone(), w.clone(), eps);
     let (dy, dinv) = composite::rms_norm::<Flex>(rows.clone(), w.clone(), eps);
-    let two = |t| {
-        values(Tensor::<Flex, 2>::from_primitive(
-            burn::tensor::TensorPrimitive::Float(t),
-        ))
-    };
-    let one = |t| {
-        values(Tensor::<Flex, 1>::from_primitive(
-            burn::tensor::TensorPrimitive::Float(t),
-        ))
-    };
-    assert_close(&two(ky), &two(dy), 1e-6);
+    assert_close(&host(ky), &host(dy), 1e-6);
     let (kdx, kdw) = Flex::rms_norm_backward(rows.clone(), w.clone(), kinv, g.clone());
     let (ddx, ddw) = composite::rms_norm_backward::<Flex>(rows, w, dinv, g);
-    assert_close(&two(kdx), &two(ddx), 1e-5);
-    assert_close(&one(kdw), &one(ddw), 1e-5);
+    assert_close(&host(kdx), &host(ddx), 1e-5);
+    assert_close(&host(kdw), &host(ddw), 1e-5);
 }

@@ -85,6 +85,8 @@ impl<B: FusedOps> Backward<B, 2> for SwiGlu {
     }
 }
 
+/// The `*_backward` methods keep the trait's defaults: on `Autodiff` they are differentiable
+/// composites, so gradients of gradients still work.
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         match CausalSoftmax
@@ -98,15 +100,6 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::causal_softmax(scores.primitive, scale)),
         }
-    }
-
-    // Gradients of gradients go through the differentiable composite.
-    fn causal_softmax_backward(
-        probs: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        scale: f64,
-    ) -> FloatTensor<Self> {
-        super::composite::causal_softmax_backward::<Self>(probs, grad, scale)
     }
 
     fn rms_norm(
@@ -129,15 +122,6 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         (y, untracked)
     }
 
-    fn rms_norm_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        inv: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        super::composite::rms_norm_backward::<Self>(x, weight, inv, grad)
-    }
-
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         match SwiGlu
             .prepare::<C>([gate.node.clone(), up.node.clone()])
@@ -150,14 +134,6 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::swiglu(gate.primitive, up.primitive)),
         }
-    }
-
-    fn swiglu_backward(
-        gate: FloatTensor<Self>,
-        up: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        super::composite::swiglu_backward::<Self>(gate, up, grad)
     }
 
     fn cross_entropy(
@@ -178,14 +154,5 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(loss),
         };
         (loss, untracked)
-    }
-
-    fn cross_entropy_backward(
-        logits: FloatTensor<Self>,
-        logsumexp: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        super::composite::cross_entropy_backward::<Self>(logits, logsumexp, targets, grad)
     }
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 /// Rows per rayon task: enough work per task that scheduling stays negligible.
 const MIN_ROWS_PER_TASK: usize = 16;
 
-/// The dimensions and f32 values of a float tensor, row-major.
+/// The dimensions of a tensor and the tensor itself, contiguous (row-major) for slice access.
 fn f32_rows(t: &FlexTensor) -> (Vec<usize>, FlexTensor) {
     let t = t.to_contiguous();
     (t.layout().shape().to_vec(), t)
@@ -26,6 +26,11 @@ fn ids(t: &IntTensor<Flex>) -> Vec<usize> {
         DType::U32 => t.storage::<u32>().iter().map(|&v| v as usize).collect(),
         other => panic!("cross_entropy: targets must be integers, got {other:?}"),
     }
+}
+
+/// Whether every tensor holds f32 (the kernels' dtype; others take the composite).
+fn all_f32(tensors: &[&FlexTensor]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
 fn tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
@@ -117,7 +122,7 @@ const CHUNK: usize = 16 * 1024;
 
 impl FusedOps for Flex {
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        if scores.dtype() != DType::F32 {
+        if !all_f32(&[&scores]) {
             return composite::causal_softmax::<Flex>(scores, scale);
         }
         let (dims, scores) = f32_rows(&scores);
@@ -149,7 +154,7 @@ impl FusedOps for Flex {
         grad: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        if probs.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !all_f32(&[&probs, &grad]) {
             return composite::causal_softmax_backward::<Flex>(probs, grad, scale);
         }
         let (dims, probs) = f32_rows(&probs);
@@ -175,7 +180,7 @@ impl FusedOps for Flex {
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        if logits.dtype() != DType::F32 {
+        if !all_f32(&[&logits]) {
             return composite::cross_entropy::<Flex>(logits, targets);
         }
         let (dims, logits) = f32_rows(&logits);
@@ -207,7 +212,7 @@ impl FusedOps for Flex {
         targets: IntTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if logits.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !all_f32(&[&logits, &logsumexp, &grad]) {
             return composite::cross_entropy_backward::<Flex>(logits, logsumexp, targets, grad);
         }
         let (dims, logits) = f32_rows(&logits);
@@ -237,7 +242,7 @@ impl FusedOps for Flex {
         weight: FloatTensor<Self>,
         eps: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        if !all_f32(&[&x, &weight]) {
             return composite::rms_norm::<Flex>(x, weight, eps);
         }
         let (dims, x) = f32_rows(&x);
@@ -266,10 +271,7 @@ impl FusedOps for Flex {
         inv: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let all_f32 = [&x, &weight, &inv, &grad]
-            .iter()
-            .all(|t| t.dtype() == DType::F32);
-        if !all_f32 {
+        if !all_f32(&[&x, &weight, &inv, &grad]) {
             return composite::rms_norm_backward::<Flex>(x, weight, inv, grad);
         }
         let (dims, x) = f32_rows(&x);
@@ -321,7 +323,7 @@ impl FusedOps for Flex {
     }
 
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        if gate.dtype() != DType::F32 || up.dtype() != DType::F32 {
+        if !all_f32(&[&gate, &up]) {
             return composite::swiglu::<Flex>(gate, up);
         }
         let (dims, gate) = f32_rows(&gate);
@@ -343,8 +345,7 @@ impl FusedOps for Flex {
         up: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let all_f32 = [&gate, &up, &grad].iter().all(|t| t.dtype() == DType::F32);
-        if !all_f32 {
+        if !all_f32(&[&gate, &up, &grad]) {
             return composite::swiglu_backward::<Flex>(gate, up, grad);
         }
         let (dims, gate) = f32_rows(&gate);
@@ -382,10 +383,7 @@ impl FusedOps for Flex {
         exp_avg_sq: FloatTensor<Self>,
         c: AdamWScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let all_f32 = [&param, &grad, &exp_avg, &exp_avg_sq]
-            .iter()
-            .all(|t| t.dtype() == DType::F32);
-        if !all_f32 {
+        if !all_f32(&[&param, &grad, &exp_avg, &exp_avg_sq]) {
             return composite::adamw_step::<Flex>(param, grad, exp_avg, exp_avg_sq, c);
         }
         let dims = param.layout().shape().to_vec();
