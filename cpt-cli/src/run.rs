@@ -345,7 +345,7 @@ where
         .enumerate()
         .map(
             |(i, name)| -> Result<Box<dyn Strategy<B, M>>> {
-                let seed = SplitMix64::derive(config.seed, &[0x57a7, i as u64]).next_u64();
+                let seed = SplitMix64::derive(config.seed, &[cpt_core::rng::domain::STRATEGY, i as u64]).next_u64();
                 let c = config;
             let ewc = |fisher, lambda| EwcConfig {
                 lambda,

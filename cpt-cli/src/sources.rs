@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use cpt_core::config::{ExperienceConfig, RunConfig};
+use cpt_core::rng::domain;
 use cpt_core::{CoreError, ItemSource, SplitMix64, TokenBatch};
 use cpt_data::{
     Mixture, PackedSource, ParquetTextSource, SequenceSource, SourceCursor, TextSourceOptions,
@@ -66,7 +67,7 @@ pub fn training_source(
     tokenizer: &Arc<Tokenizer>,
 ) -> Result<Box<dyn ItemSource<Vec<u32>>>> {
     let experience: &ExperienceConfig = &config.experiences[index];
-    let seed = |k: u64| SplitMix64::derive(config.seed, &[0xda7a, index as u64, k]).next_u64();
+    let seed = |k: u64| SplitMix64::derive(config.seed, &[domain::TRAINING_DATA, index as u64, k]).next_u64();
     let source: Box<dyn SequenceSource> = if experience.mixture.is_empty() {
         Box::new(packed(config, &experience.train, tokenizer, seed(0))?)
     } else {
@@ -92,7 +93,7 @@ pub fn reference_source(
     files: &[String],
     tokenizer: &Arc<Tokenizer>,
 ) -> Result<Box<dyn ItemSource<Vec<u32>>>> {
-    let seed = SplitMix64::derive(config.seed, &[0x4ef, 0]).next_u64();
+    let seed = SplitMix64::derive(config.seed, &[domain::DISTILL_REFERENCE, 0]).next_u64();
     let source = packed(config, files, tokenizer, seed).context("distillation reference data")?;
     Ok(Box::new(SequenceItems(Box::new(source))))
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::Experience;
+use cpt_core::rng::domain;
 use cpt_core::TrainBackend;
 use cpt_core::config::{BadShards, ExperienceConfig, HeldOutSet};
 use cpt_core::{Evaluator, ImageBatch, ImageItem, ItemSource, RunConfig, SplitMix64, TaskModel};
@@ -149,7 +150,7 @@ pub fn training_streams(
         .zip(config.experience_steps())
         .enumerate()
     {
-        let seed = SplitMix64::derive(config.seed, &[0xda7a, i as u64, 0]).next_u64();
+        let seed = SplitMix64::derive(config.seed, &[domain::TRAINING_DATA, i as u64, 0]).next_u64();
         let context = || format!("training data of experience `{}`", e.name);
         let options = options(config, geometry, &SetSpec::experience(e), captions, seed)
             .with_context(context)?;
@@ -286,7 +287,7 @@ fn reference_images(
         return Ok(None);
     }
     let context = || "distillation reference data (`distill.reference`)".to_string();
-    let seed = SplitMix64::derive(config.seed, &[0x4ef, 0]).next_u64();
+    let seed = SplitMix64::derive(config.seed, &[domain::DISTILL_REFERENCE, 0]).next_u64();
     // Reference images keep every class; captions from a template name them as the first
     // experience does (the pre-training domain a ZSCL-style reference set stands for).
     let spec = SetSpec {
@@ -441,7 +442,7 @@ pub fn mae_stream<B: AutodiffBackend>(
         size: model_config.image_size,
         channels: model_config.num_channels,
     };
-    let seed = SplitMix64::derive(config.seed, &[0xe7a1]).next_u64();
+    let seed = SplitMix64::derive(config.seed, &[domain::MAE_EVAL_MASKS]).next_u64();
     image_stream(
         config,
         model,

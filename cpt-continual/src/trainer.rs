@@ -513,7 +513,7 @@ where
             self.state.global_step,
             e as u64,
             self.state.experience_started as u64,
-            0x400c,
+            cpt_core::rng::domain::HOOK,
         ];
         self.reseed(&position);
         let Self {

@@ -81,6 +81,26 @@ impl SplitMix64 {
     }
 }
 
+/// The first key of every sub-stream drawn from the run seed, named once so that no two
+/// consumers share draws by accident. A new consumer adds its domain here. Values are arbitrary
+/// but fixed: changing one changes every run that uses it.
+pub mod domain {
+    /// Order of an experience's training data: `[TRAINING_DATA, experience, source]`.
+    pub const TRAINING_DATA: u64 = 0xda7a;
+    /// Order of the distillation reference data: `[DISTILL_REFERENCE, 0]`.
+    pub const DISTILL_REFERENCE: u64 = 0x4ef;
+    /// Patch masks of MAE's reconstruction evaluation: `[MAE_EVAL_MASKS]`.
+    pub const MAE_EVAL_MASKS: u64 = 0xe7a1;
+    /// Seed of the strategy at position `i` of `strategies`: `[STRATEGY, i]`.
+    pub const STRATEGY: u64 = 0x57a7;
+    /// Backend RNG before a strategy hook: `[global_step, experience, started, HOOK]` (the
+    /// domain comes last here: the step-level key is `[global_step]` alone).
+    pub const HOOK: u64 = 0x400c;
+    /// Training-image augmentation: `[AUGMENT, epoch, row]` under the stream's seed (apart from
+    /// the shuffle's `[epoch, unit]` keys).
+    pub const AUGMENT: u64 = 0x6175_676d_656e_7401;
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -88,17 +88,13 @@ impl Default for ImageTransform {
     }
 }
 
-/// Tag of the augmentation sub-stream, so that its draws never coincide with the shuffle's
-/// `derive(seed, [epoch, unit])` stream.
-const AUGMENT_STREAM: u64 = 0x6175_676d_656e_7401;
-
 /// Aspect-ratio range of the random-resized crop (torchvision's default).
 const RATIO: [f64; 2] = [3.0 / 4.0, 4.0 / 3.0];
 
 /// The augmentation generator of one row in one epoch: a pure function of the position, so a
 /// resumed stream draws exactly what an uninterrupted one would.
 pub(crate) fn augment_rng(seed: u64, epoch: u64, global_row: u64) -> SplitMix64 {
-    SplitMix64::derive(seed, &[AUGMENT_STREAM, epoch, global_row])
+    SplitMix64::derive(seed, &[cpt_core::rng::domain::AUGMENT, epoch, global_row])
 }
 
 /// Planar float image, `[channels, height, width]`.
