@@ -1,21 +1,20 @@
 //! `cpt`: continual pre-training of foundation models on burn.
 
+mod arch;
 mod backend;
 mod bench_cmd;
 mod compare;
 mod data_cmd;
+mod image_sources;
 mod model_cmd;
 mod model_source;
 mod run;
 mod run_dir;
 mod sources;
-mod vision_export;
-mod vision_run;
 
 use anyhow::Result;
 use backend::{BackendChoice, dispatch};
 use clap::{Parser, Subcommand};
-use cpt_core::RunConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -244,7 +243,8 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             backend,
             overrides,
         } => {
-            let resolved = RunConfig::load(&config, &overrides)?;
+            let resolved = model_source::load_run_config(&config, &overrides)?;
+            arch::validate_run(&resolved)?;
             let stem = config
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -256,7 +256,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 resume,
                 force,
             };
-            Ok(match dispatch(backend, job)? {
+            Ok(match dispatch(backend, arch::Train(job))? {
                 run::RunEnd::Finished => ExitCode::SUCCESS,
                 run::RunEnd::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
             })

@@ -1,10 +1,11 @@
 //! Commands on a trained or published model: `cpt eval`, `cpt score`, `cpt generate` and
 //! `cpt export hf`. The model may be a Hugging Face folder, a run directory or a checkpoint.
 
+use crate::arch::llama::{self, LoadedModel};
 use crate::backend::BackendJob;
-use crate::model_source::{LoadedModel, load_model};
+use crate::model_source::RunCheckpoint;
 use anyhow::{Context, Result, anyhow, bail};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use cpt_core::TokenBatch;
 use cpt_core::TrainBackend;
 use cpt_data::{ParquetTextSource, TextSourceOptions, Tokenizer, eval_sequences, expand_paths};
@@ -19,7 +20,7 @@ type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
 fn load<B: AutodiffBackend>(path: &std::path::Path) -> Result<(LoadedModel<Inner<B>>, Tokenizer)> {
     let device: burn::tensor::Device<Inner<B>> = Default::default();
-    let loaded = load_model::<Inner<B>>(path, &device)?;
+    let loaded = llama::load::<Inner<B>>(path, &device)?;
     let tokenizer = Tokenizer::from_file(&loaded.tokenizer)
         .with_context(|| format!("the tokenizer of {}", path.display()))?;
     Ok((loaded, tokenizer))
@@ -210,28 +211,18 @@ pub struct ExportJob {
 impl BackendJob for ExportJob {
     type Output = ();
 
-    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
-        if crate::vision_export::run_architecture(&self.model).is_some_and(|a| a != "llama") {
-            return crate::vision_export::export_vision::<B>(&self.model, &self.out, &device);
+    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+        let device: burn::tensor::Device<Inner<B>> = Default::default();
+        // A Hugging Face folder is a language model (re-written through LLaMA's loader); a run
+        // or checkpoint is exported by the architecture its config names.
+        if self.model.join("config.json").exists() {
+            let loaded = llama::load::<Inner<B>>(&self.model, &device)?;
+            llama::save_hf(&loaded, &self.out)?;
+            println!("{} → {}", loaded.source.display(), self.out.display());
+            return Ok(());
         }
-        let (loaded, tokenizer) = load::<B>(&self.model)?;
-        export::<Inner<B>>(&loaded, &tokenizer, &self.out)?;
-        println!("{} → {}", loaded.source.display(), self.out.display());
-        Ok(())
+        crate::arch::export_checkpoint::<Inner<B>>(&self.model, &self.out, &device)
     }
-}
-
-fn export<B: Backend>(
-    loaded: &LoadedModel<B>,
-    tokenizer: &Tokenizer,
-    out: &std::path::Path,
-) -> Result<()> {
-    use cpt_core::AdapterModel;
-    let ids = (tokenizer.bos_id(), tokenizer.eos_id());
-    // Live LoRA adapters are folded in: the folder holds the function the run ended with.
-    let model = loaded.model.clone().merge_adapters();
-    hf_llama::save_llama(&model, &loaded.config, Some(&loaded.tokenizer), ids, out)?;
-    Ok(())
 }
 
 /// `cpt export peft`: the LoRA adapter in PEFT's format plus its frozen base.
@@ -247,10 +238,9 @@ impl BackendJob for ExportPeftJob {
 
     fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
         let (loaded, tokenizer) = load::<B>(&self.model)?;
-        let run_dir = crate::model_source::run_dir_of(&self.model)
+        crate::model_source::run_dir_of(&self.model)
             .ok_or_else(|| anyhow!("{}: PEFT export needs a run directory or checkpoint (its config holds the adapter settings)", self.model.display()))?;
-        let run = cpt_core::RunConfig::load(&run_dir.join("config.toml"), &[])?;
-        let spec = crate::run::lora_spec(&run, crate::run::LLAMA_LORA_TARGETS)?;
+        let spec = RunCheckpoint::open(&self.model)?.adapter_spec(llama::LORA_TARGETS)?;
         let ids = (tokenizer.bos_id(), tokenizer.eos_id());
         hf_llama::save_peft(
             &loaded.model,

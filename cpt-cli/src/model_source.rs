@@ -1,27 +1,15 @@
-//! Where a model comes from: fresh hyperparameters, a Hugging Face folder, a run directory or one
-//! of its checkpoints. Every command that takes a model goes through here.
+//! Where a trained model is found: a run directory (its newest complete checkpoint) or one
+//! checkpoint, with the config of its run; and the `[model.config]` table of a run. What is
+//! model-specific (building, Hugging Face folders) is each architecture's, in `arch/`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
+use cpt_continual::strategies::LoraSettings;
 use cpt_core::checkpoint::{latest_checkpoint, verify_checkpoint};
 use cpt_core::params::load_named;
 use cpt_core::tensor_file::read_tensors;
-use cpt_core::{AdapterModel, RunConfig};
-use cpt_data::Tokenizer;
-use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama};
+use cpt_core::{AdapterModel, LoraSpec, RunConfig};
 use std::path::{Path, PathBuf};
-
-/// A model ready to use, with the tokenizer that goes with it.
-pub struct LoadedModel<B: Backend> {
-    /// Its hyperparameters.
-    pub config: LlamaConfig,
-    /// The weights.
-    pub model: LlamaForCausalLM<B>,
-    /// Its `tokenizer.json`.
-    pub tokenizer: PathBuf,
-    /// Where the weights were read from, for messages.
-    pub source: PathBuf,
-}
 
 /// A `[model.config]` table as the architecture's own config type, which rejects unknown keys;
 /// errors name the key.
@@ -29,76 +17,6 @@ pub fn model_table<C: serde::de::DeserializeOwned>(table: &toml::Table) -> Resul
     toml::Value::Table(table.clone())
         .try_into::<C>()
         .map_err(|e| anyhow!("config key `model.config`: {}", e.message()))
-}
-
-/// The architecture config a run's `[model]` section describes (without weights).
-pub fn run_model_config(config: &RunConfig) -> Result<LlamaConfig> {
-    if config.model.architecture != "llama" {
-        bail!(
-            "config key `model.architecture`: unknown architecture `{}` (known: llama)",
-            config.model.architecture
-        );
-    }
-    let model = match (&config.model.config, &config.model.from) {
-        (Some(table), _) => model_table::<LlamaConfig>(table)?,
-        (None, Some(dir)) => hf_llama::read_config(dir)?,
-        (None, None) => unreachable!("RunConfig::validate requires one"),
-    };
-    model
-        .validate()
-        .map_err(|m| anyhow!("config key `model.config`: {m}"))?;
-    Ok(model)
-}
-
-/// The model a run starts from: its Hugging Face folder, or a fresh initialisation seeded by the
-/// run's seed. The model must cover the tokenizer's vocabulary.
-pub fn initial_model<B: Backend>(
-    config: &RunConfig,
-    tokenizer: &Tokenizer,
-    device: &B::Device,
-) -> Result<(LlamaConfig, LlamaForCausalLM<B>)> {
-    let (model_config, model) = match &config.model.from {
-        Some(dir) => hf_llama::load_llama::<B>(dir, device)?,
-        None => {
-            let model_config = run_model_config(config)?;
-            let model = model_config.init_seeded(config.seed, device);
-            (model_config, model)
-        }
-    };
-    if model_config.vocab_size < tokenizer.vocab_size() {
-        bail!(
-            "config key `model.config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
-            model_config.vocab_size,
-            tokenizer.vocab_size()
-        );
-    }
-    Ok((model_config, model))
-}
-
-/// Load `path`: a Hugging Face folder (`config.json`), a run directory (its newest complete
-/// checkpoint) or a checkpoint directory (`manifest.json`).
-pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
-    if path.join("config.json").exists() {
-        let (config, model) = hf_llama::load_llama::<B>(path, device)?;
-        return Ok(LoadedModel {
-            config,
-            model,
-            tokenizer: path.join("tokenizer.json"),
-            source: path.into(),
-        });
-    }
-    let saved = RunCheckpoint::open(path)?;
-    let model_config = run_model_config(&saved.run)?;
-    let model = saved.load_into(
-        model_config.init::<B>(device),
-        crate::run::LLAMA_LORA_TARGETS,
-    )?;
-    Ok(LoadedModel {
-        config: model_config,
-        model,
-        tokenizer: saved.run.tokenizer_path(),
-        source: saved.checkpoint.path,
-    })
 }
 
 /// A checkpoint with the config of the run it belongs to.
@@ -114,7 +32,7 @@ impl RunCheckpoint {
     /// config.
     pub fn open(path: &Path) -> Result<Self> {
         let (run_dir, checkpoint) = run_checkpoint(path)?;
-        let run = RunConfig::load(&run_dir.join("config.toml"), &[])
+        let run = load_run_config(&run_dir.join("config.toml"), &[])
             .with_context(|| format!("reading the run config of {}", path.display()))?;
         Ok(Self { run, checkpoint })
     }
@@ -124,17 +42,32 @@ impl RunCheckpoint {
     /// projections the architecture's adapters may name), so the structures match.
     pub fn load_into<B: Backend, M>(&self, model: M, targets: &[&str]) -> Result<M>
     where
-        M: burn::module::Module<B> + AdapterModel<Spec = cpt_models::linear::LoraSpec>,
+        M: burn::module::Module<B> + AdapterModel<Spec = LoraSpec>,
     {
         let weights_path = self.checkpoint.path.join("model.safetensors");
         let (weights, _) = read_tensors(&weights_path)?;
         let model = if weights.keys().any(|k| k.contains(cpt_core::ADAPTER_MARKER)) {
-            model.with_adapters(&crate::run::lora_spec(&self.run, targets)?, 0)
+            model.with_adapters(&self.adapter_spec(targets)?, 0)
         } else {
             model
         };
         Ok(load_named(model, &weights, &weights_path)?)
     }
+
+    /// The run's `[lora]` adapter spec (`targets`: the projections the architecture's adapters
+    /// may name).
+    pub fn adapter_spec(&self, targets: &[&str]) -> Result<LoraSpec> {
+        let settings: LoraSettings = cpt_continual::settings(&self.run)?;
+        Ok(settings.spec(targets, &self.run.model.architecture)?)
+    }
+}
+
+/// Read a run config and resolve its strategies' settings (defaults written out, unknown keys
+/// refused): the config a run directory records.
+pub fn load_run_config(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+    let mut config = RunConfig::load(path, overrides)?;
+    cpt_continual::resolve_settings(&mut config)?;
+    Ok(config)
 }
 
 /// The run directory and the checkpoint `path` names: a run directory (its newest complete

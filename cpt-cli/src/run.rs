@@ -1,80 +1,23 @@
-//! `cpt run`: the composition root of a continual pre-training run. The one place that knows
-//! the concrete model, the data files, the strategies and the evaluator together.
+//! `cpt run`, generically: a [`Stream`] (model, experiences, evaluator: what the architecture in
+//! `arch/` builds) is trained with the configured strategies into a run directory, resumably,
+//! and summarised at the end. Nothing here knows which model it trains.
 
-use crate::backend::BackendJob;
-use crate::model_source::initial_model;
 use crate::run_dir::{RunDirObserver, trim_logs};
-use crate::sources::{eval_batches, reference_source, training_source};
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use cpt_continual::strategies::{
-    Distill, DistillConfig, Ema, Ewc, EwcConfig, FeatureDistance, FisherKind, Lora, LoraMode,
-    Merge, Naive, Replay, SlowLearner, WeightEnsemble, Wise,
-};
 use cpt_continual::{
-    AdamWConfig, ContinualTrainer, Experience, ItemOf, NonFinitePolicy, RunOutcome, Strategy,
-    TrainerSettings,
+    AdamWConfig, ContinualModel, ContinualTrainer, Experience, ItemOf, NonFinitePolicy, RunOutcome,
+    TrainerSettings, build_strategies,
 };
 use cpt_core::TrainBackend;
 use cpt_core::atomic::write_atomic;
 use cpt_core::checkpoint::{checksum, latest_checkpoint};
 use cpt_core::config::NonFiniteSetting;
-use cpt_core::{AdapterModel, Evaluator, ItemSource, RunConfig, SplitMix64, TaskModel};
-use cpt_data::Tokenizer;
-use cpt_eval::{EvalSet, PerplexityEvaluator, matrix_csv, matrix_table, summarize};
-use cpt_models::LlamaForCausalLM;
-use cpt_models::linear::LoraSpec;
+use cpt_core::{Evaluator, ItemSource, RunConfig, TaskModel};
+use cpt_eval::{matrix_csv, matrix_table, summarize};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::Arc;
-
-/// Projections of LLaMA that `lora.target_modules` may name.
-pub const LLAMA_LORA_TARGETS: &[&str] = &["q", "k", "v", "o", "gate", "up", "down"];
-
-/// Strategy names `strategies = [...]` accepts.
-pub const STRATEGIES: &[&str] = &[
-    "naive",
-    "replay",
-    "ewc",
-    "l2",
-    "distill",
-    "ema",
-    "wise",
-    "merge",
-    "weight_ensemble",
-    "lora",
-    "slow_learner",
-];
-
-/// The adapter spec of `[lora]`, checked against the projections the model has (`known`).
-pub fn lora_spec(config: &RunConfig, known: &[&str]) -> Result<LoraSpec> {
-    let l = &config.lora;
-    if l.rank == 0 {
-        bail!("config key `lora.rank`: must be at least 1");
-    }
-    if !(0.0..1.0).contains(&l.dropout) {
-        bail!("config key `lora.dropout`: must lie in [0, 1)");
-    }
-    if let Some(bad) = l
-        .target_modules
-        .iter()
-        .find(|t| !known.contains(&t.trim_end_matches("_proj")))
-    {
-        bail!(
-            "config key `lora.target_modules`: unknown module `{bad}` (known for `{}`: {})",
-            config.model.architecture,
-            known.join(", ")
-        );
-    }
-    Ok(LoraSpec {
-        rank: l.rank,
-        alpha: l.alpha,
-        rslora: l.rslora,
-        target_modules: l.target_modules.clone(),
-        dropout: l.dropout,
-    })
-}
 
 /// A run to execute.
 pub struct RunJob {
@@ -153,97 +96,12 @@ pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
     pub unit: &'static str,
 }
 
-impl BackendJob for RunJob {
-    type Output = RunEnd;
-
-    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
-        match self.config.model.architecture.as_str() {
-            "llama" => {
-                let stream = language_stream::<B>(&self.config, &device)?;
-                self.execute(stream)
-            }
-            "vit" => {
-                let stream = crate::vision_run::vit_stream::<B>(&self.config, &device)?;
-                self.execute(stream)
-            }
-            "vit_mae" => {
-                let stream = crate::vision_run::mae_stream::<B>(&self.config, &device)?;
-                self.execute(stream)
-            }
-            "clip" => {
-                let stream = crate::vision_run::clip_stream::<B>(&self.config, &device)?;
-                self.execute(stream)
-            }
-            other => bail!(
-                "config key `model.architecture`: unknown architecture `{other}` (known: {})",
-                ARCHITECTURES.join(", ")
-            ),
-        }
-    }
-}
-
-/// Architectures `model.architecture` accepts.
-pub const ARCHITECTURES: &[&str] = &["llama", "vit", "vit_mae", "clip"];
-
-/// The LLaMA side of a run: model, packed token streams, perplexity evaluation.
-fn language_stream<B: TrainBackend>(
-    config: &RunConfig,
-    device: &B::Device,
-) -> Result<Stream<B, LlamaForCausalLM<B>>> {
-    let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
-    // Checks the model config (or folder) before anything is written.
-    let (_, model) = initial_model::<B>(config, &tokenizer, device)?;
-    let mut experiences = Vec::new();
-    let mut eval_sets = Vec::new();
-    for (i, (e, steps)) in config
-        .experiences
-        .iter()
-        .zip(config.experience_steps())
-        .enumerate()
-    {
-        let source = training_source(config, i, &tokenizer)
-            .with_context(|| format!("training data of experience `{}`", e.name))?;
-        experiences.push(Experience {
-            name: e.name.clone(),
-            steps,
-            source,
-        });
-        eval_sets.push(EvalSet {
-            name: e.name.clone(),
-            batches: eval_batches(config, i, &tokenizer)?,
-        });
-    }
-    if !config.eval.held_out.is_empty() {
-        bail!("config key `eval.held_out`: held-out sets are for image streams");
-    }
-    let reference = match config.distill.reference.is_empty() {
-        true => None,
-        false => Some(reference_source(
-            config,
-            &config.distill.reference,
-            &tokenizer,
-        )?),
-    };
-    Ok(Stream {
-        model,
-        experiences,
-        evaluator: Box::new(PerplexityEvaluator::<
-            B::InnerBackend,
-            LlamaForCausalLM<B::InnerBackend>,
-        >::new(eval_sets)),
-        reference,
-        lora_targets: LLAMA_LORA_TARGETS.to_vec(),
-        held_out: Vec::new(),
-        unit: "tokens",
-    })
-}
-
 impl RunJob {
     /// Train `stream` under this job's config, into its run directory.
-    fn execute<B, M>(self, stream: Stream<B, M>) -> Result<RunEnd>
+    pub fn execute<B, M>(self, stream: Stream<B, M>) -> Result<RunEnd>
     where
         B: TrainBackend,
-        M: TaskModel<B> + AutodiffModule<B> + AdapterModel<Spec = LoraSpec> + 'static,
+        M: ContinualModel<B>,
         M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
     {
         let RunJob {
@@ -311,101 +169,6 @@ impl RunJob {
             }
         }
     }
-}
-
-/// The configured strategies, in order. Strategies name no model: everything model-specific
-/// (reference data, adapter targets) comes in from the architecture's [`Stream`].
-fn build_strategies<B, M>(
-    config: &RunConfig,
-    reference: Option<Box<dyn ItemSource<ItemOf<B, M>>>>,
-    lora_targets: &[&str],
-) -> Result<Vec<Box<dyn Strategy<B, M>>>>
-where
-    B: AutodiffBackend,
-    M: TaskModel<B> + AutodiffModule<B> + AdapterModel<Spec = LoraSpec> + 'static,
-    M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
-{
-    // A teacher snapshot taken while LoRA adapters are live holds adapter weights; on resume it
-    // is restored into the model structure as rebuilt so far, so `lora` (which re-attaches the
-    // adapters) must be rebuilt first. Refuse the other order rather than resume wrongly.
-    let position = |name: &str| config.strategies.iter().position(|s| s == name);
-    if let (Some(d), Some(l)) = (position("distill"), position("lora"))
-        && d < l
-        && config.lora.mode != "merge"
-    {
-        bail!(
-            "config key `strategies`: list `lora` before `distill` when `lora.mode` is `{}` (the teacher holds the adapters, which must exist before it is restored on resume)",
-            config.lora.mode
-        );
-    }
-    let mut reference = reference;
-    config
-        .strategies
-        .iter()
-        .enumerate()
-        .map(
-            |(i, name)| -> Result<Box<dyn Strategy<B, M>>> {
-                let seed = SplitMix64::derive(config.seed, &[cpt_core::rng::domain::STRATEGY, i as u64]).next_u64();
-                let c = config;
-            let ewc = |fisher, lambda| EwcConfig {
-                lambda,
-                fisher_batches: c.ewc.fisher_batches,
-                online: c.ewc.online,
-                gamma: c.ewc.gamma,
-                fisher,
-            };
-            match name.as_str() {
-                "naive" => Ok(Box::new(Naive)),
-                "replay" => Ok(Box::new(Replay::new(c.replay.capacity, c.replay.ratio, seed))),
-                "ewc" => Ok(Box::new(Ewc::<B>::new(ewc(FisherKind::Empirical, c.ewc.lambda)))),
-                "l2" => Ok(Box::new(Ewc::<B>::new(ewc(FisherKind::Identity, c.l2.lambda)))),
-                "distill" => {
-                    let d = &c.distill;
-                    let feature_distance = match d.feature_distance.as_str() {
-                        "l2" => FeatureDistance::L2,
-                        "cosine" => FeatureDistance::Cosine,
-                        other => bail!("config key `distill.feature_distance`: `{other}` is not l2 or cosine"),
-                    };
-                    // One distill strategy per run takes the reference stream.
-                    let reference = reference.take();
-                    let config = DistillConfig {
-                        alpha: d.alpha,
-                        temperature: d.temperature,
-                        feature_weight: d.feature_weight,
-                        feature_distance,
-                        reference_batch_size: d.reference_batch_size,
-                    };
-                    Ok(Box::new(Distill::<B, M>::with_config(config, reference)))
-                }
-                "ema" => Ok(Box::new(Ema::<B>::new(c.ema.decay))),
-                "wise" => Ok(Box::new(Wise::<B>::new(c.wise.alpha))),
-                "merge" => Ok(Box::new(Merge::<B>::new(c.merge.scale))),
-                "weight_ensemble" => Ok(Box::new(WeightEnsemble::<B>::new(c.weight_ensemble.every_steps))),
-                "lora" => {
-                    let mode = match c.lora.mode.as_str() {
-                        "continue" => LoraMode::Continue,
-                        "merge" => LoraMode::Merge,
-                        "per_experience" => LoraMode::PerExperience,
-                        other => bail!("config key `lora.mode`: `{other}` is not one of continue, merge, per_experience"),
-                    };
-                    let spec = lora_spec(c, lora_targets)?;
-                    Ok(Box::new(Lora::<B, M>::new(spec, mode, seed)))
-                }
-                "slow_learner" => {
-                    if c.param_groups.is_empty() {
-                        bail!("config key `param_groups`: `slow_learner` needs at least one [[param_groups]] entry");
-                    }
-                    let groups = c.param_groups.iter().map(|g| (g.pattern.clone(), g.lr_scale)).collect();
-                    Ok(Box::new(SlowLearner::new(groups)))
-                }
-                other => bail!(
-                        "config key `strategies`: unknown strategy `{other}` (known: {})",
-                        STRATEGIES.join(", ")
-                    ),
-                }
-            },
-        )
-        .collect()
 }
 
 fn settings(config: &RunConfig) -> TrainerSettings {

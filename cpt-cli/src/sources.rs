@@ -67,7 +67,9 @@ pub fn training_source(
     tokenizer: &Arc<Tokenizer>,
 ) -> Result<Box<dyn ItemSource<Vec<u32>>>> {
     let experience: &ExperienceConfig = &config.experiences[index];
-    let seed = |k: u64| SplitMix64::derive(config.seed, &[domain::TRAINING_DATA, index as u64, k]).next_u64();
+    let seed = |k: u64| {
+        SplitMix64::derive(config.seed, &[domain::TRAINING_DATA, index as u64, k]).next_u64()
+    };
     let source: Box<dyn SequenceSource> = if experience.mixture.is_empty() {
         Box::new(packed(config, &experience.train, tokenizer, seed(0))?)
     } else {

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod optim;
+pub mod registry;
 pub mod strategies;
 pub mod strategy;
 pub mod trainer;
@@ -13,6 +14,10 @@ pub mod weights;
 
 pub use error::{ContinualError, Result};
 pub use optim::{AdamW, AdamWConfig, GradStore};
+pub use registry::{
+    BuildContext, ContinualModel, STRATEGIES, StrategySettings, build_strategies, resolve_settings,
+    settings,
+};
 pub use strategy::{Context, InnerDevice, ItemOf, Strategy, StrategyState};
 pub use trainer::{
     ContinualTrainer, Experience, NonFinitePolicy, RunObserver, RunOutcome, SilentObserver,

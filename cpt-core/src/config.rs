@@ -1,11 +1,15 @@
 //! The run configuration: one TOML file, plain serde structs, unknown keys rejected.
 //!
 //! Model hyperparameters stay an opaque table here (`[model.config]`): the composition root
-//! deserialises it into the concrete model's config, which rejects unknown keys in turn.
+//! deserialises it into the concrete model's config, which rejects unknown keys in turn. So do
+//! the strategies' settings (`[replay]`, `[ewc]`, ...): every top-level table that is not a
+//! section below is kept as [`RunConfig::strategy_settings`], and cpt-continual's strategy
+//! registry reads, checks and resolves each one (an unknown table is an error there).
 
 use crate::error::{CoreError, Result};
 use crate::schedule::ScheduleConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A whole continual pre-training run.
@@ -27,33 +31,6 @@ pub struct RunConfig {
     /// Continual-learning strategies, applied in order (e.g. `["replay"]`).
     #[serde(default = "default_strategies")]
     pub strategies: Vec<String>,
-    /// Settings of the `replay` strategy.
-    #[serde(default)]
-    pub replay: ReplaySection,
-    /// Settings of the `ewc` strategy.
-    #[serde(default)]
-    pub ewc: EwcSection,
-    /// Settings of the `l2` strategy (EWC with unit importance).
-    #[serde(default)]
-    pub l2: L2Section,
-    /// Settings of the `distill` strategy.
-    #[serde(default)]
-    pub distill: DistillSection,
-    /// Settings of the `ema` strategy.
-    #[serde(default)]
-    pub ema: EmaSection,
-    /// Settings of the `wise` strategy.
-    #[serde(default)]
-    pub wise: WiseSection,
-    /// Settings of the `merge` strategy.
-    #[serde(default)]
-    pub merge: MergeSection,
-    /// Settings of the `weight_ensemble` strategy.
-    #[serde(default)]
-    pub weight_ensemble: WeightEnsembleSection,
-    /// Settings of the `lora` strategy.
-    #[serde(default)]
-    pub lora: LoraSection,
     /// Groups of the `slow_learner` strategy: `[[param_groups]] pattern = "...", lr_scale = 0.1`.
     #[serde(default)]
     pub param_groups: Vec<ParamGroup>,
@@ -63,7 +40,25 @@ pub struct RunConfig {
     /// Checkpoint plan.
     #[serde(default)]
     pub checkpoint: CheckpointSection,
+    /// Settings tables of the strategies, by strategy name (`[replay]` → `replay`), as written:
+    /// each strategy owns its settings type (see cpt-continual's registry).
+    #[serde(skip)]
+    pub strategy_settings: BTreeMap<String, toml::Table>,
 }
+
+/// The top-level keys [`RunConfig`] reads itself; any other top-level table is a strategy's.
+const SECTIONS: &[&str] = &[
+    "seed",
+    "model",
+    "data",
+    "experiences",
+    "train",
+    "schedule",
+    "strategies",
+    "param_groups",
+    "eval",
+    "checkpoint",
+];
 
 fn default_strategies() -> Vec<String> {
     vec!["naive".to_string()]
@@ -84,13 +79,6 @@ pub struct ModelSection {
     /// A Hugging Face model folder (`config.json`, safetensors weights) to start from.
     #[serde(default)]
     pub from: Option<PathBuf>,
-}
-
-impl ModelSection {
-    /// Whether the architecture reads text, so the run needs a tokenizer.
-    pub fn needs_tokenizer(&self) -> bool {
-        matches!(self.architecture.as_str(), "llama" | "clip")
-    }
 }
 
 fn default_architecture() -> String {
@@ -314,183 +302,6 @@ fn default_eps() -> f64 {
     1e-8
 }
 
-/// The replay strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplaySection {
-    /// Buffer size in sequences (reservoir sampling over everything seen).
-    pub capacity: usize,
-    /// Fraction of each batch drawn from the buffer once it holds data.
-    pub ratio: f64,
-}
-
-impl Default for ReplaySection {
-    fn default() -> Self {
-        Self {
-            capacity: 1024,
-            ratio: 0.25,
-        }
-    }
-}
-
-/// The `ewc` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EwcSection {
-    /// Penalty strength λ.
-    pub lambda: f64,
-    /// Batches used to estimate the Fisher after each experience.
-    pub fisher_batches: usize,
-    /// Online EWC: one anchor, Fisher decayed by `gamma`.
-    pub online: bool,
-    /// Decay of the accumulated Fisher (online only).
-    pub gamma: f64,
-}
-
-impl Default for EwcSection {
-    fn default() -> Self {
-        Self {
-            lambda: 100.0,
-            fisher_batches: 8,
-            online: false,
-            gamma: 1.0,
-        }
-    }
-}
-
-/// The `l2` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct L2Section {
-    /// Penalty strength λ.
-    pub lambda: f64,
-}
-
-impl Default for L2Section {
-    fn default() -> Self {
-        Self { lambda: 1.0 }
-    }
-}
-
-/// The `distill` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DistillSection {
-    /// Weight α of the logit (KL) term; 0 disables it.
-    pub alpha: f64,
-    /// Softmax temperature T.
-    pub temperature: f64,
-    /// Weight β of the pooled-feature term (ZSCL-style); 0 disables it.
-    pub feature_weight: f64,
-    /// Feature distance: `l2` or `cosine`.
-    pub feature_distance: String,
-    /// Reference data (Parquet files or globs) to distill on instead of the current batch.
-    pub reference: Vec<String>,
-    /// Sequences per reference batch.
-    pub reference_batch_size: usize,
-}
-
-impl Default for DistillSection {
-    fn default() -> Self {
-        Self {
-            alpha: 1.0,
-            temperature: 2.0,
-            feature_weight: 0.0,
-            feature_distance: "l2".into(),
-            reference: Vec::new(),
-            reference_batch_size: 4,
-        }
-    }
-}
-
-/// The `ema` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EmaSection {
-    /// Decay per step.
-    pub decay: f64,
-}
-
-impl Default for EmaSection {
-    fn default() -> Self {
-        Self { decay: 0.99 }
-    }
-}
-
-/// The `wise` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WiseSection {
-    /// Weight of the fine-tuned end point (1: keep it, 0: undo the experience).
-    pub alpha: f64,
-}
-
-impl Default for WiseSection {
-    fn default() -> Self {
-        Self { alpha: 0.5 }
-    }
-}
-
-/// The `merge` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MergeSection {
-    /// Scale of the summed task vectors.
-    pub scale: f64,
-}
-
-impl Default for MergeSection {
-    fn default() -> Self {
-        Self { scale: 0.7 }
-    }
-}
-
-/// The `weight_ensemble` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WeightEnsembleSection {
-    /// Add the current weights to the average every this many steps.
-    pub every_steps: u64,
-}
-
-impl Default for WeightEnsembleSection {
-    fn default() -> Self {
-        Self { every_steps: 10 }
-    }
-}
-
-/// The `lora` strategy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoraSection {
-    /// Adapter rank r.
-    pub rank: usize,
-    /// Scale numerator α (scale α/r, or α/√r with `rslora`).
-    pub alpha: f64,
-    /// Rank-stabilised scaling α/√r.
-    pub rslora: bool,
-    /// Dropout on the adapters' input during training.
-    pub dropout: f64,
-    /// Projections that get adapters: `q`, `k`, `v`, `o`, `gate`, `up`, `down`.
-    pub target_modules: Vec<String>,
-    /// Per experience: `continue` one adapter, `merge` it and start fresh, or keep one
-    /// `per_experience`.
-    pub mode: String,
-}
-
-impl Default for LoraSection {
-    fn default() -> Self {
-        Self {
-            rank: 8,
-            alpha: 16.0,
-            rslora: false,
-            dropout: 0.0,
-            target_modules: vec!["q".into(), "v".into()],
-            mode: "merge".into(),
-        }
-    }
-}
-
 /// One learning-rate group of the `slow_learner` strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -574,16 +385,37 @@ impl RunConfig {
         for item in overrides {
             apply_override(&mut table, item)?;
         }
-        let config: RunConfig = toml::Value::Table(table)
+        // Other top-level tables are strategies' settings; anything else unknown stays in the
+        // table for serde to reject by name.
+        let settings_keys: Vec<String> = table
+            .iter()
+            .filter(|(key, value)| !SECTIONS.contains(&key.as_str()) && value.is_table())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut strategy_settings = BTreeMap::new();
+        for key in settings_keys {
+            if let Some(toml::Value::Table(t)) = table.remove(&key) {
+                strategy_settings.insert(key, t);
+            }
+        }
+        let mut config: RunConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| config_error(one_line(&e.to_string())))?;
+        config.strategy_settings = strategy_settings;
         config.validate()?;
         Ok(config)
     }
 
-    /// The config as TOML text, for the run directory.
+    /// The config as TOML text, for the run directory: the sections, then the strategies'
+    /// settings tables.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a parsed config serialises")
+        let mut text = toml::to_string_pretty(self).expect("a parsed config serialises");
+        if !self.strategy_settings.is_empty() {
+            text.push('\n');
+            text += &toml::to_string_pretty(&self.strategy_settings)
+                .expect("settings tables serialise");
+        }
+        text
     }
 
     /// Check values that serde cannot, naming the key.
@@ -606,21 +438,14 @@ impl RunConfig {
             }
             _ => {}
         }
-        let text = self.model.needs_tokenizer();
-        if text && self.data.tokenizer.is_none() && self.model.from.is_none() {
-            return invalid(
-                "data.tokenizer".into(),
-                "required unless `model.from` holds a tokenizer.json",
-            );
-        }
         if self.experiences.is_empty() {
             return invalid(
                 "experiences".into(),
                 "the stream needs at least one experience",
             );
         }
-        let language_model = self.model.architecture == "llama";
-        if language_model && self.data.seq_len < 2 {
+        // 0 leaves it unset (image models); a language model's architecture requires it.
+        if self.data.seq_len == 1 {
             return invalid("data.seq_len".into(), "must be at least 2");
         }
         if !["per_set", "all_sets"].contains(&self.eval.probe_scope.as_str()) {
@@ -631,9 +456,6 @@ impl RunConfig {
         }
         if self.train.grad_accum_steps == 0 {
             return invalid("train.grad_accum_steps".into(), "must be at least 1");
-        }
-        if !(0.0..1.0).contains(&self.replay.ratio) {
-            return invalid("replay.ratio".into(), "must lie in [0, 1)");
         }
         for (i, e) in self.experiences.iter().enumerate() {
             let key = |k: &str| format!("experiences[{i}].{k}");
@@ -649,19 +471,6 @@ impl RunConfig {
                 .any(|c| !(c.weight.is_finite() && c.weight > 0.0))
             {
                 return invalid(key("mixture.weight"), "weights must be positive numbers");
-            }
-            if !language_model && (e.tokens.is_some() || !e.mixture.is_empty()) {
-                return invalid(
-                    key(if e.tokens.is_some() {
-                        "tokens"
-                    } else {
-                        "mixture"
-                    }),
-                    "image streams take `train` files and a `steps` budget",
-                );
-            }
-            if language_model && !(e.classes.is_empty() && e.class_names.is_empty()) {
-                return invalid(key("classes"), "class filters apply to image streams only");
             }
             match (e.steps, e.tokens) {
                 (None, None) => return invalid(key("steps"), "give a budget: `steps` or `tokens`"),
@@ -689,7 +498,7 @@ impl RunConfig {
     }
 
     /// The tokenizer file: `data.tokenizer`, or `tokenizer.json` inside `model.from`. Only
-    /// meaningful when the model reads text ([`ModelSection::needs_tokenizer`]).
+    /// meaningful when the model reads text (its architecture then requires one of them).
     pub fn tokenizer_path(&self) -> PathBuf {
         match (&self.data.tokenizer, &self.model.from) {
             (Some(path), _) => path.clone(),

@@ -22,7 +22,7 @@ pub use fused::{FusedOps, TrainBackend};
 pub use metrics::{EvalPoint, EvalRecord, StepRecord};
 pub use model::{
     ADAPTER_MARKER, AdapterModel, Batch, EvalScores, Evaluator, ImageClassifier, ImageEncoder,
-    ImageTextModel, ItemSource, MaskedImageModel, StepOutput, TaskModel,
+    ImageTextModel, ItemSource, LoraSpec, MaskedImageModel, StepOutput, TaskModel,
 };
 pub use params::{HostTensor, NamedTensors};
 pub use rng::SplitMix64;

@@ -11,45 +11,7 @@ use burn::nn::Initializer;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use cpt_core::SplitMix64;
 
-/// Settings of the adapters a model carries.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoraSpec {
-    /// Rank r.
-    pub rank: usize,
-    /// Scale numerator α.
-    pub alpha: f64,
-    /// rsLoRA: scale by α/√r instead of α/r.
-    #[serde(default)]
-    pub rslora: bool,
-    /// Which projections get adapters, by name: for LLaMA `q`, `k`, `v`, `o`, `gate`, `up`,
-    /// `down` (or the full names `q_proj`, ...); for ViT and ViT-MAE those of
-    /// `crate::vit::VIT_LORA_TARGETS` (`query`, ..., with `q`/`k`/`v`/`o` accepted too) and, for
-    /// ViT classifiers, `classifier`.
-    pub target_modules: Vec<String>,
-    /// Dropout on the adapter's input while training (0: none). Its masks come from the
-    /// backend RNG, which the trainer re-seeds from (seed, step) at every step, so runs and
-    /// resumes stay reproducible.
-    #[serde(default)]
-    pub dropout: f64,
-}
-
-impl LoraSpec {
-    /// The factor `s` in `x·W + s·(x·A)·B`.
-    pub fn scaling(&self) -> f64 {
-        if self.rslora {
-            self.alpha / (self.rank as f64).sqrt()
-        } else {
-            self.alpha / self.rank as f64
-        }
-    }
-
-    /// Whether the projection named `name` (`q_proj`, `down_proj`, ...) is targeted.
-    pub fn targets(&self, name: &str) -> bool {
-        let short = name.trim_end_matches("_proj");
-        self.target_modules.iter().any(|t| t == name || t == short)
-    }
-}
+pub use cpt_core::LoraSpec;
 
 /// A linear layer `y = x·W + b`, with an optional LoRA adapter.
 #[derive(Module, Debug)]

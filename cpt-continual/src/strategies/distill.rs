@@ -10,6 +10,7 @@
 //! reference source (general data, earlier experiences) when one is given.
 
 use crate::error::{ContinualError, Result};
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{Context, InnerDevice, ItemOf, Strategy, StrategyState};
 use crate::weights::{Weights, from_host, replace, to_host};
 use burn::module::AutodiffModule;
@@ -245,5 +246,59 @@ where
             source.borrow_mut().seek(cursor)?;
         }
         Ok(())
+    }
+}
+
+/// The `[distill]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillSettings {
+    /// Weight α of the logit (KL) term; 0 disables it.
+    pub alpha: f64,
+    /// Softmax temperature T.
+    pub temperature: f64,
+    /// Weight β of the pooled-feature term (ZSCL-style); 0 disables it.
+    pub feature_weight: f64,
+    /// Feature distance: `l2` or `cosine`.
+    pub feature_distance: FeatureDistance,
+    /// Reference data (Parquet files or globs) to distill on instead of the current batch; the
+    /// architecture reads it into the items its model trains on.
+    pub reference: Vec<String>,
+    /// Items per reference batch.
+    pub reference_batch_size: usize,
+}
+
+impl Default for DistillSettings {
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            temperature: 2.0,
+            feature_weight: 0.0,
+            feature_distance: FeatureDistance::L2,
+            reference: Vec::new(),
+            reference_batch_size: 4,
+        }
+    }
+}
+
+impl StrategySettings for DistillSettings {
+    const NAME: &'static str = "distill";
+
+    fn build<B, M>(self, cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        let config = DistillConfig {
+            alpha: self.alpha,
+            temperature: self.temperature,
+            feature_weight: self.feature_weight,
+            feature_distance: self.feature_distance,
+            reference_batch_size: self.reference_batch_size,
+        };
+        // One distill strategy per run takes the reference stream.
+        let reference = cx.reference.take();
+        Ok(Box::new(Distill::<B, M>::with_config(config, reference)))
     }
 }

@@ -3,6 +3,7 @@
 //! Transfer Degradation in Continual Learning of Vision-Language Models", 2023).
 
 use crate::error::Result;
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
 use crate::weights::{Weights, combine, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
@@ -72,5 +73,32 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
     fn load_state(&mut self, state: StrategyState, device: &InnerDevice<B>) -> Result<()> {
         self.average = load_optional::<B>(&state, "average", device);
         Ok(())
+    }
+}
+
+/// The `[ema]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmaSettings {
+    /// Decay per step.
+    pub decay: f64,
+}
+
+impl Default for EmaSettings {
+    fn default() -> Self {
+        Self { decay: 0.99 }
+    }
+}
+
+impl StrategySettings for EmaSettings {
+    const NAME: &'static str = "ema";
+
+    fn build<B, M>(self, _cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        Ok(Box::new(Ema::<B>::new(self.decay)))
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::error::{ContinualError, Result};
 use crate::optim::GradStore;
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
 use crate::weights::{Weights, from_host, map_weights, snapshot, to_host};
 use burn::module::AutodiffModule;
@@ -196,5 +197,87 @@ where
             self.terms.push(Term { fisher, anchor });
         }
         Ok(())
+    }
+}
+
+/// The `[ewc]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EwcSettings {
+    /// Penalty strength λ.
+    pub lambda: f64,
+    /// Batches used to estimate the Fisher after each experience.
+    pub fisher_batches: usize,
+    /// Online EWC: one anchor, Fisher decayed by `gamma`.
+    pub online: bool,
+    /// Decay of the accumulated Fisher (online only).
+    pub gamma: f64,
+}
+
+impl Default for EwcSettings {
+    fn default() -> Self {
+        Self {
+            lambda: 100.0,
+            fisher_batches: 8,
+            online: false,
+            gamma: 1.0,
+        }
+    }
+}
+
+impl EwcSettings {
+    fn config(&self, fisher: FisherKind, lambda: f64) -> EwcConfig {
+        EwcConfig {
+            lambda,
+            fisher_batches: self.fisher_batches,
+            online: self.online,
+            gamma: self.gamma,
+            fisher,
+        }
+    }
+}
+
+impl StrategySettings for EwcSettings {
+    const NAME: &'static str = "ewc";
+
+    fn build<B, M>(self, _cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        Ok(Box::new(Ewc::<B>::new(
+            self.config(FisherKind::Empirical, self.lambda),
+        )))
+    }
+}
+
+/// The `[l2]` table: EWC with unit importance. Its anchoring (online, γ) follows `[ewc]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L2Settings {
+    /// Penalty strength λ.
+    pub lambda: f64,
+}
+
+impl Default for L2Settings {
+    fn default() -> Self {
+        Self { lambda: 1.0 }
+    }
+}
+
+impl StrategySettings for L2Settings {
+    const NAME: &'static str = "l2";
+
+    fn build<B, M>(self, cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        let ewc = crate::registry::settings::<EwcSettings>(cx.run)?;
+        Ok(Box::new(Ewc::<B>::new(
+            ewc.config(FisherKind::Identity, self.lambda),
+        )))
     }
 }

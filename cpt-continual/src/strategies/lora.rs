@@ -5,11 +5,14 @@
 //! when the next experience starts).
 
 use crate::error::{ContinualError, Result};
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
 use crate::weights::{Weights, from_host, snapshot, to_host};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use cpt_core::{ADAPTER_MARKER, AdapterModel, NamedTensors, SplitMix64, TaskModel};
+use cpt_core::{
+    ADAPTER_MARKER, AdapterModel, CoreError, LoraSpec, NamedTensors, SplitMix64, TaskModel,
+};
 use serde::{Deserialize, Serialize};
 
 /// What happens to the adapter when an experience ends.
@@ -22,6 +25,17 @@ pub enum LoraMode {
     Merge,
     /// A fresh adapter per experience; finished ones are kept (not merged).
     PerExperience,
+}
+
+impl LoraMode {
+    /// The name written in `lora.mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Continue => "continue",
+            Self::Merge => "merge",
+            Self::PerExperience => "per_experience",
+        }
+    }
 }
 
 /// The LoRA strategy.
@@ -138,5 +152,89 @@ where
             .map(|k| from_host::<B>(&state.tensors, &format!("saved.{k}"), device))
             .collect();
         Ok(())
+    }
+}
+
+/// The `[lora]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSettings {
+    /// Adapter rank r.
+    pub rank: usize,
+    /// Scale numerator α (scale α/r, or α/√r with `rslora`).
+    pub alpha: f64,
+    /// Rank-stabilised scaling α/√r.
+    pub rslora: bool,
+    /// Dropout on the adapters' input during training.
+    pub dropout: f64,
+    /// Projections that get adapters, by the architecture's names (LLaMA: `q`, `k`, `v`, `o`,
+    /// `gate`, `up`, `down`).
+    pub target_modules: Vec<String>,
+    /// Per experience: `continue` one adapter, `merge` it and start fresh, or keep one
+    /// `per_experience`.
+    pub mode: LoraMode,
+}
+
+impl Default for LoraSettings {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            rslora: false,
+            dropout: 0.0,
+            target_modules: vec!["q".into(), "v".into()],
+            mode: LoraMode::Merge,
+        }
+    }
+}
+
+impl LoraSettings {
+    /// The adapter spec, its targets checked against the projections `known` to the
+    /// `architecture`.
+    pub fn spec(&self, known: &[&str], architecture: &str) -> Result<LoraSpec> {
+        if let Some(bad) = self
+            .target_modules
+            .iter()
+            .find(|t| !known.contains(&t.trim_end_matches("_proj")))
+        {
+            return Err(ContinualError::Core(CoreError::Invalid {
+                key: "lora.target_modules".into(),
+                message: format!(
+                    "unknown module `{bad}` (known for `{architecture}`: {})",
+                    known.join(", ")
+                ),
+            }));
+        }
+        Ok(LoraSpec {
+            rank: self.rank,
+            alpha: self.alpha,
+            rslora: self.rslora,
+            target_modules: self.target_modules.clone(),
+            dropout: self.dropout,
+        })
+    }
+}
+
+impl StrategySettings for LoraSettings {
+    const NAME: &'static str = "lora";
+
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.rank == 0 {
+            return Err(("rank", "must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(("dropout", "must lie in [0, 1)".into()));
+        }
+        Ok(())
+    }
+
+    fn build<B, M>(self, cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        let spec = self.spec(cx.lora_targets, &cx.run.model.architecture)?;
+        Ok(Box::new(Lora::<B, M>::new(spec, self.mode, cx.seed())))
     }
 }

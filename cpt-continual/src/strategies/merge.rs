@@ -5,6 +5,7 @@
 //! Pretraining" (2024) finds among the best trade-offs.
 
 use crate::error::Result;
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
 use crate::weights::{Weights, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
@@ -92,5 +93,32 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
         self.start = load_optional::<B>(&state, "start", device);
         self.task_sum = load_optional::<B>(&state, "task_sum", device);
         Ok(())
+    }
+}
+
+/// The `[merge]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MergeSettings {
+    /// Scale of the summed task vectors.
+    pub scale: f64,
+}
+
+impl Default for MergeSettings {
+    fn default() -> Self {
+        Self { scale: 0.7 }
+    }
+}
+
+impl StrategySettings for MergeSettings {
+    const NAME: &'static str = "merge";
+
+    fn build<B, M>(self, _cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        Ok(Box::new(Merge::<B>::new(self.scale)))
     }
 }

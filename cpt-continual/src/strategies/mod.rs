@@ -1,4 +1,5 @@
-//! The strategies, one per file.
+//! The strategies, one per file: each with its settings type (the `[name]` table of a run
+//! config), registered in [`crate::registry`].
 
 mod distill;
 mod ema;
@@ -11,13 +12,15 @@ mod slow_learner;
 mod weight_ensemble;
 mod wise;
 
-pub use distill::{Distill, DistillConfig, FeatureDistance, feature_loss, kd_loss};
-pub use ema::Ema;
-pub use ewc::{Ewc, EwcConfig, FisherKind, estimate_fisher};
-pub use lora::{Lora, LoraMode};
-pub use merge::Merge;
-pub use naive::Naive;
-pub use replay::Replay;
-pub use slow_learner::{SlowLearner, glob_match};
-pub use weight_ensemble::WeightEnsemble;
-pub use wise::{Wise, interpolate};
+pub use distill::{
+    Distill, DistillConfig, DistillSettings, FeatureDistance, feature_loss, kd_loss,
+};
+pub use ema::{Ema, EmaSettings};
+pub use ewc::{Ewc, EwcConfig, EwcSettings, FisherKind, L2Settings, estimate_fisher};
+pub use lora::{Lora, LoraMode, LoraSettings};
+pub use merge::{Merge, MergeSettings};
+pub use naive::{Naive, NaiveSettings};
+pub use replay::{Replay, ReplaySettings};
+pub use slow_learner::{SlowLearner, SlowLearnerSettings, glob_match};
+pub use weight_ensemble::{WeightEnsemble, WeightEnsembleSettings};
+pub use wise::{Wise, WiseSettings, interpolate};

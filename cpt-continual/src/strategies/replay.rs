@@ -3,6 +3,7 @@
 //! "Simple and Scalable Strategies to Continually Pre-train Large Language Models", 2024).
 
 use crate::error::{ContinualError, Result};
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{InnerDevice, ItemOf, Strategy, StrategyState};
 use burn::tensor::backend::AutodiffBackend;
 use cpt_core::TaskModel;
@@ -72,5 +73,44 @@ where
             message: format!("checkpointed buffer is malformed: {e}"),
         })?;
         Ok(())
+    }
+}
+
+/// The `[replay]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySettings {
+    /// Buffer size in items (reservoir sampling over everything seen).
+    pub capacity: usize,
+    /// Fraction of each batch drawn from the buffer once it holds data.
+    pub ratio: f64,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        Self {
+            capacity: 1024,
+            ratio: 0.25,
+        }
+    }
+}
+
+impl StrategySettings for ReplaySettings {
+    const NAME: &'static str = "replay";
+
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        if !(0.0..1.0).contains(&self.ratio) {
+            return Err(("ratio", "must lie in [0, 1)".into()));
+        }
+        Ok(())
+    }
+
+    fn build<B, M>(self, cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        Ok(Box::new(Replay::new(self.capacity, self.ratio, cx.seed())))
     }
 }

@@ -2,6 +2,8 @@
 //! Classifier Alignment for Continual Learning on a Pre-trained Model", 2023): e.g. the
 //! backbone ×0.1 and the head ×1, or a multiplier 0 that freezes a part of the model.
 
+use crate::error::Result;
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::Strategy;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_core::TaskModel;
@@ -90,5 +92,35 @@ mod tests {
         let s = SlowLearner::new(vec![("lm_head.*".into(), 1.0), ("*".into(), 0.1)]);
         assert_eq!(s.scale_of("lm_head.weight"), 1.0);
         assert_eq!(s.scale_of("model.norm.weight"), 0.1);
+    }
+}
+
+/// `slow_learner` reads its groups from the run's `[[param_groups]]`; it has no table of its own.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowLearnerSettings {}
+
+impl StrategySettings for SlowLearnerSettings {
+    const NAME: &'static str = "slow_learner";
+
+    fn build<B, M>(self, cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        let groups: Vec<(String, f64)> = cx
+            .run
+            .param_groups
+            .iter()
+            .map(|g| (g.pattern.clone(), g.lr_scale))
+            .collect();
+        if groups.is_empty() {
+            return Err(crate::ContinualError::Core(cpt_core::CoreError::Invalid {
+                key: "param_groups".into(),
+                message: "`slow_learner` needs at least one [[param_groups]] entry".into(),
+            }));
+        }
+        Ok(Box::new(SlowLearner::new(groups)))
     }
 }

@@ -4,6 +4,7 @@
 //! model when the experience ends.
 
 use crate::error::Result;
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
 use crate::weights::{Weights, combine, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
@@ -95,5 +96,32 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
         self.steps = get("steps");
         self.average = load_optional::<B>(&state, "average", device);
         Ok(())
+    }
+}
+
+/// The `[weight_ensemble]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeightEnsembleSettings {
+    /// Add the current weights to the average every this many steps.
+    pub every_steps: u64,
+}
+
+impl Default for WeightEnsembleSettings {
+    fn default() -> Self {
+        Self { every_steps: 10 }
+    }
+}
+
+impl StrategySettings for WeightEnsembleSettings {
+    const NAME: &'static str = "weight_ensemble";
+
+    fn build<B, M>(self, _cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        Ok(Box::new(WeightEnsemble::<B>::new(self.every_steps)))
     }
 }

@@ -2,6 +2,7 @@
 //! fine-tuning of zero-shot models", 2022): `θ ← (1 − α) · θ_before + α · θ_after`.
 
 use crate::error::Result;
+use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
 use crate::weights::{Weights, load_optional, replace, save_optional, snapshot};
 use burn::module::AutodiffModule;
@@ -74,5 +75,32 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Strategy<B, M> for
     fn load_state(&mut self, state: StrategyState, device: &InnerDevice<B>) -> Result<()> {
         self.start = load_optional::<B>(&state, "start", device);
         Ok(())
+    }
+}
+
+/// The `[wise]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WiseSettings {
+    /// Weight of the fine-tuned end point (1: keep it, 0: undo the experience).
+    pub alpha: f64,
+}
+
+impl Default for WiseSettings {
+    fn default() -> Self {
+        Self { alpha: 0.5 }
+    }
+}
+
+impl StrategySettings for WiseSettings {
+    const NAME: &'static str = "wise";
+
+    fn build<B, M>(self, _cx: &mut BuildContext<'_, B, M>) -> Result<Box<dyn Strategy<B, M>>>
+    where
+        B: AutodiffBackend,
+        M: ContinualModel<B>,
+        M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+    {
+        Ok(Box::new(Wise::<B>::new(self.alpha)))
     }
 }

@@ -1,34 +1,23 @@
-//! The vision side of `cpt run`: image streams, held-out image sets and the evaluator of each
-//! vision architecture (ViT: head accuracy; MAE: reconstruction loss; CLIP: zero-shot accuracy),
-//! every one with the frozen-feature probes when `eval.support_images` > 0.
+//! Builds the data side of an image run from its config: training streams of images (or
+//! image–text pairs), held-out image sets with their probe support sets and zero-shot prompts,
+//! and distillation reference images. Every vision architecture in `arch/` assembles its stream
+//! from these.
 
+use crate::model_source::model_table;
 use crate::run::Stream;
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::Experience;
-use cpt_core::rng::domain;
-use cpt_core::TrainBackend;
+use cpt_continual::strategies::DistillSettings;
 use cpt_core::config::{BadShards, ExperienceConfig, HeldOutSet};
+use cpt_core::rng::domain;
 use cpt_core::{Evaluator, ImageBatch, ImageItem, ItemSource, RunConfig, SplitMix64, TaskModel};
 use cpt_data::{
     Augment, CaptionMode, CaptionTokenizer, ImageSourceOptions, ImageTransform, ParquetImageSource,
-    Resize, Tokenizer, eval_images, expand_paths,
+    Resize, eval_images, expand_paths,
 };
-use cpt_eval::{
-    ClassPrompts, ClassificationEvaluator, ImageEvalSet, ProbeScope, ProbeSettings,
-    ReconstructionEvaluator, ZeroShotEvaluator,
-};
-use cpt_models::hf_clip;
-use cpt_models::hf_vit;
-use cpt_models::{ClipConfig, ClipModel, ViTConfig, ViTForImageClassification, ViTMAEConfig};
-use cpt_models::{ViTMAEForPreTraining, clip, vit};
-use std::sync::Arc;
-
-/// ViT's adapter targets, its classification head included (the head must learn new classes).
-pub fn vit_classifier_lora_targets() -> Vec<&'static str> {
-    [vit::VIT_LORA_TARGETS, &[vit::CLASSIFIER_TARGET]].concat()
-}
+use cpt_eval::{ClassPrompts, ImageEvalSet, ProbeScope, ProbeSettings};
 
 /// What the model expects of every image.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +139,8 @@ pub fn training_streams(
         .zip(config.experience_steps())
         .enumerate()
     {
-        let seed = SplitMix64::derive(config.seed, &[domain::TRAINING_DATA, i as u64, 0]).next_u64();
+        let seed =
+            SplitMix64::derive(config.seed, &[domain::TRAINING_DATA, i as u64, 0]).next_u64();
         let context = || format!("training data of experience `{}`", e.name);
         let options = options(config, geometry, &SetSpec::experience(e), captions, seed)
             .with_context(context)?;
@@ -267,7 +257,8 @@ fn class_prompts(
     })
 }
 
-fn probe_settings(config: &RunConfig) -> ProbeSettings {
+/// The probes' settings of a run.
+pub fn probe_settings(config: &RunConfig) -> ProbeSettings {
     ProbeSettings {
         scope: match config.eval.probe_scope.as_str() {
             "all_sets" => ProbeScope::AllSets,
@@ -283,7 +274,8 @@ fn reference_images(
     geometry: Geometry,
     captions: Option<&CaptionTokenizer>,
 ) -> Result<Option<Box<dyn ItemSource<ImageItem>>>> {
-    if config.distill.reference.is_empty() {
+    let distill: DistillSettings = cpt_continual::settings(config)?;
+    if distill.reference.is_empty() {
         return Ok(None);
     }
     let context = || "distillation reference data (`distill.reference`)".to_string();
@@ -296,68 +288,24 @@ fn reference_images(
         class_names: &config.experiences[0].class_names,
     };
     let options = options(config, geometry, &spec, captions, seed).with_context(context)?;
-    let paths = expand_paths(&config.distill.reference).with_context(context)?;
+    let paths = expand_paths(&distill.reference).with_context(context)?;
     let source = ParquetImageSource::open(&paths, options).with_context(context)?;
     Ok(Some(Box::new(source)))
 }
 
 /// `[model.config]` of a run without `model.from`, as the architecture's config type.
-fn model_config<C: serde::de::DeserializeOwned>(config: &RunConfig) -> Result<C> {
+pub fn model_config<C: serde::de::DeserializeOwned>(config: &RunConfig) -> Result<C> {
     let table = config
         .model
         .config
         .as_ref()
         .expect("validate() requires `config` without `from`");
-    crate::model_source::model_table(table)
-}
-
-/// The ViT config of a run: `[model.config]`, or the config.json of `model.from`.
-pub fn vit_config(config: &RunConfig) -> Result<ViTConfig> {
-    let c: ViTConfig = match &config.model.from {
-        Some(dir) => match hf_vit::read_config(dir)? {
-            hf_vit::VisionConfig::ViT(c) => c,
-            hf_vit::VisionConfig::ViTMAE(_) => {
-                bail!("{}: a ViT-MAE folder, not a ViT classifier", dir.display())
-            }
-        },
-        None => model_config(config)?,
-    };
-    c.validate()
-        .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
-    Ok(c)
-}
-
-/// The ViT-MAE config of a run.
-pub fn mae_config(config: &RunConfig) -> Result<ViTMAEConfig> {
-    let c: ViTMAEConfig = match &config.model.from {
-        Some(dir) => match hf_vit::read_config(dir)? {
-            hf_vit::VisionConfig::ViTMAE(c) => c,
-            hf_vit::VisionConfig::ViT(_) => {
-                bail!("{}: a ViT classifier folder, not ViT-MAE", dir.display())
-            }
-        },
-        None => model_config(config)?,
-    };
-    c.validate()
-        .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
-    Ok(c)
-}
-
-/// The CLIP config of a run.
-pub fn clip_config(config: &RunConfig) -> Result<ClipConfig> {
-    let c: ClipConfig = match &config.model.from {
-        Some(dir) => hf_clip::read_config(dir)?,
-        None => model_config(config)?,
-    };
-    c.validate().map_err(|(field, message)| {
-        anyhow::anyhow!("config key `model.config.{field}`: {message}")
-    })?;
-    Ok(c)
+    model_table(table)
 }
 
 /// What every vision architecture's stream is made of, in the order they are checked: eval sets
 /// (handed to `evaluator`), training streams, distillation reference images.
-fn image_stream<B, M>(
+pub fn image_stream<B, M>(
     config: &RunConfig,
     model: M,
     geometry: Geometry,
@@ -381,138 +329,19 @@ where
     })
 }
 
-/// ViT for image classification: head accuracy per experience.
-pub fn vit_stream<B: TrainBackend>(
-    config: &RunConfig,
-    device: &B::Device,
-) -> Result<Stream<B, ViTForImageClassification<B>>> {
-    let (model_config, model) = match &config.model.from {
-        Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
-        None => {
-            let c = vit_config(config)?;
-            let model = c.init_seeded(config.seed, device);
-            (c, model)
-        }
-    };
-    for (i, e) in config.experiences.iter().enumerate() {
-        if let Some(bad) = e
-            .classes
-            .iter()
-            .find(|&&c| c < 0 || c >= model_config.num_labels as i64)
-        {
+/// The checks every image architecture makes of a run config.
+pub fn validate(run: &RunConfig) -> Result<()> {
+    for (i, e) in run.experiences.iter().enumerate() {
+        if e.tokens.is_some() || !e.mixture.is_empty() {
+            let key = if e.tokens.is_some() {
+                "tokens"
+            } else {
+                "mixture"
+            };
             bail!(
-                "config key `experiences[{i}].classes`: class {bad} is outside the classifier's {} labels (model num_labels)",
-                model_config.num_labels
+                "config key `experiences[{i}].{key}`: image streams take `train` files and a `steps` budget"
             );
         }
     }
-    let geometry = Geometry {
-        size: model_config.image_size,
-        channels: model_config.num_channels,
-    };
-    image_stream(
-        config,
-        model,
-        geometry,
-        None,
-        vit_classifier_lora_targets(),
-        |sets| {
-            Ok(Box::new(ClassificationEvaluator::<
-                B::InnerBackend,
-                ViTForImageClassification<B::InnerBackend>,
-            >::new(sets, probe_settings(config))))
-        },
-    )
-}
-
-/// MAE pre-training: held-out reconstruction loss per experience.
-pub fn mae_stream<B: AutodiffBackend>(
-    config: &RunConfig,
-    device: &B::Device,
-) -> Result<Stream<B, ViTMAEForPreTraining<B>>> {
-    let (model_config, model) = match &config.model.from {
-        Some(dir) => hf_vit::load_vit_mae::<B>(dir, device)?,
-        None => {
-            let c = mae_config(config)?;
-            let model = c.init_seeded(config.seed, device);
-            (c, model)
-        }
-    };
-    let geometry = Geometry {
-        size: model_config.image_size,
-        channels: model_config.num_channels,
-    };
-    let seed = SplitMix64::derive(config.seed, &[domain::MAE_EVAL_MASKS]).next_u64();
-    image_stream(
-        config,
-        model,
-        geometry,
-        None,
-        vit::VIT_LORA_TARGETS.to_vec(),
-        |sets| {
-            Ok(Box::new(ReconstructionEvaluator::<
-                B::InnerBackend,
-                ViTMAEForPreTraining<B::InnerBackend>,
-            >::new(
-                sets, probe_settings(config), seed
-            )))
-        },
-    )
-}
-
-/// CLIP: contrastive image–text training, zero-shot accuracy per experience.
-pub fn clip_stream<B: TrainBackend>(
-    config: &RunConfig,
-    device: &B::Device,
-) -> Result<Stream<B, ClipModel<B>>> {
-    let (model_config, model) = match &config.model.from {
-        Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
-        None => {
-            let c = clip_config(config)?;
-            let model = c.init_seeded(config.seed, device);
-            (c, model)
-        }
-    };
-    let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
-    let text = &model_config.text_config;
-    if text.vocab_size < tokenizer.vocab_size() {
-        bail!(
-            "config key `model.config.text_config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
-            text.vocab_size,
-            tokenizer.vocab_size()
-        );
-    }
-    let text_len = config.data.image.text_len;
-    if text_len > text.max_position_embeddings {
-        bail!(
-            "config key `data.image.text_len`: {text_len} exceeds the text model's max_position_embeddings ({})",
-            text.max_position_embeddings
-        );
-    }
-    let captions = CaptionTokenizer::new(tokenizer, text_len)?;
-    if captions.eos != text.eos_token_id {
-        tracing::warn!(
-            "the tokenizer's end-of-text id {} differs from text_config.eos_token_id {}: pooling uses the config's",
-            captions.eos,
-            text.eos_token_id
-        );
-    }
-    let vision = &model_config.vision_config;
-    let geometry = Geometry {
-        size: vision.image_size,
-        channels: vision.num_channels,
-    };
-    image_stream(
-        config,
-        model,
-        geometry,
-        Some(&captions),
-        clip::CLIP_LORA_TARGETS.to_vec(),
-        |sets| {
-            Ok(Box::new(ZeroShotEvaluator::<
-                B::InnerBackend,
-                ClipModel<B::InnerBackend>,
-            >::new(sets, probe_settings(config))?))
-        },
-    )
+    Ok(())
 }

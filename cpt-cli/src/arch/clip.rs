@@ -1,0 +1,110 @@
+//! CLIP: contrastive image–text training on image streams with captions (a caption column, or
+//! captions built from class names), zero-shot accuracy per experience and on held-out sets.
+
+use super::Architecture;
+use crate::image_sources::{self, Geometry, image_stream, probe_settings};
+use crate::model_source::RunCheckpoint;
+use crate::run::{RunEnd, RunJob};
+use anyhow::{Result, bail};
+use burn::tensor::backend::Backend;
+use cpt_core::{AdapterModel, RunConfig, TrainBackend};
+use cpt_data::{CaptionTokenizer, Tokenizer};
+use cpt_eval::ZeroShotEvaluator;
+use cpt_models::{ClipConfig, ClipModel, clip, hf_clip};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The CLIP architecture (`model.architecture = "clip"`).
+pub struct Clip;
+
+impl Architecture for Clip {
+    const NAME: &'static str = "clip";
+    const READS_TEXT: bool = true;
+
+    fn lora_targets() -> Vec<&'static str> {
+        clip::CLIP_LORA_TARGETS.to_vec()
+    }
+
+    fn validate(run: &RunConfig) -> Result<()> {
+        image_sources::validate(run)
+    }
+
+    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd> {
+        let config = &job.config;
+        let (model_config, model) = match &config.model.from {
+            Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
+            None => {
+                let c = model_config(config)?;
+                let model = c.init_seeded(config.seed, device);
+                (c, model)
+            }
+        };
+        let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
+        let text = &model_config.text_config;
+        if text.vocab_size < tokenizer.vocab_size() {
+            bail!(
+                "config key `model.config.text_config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
+                text.vocab_size,
+                tokenizer.vocab_size()
+            );
+        }
+        let text_len = config.data.image.text_len;
+        if text_len > text.max_position_embeddings {
+            bail!(
+                "config key `data.image.text_len`: {text_len} exceeds the text model's max_position_embeddings ({})",
+                text.max_position_embeddings
+            );
+        }
+        let captions = CaptionTokenizer::new(tokenizer, text_len)?;
+        if captions.eos != text.eos_token_id {
+            tracing::warn!(
+                "the tokenizer's end-of-text id {} differs from text_config.eos_token_id {}: pooling uses the config's",
+                captions.eos,
+                text.eos_token_id
+            );
+        }
+        let vision = &model_config.vision_config;
+        let geometry = Geometry {
+            size: vision.image_size,
+            channels: vision.num_channels,
+        };
+        let stream = image_stream(
+            config,
+            model,
+            geometry,
+            Some(&captions),
+            Self::lora_targets(),
+            |sets| {
+                Ok(Box::new(ZeroShotEvaluator::<
+                    B::InnerBackend,
+                    ClipModel<B::InnerBackend>,
+                >::new(
+                    sets, probe_settings(config)
+                )?))
+            },
+        )?;
+        job.execute(stream)
+    }
+
+    fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()> {
+        let config = model_config(&saved.run)?;
+        let model = saved
+            .load_into(config.init::<B>(device), &Self::lora_targets())?
+            .merge_adapters();
+        let tokenizer = saved.run.tokenizer_path();
+        hf_clip::save_clip(&model, &config, Some(&tokenizer), out)?;
+        Ok(())
+    }
+}
+
+/// The CLIP config of a run: `[model.config]`, or the config.json of `model.from`.
+fn model_config(run: &RunConfig) -> Result<ClipConfig> {
+    let c: ClipConfig = match &run.model.from {
+        Some(dir) => hf_clip::read_config(dir)?,
+        None => image_sources::model_config(run)?,
+    };
+    c.validate().map_err(|(field, message)| {
+        anyhow::anyhow!("config key `model.config.{field}`: {message}")
+    })?;
+    Ok(c)
+}

@@ -1,0 +1,131 @@
+//! The architectures cpt trains, one file each, and the one place that maps a
+//! `model.architecture` name to one of them.
+//!
+//! An [`Architecture`] knows everything model-specific a command needs: which config checks
+//! apply, how to build its model (fresh or from a Hugging Face folder) with its data streams and
+//! evaluator for `cpt run`, which projections LoRA may target, and how to write a checkpoint of
+//! it back as a Hugging Face folder. Everything else (`run.rs`'s trainer loop and run directory,
+//! the strategies, the backends) is generic. Adding an architecture is its model file in
+//! cpt-models, one file here, and one line in [`with_architecture`].
+
+pub mod clip;
+pub mod llama;
+pub mod vit;
+pub mod vit_mae;
+
+use crate::backend::BackendJob;
+use crate::model_source::RunCheckpoint;
+use crate::run::{RunEnd, RunJob};
+use anyhow::{Result, bail};
+use burn::tensor::backend::Backend;
+use cpt_core::{RunConfig, TrainBackend};
+use std::path::Path;
+
+/// One model family: a model file in cpt-models seen from the commands.
+pub trait Architecture {
+    /// Its `model.architecture` name.
+    const NAME: &'static str;
+    /// Whether the model reads text, so a run needs a tokenizer.
+    const READS_TEXT: bool;
+
+    /// Projections `lora.target_modules` may name.
+    fn lora_targets() -> Vec<&'static str>;
+
+    /// Checks of a run config that depend on the architecture; errors name the key.
+    fn validate(run: &RunConfig) -> Result<()>;
+
+    /// Train the run `job` describes on backend `B`: build the model, its streams and its
+    /// evaluator, then hand them to the generic [`RunJob::execute`].
+    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd>;
+
+    /// Write the model of checkpoint `saved` (live adapters folded in) as a Hugging Face folder.
+    fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()>;
+}
+
+/// Work to do with a concrete architecture.
+pub trait ArchitectureJob {
+    /// What the job returns.
+    type Output;
+    /// Do it with architecture `A`.
+    fn run<A: Architecture>(self) -> Result<Self::Output>;
+}
+
+/// Architectures `model.architecture` accepts.
+pub const ARCHITECTURES: &[&str] = &[
+    llama::Llama::NAME,
+    vit::ViT::NAME,
+    vit_mae::ViTMAE::NAME,
+    clip::Clip::NAME,
+];
+
+/// Run `job` with the architecture called `name`.
+pub fn with_architecture<J: ArchitectureJob>(name: &str, job: J) -> Result<J::Output> {
+    match name {
+        llama::Llama::NAME => job.run::<llama::Llama>(),
+        vit::ViT::NAME => job.run::<vit::ViT>(),
+        vit_mae::ViTMAE::NAME => job.run::<vit_mae::ViTMAE>(),
+        clip::Clip::NAME => job.run::<clip::Clip>(),
+        other => bail!(
+            "config key `model.architecture`: unknown architecture `{other}` (known: {})",
+            ARCHITECTURES.join(", ")
+        ),
+    }
+}
+
+/// The checks every architecture shares, then its own.
+fn validate<A: Architecture>(run: &RunConfig) -> Result<()> {
+    if A::READS_TEXT && run.data.tokenizer.is_none() && run.model.from.is_none() {
+        bail!("config key `data.tokenizer`: required unless `model.from` holds a tokenizer.json");
+    }
+    A::validate(run)
+}
+
+/// Check `run` against its architecture (before anything is built or written).
+pub fn validate_run(run: &RunConfig) -> Result<()> {
+    struct Validate<'a>(&'a RunConfig);
+    impl ArchitectureJob for Validate<'_> {
+        type Output = ();
+        fn run<A: Architecture>(self) -> Result<()> {
+            validate::<A>(self.0)
+        }
+    }
+    with_architecture(&run.model.architecture, Validate(run))
+}
+
+/// `cpt run`: a [`RunJob`] on the architecture its config names.
+pub struct Train(pub RunJob);
+
+impl BackendJob for Train {
+    type Output = RunEnd;
+
+    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
+        struct TrainOn<B: TrainBackend>(RunJob, B::Device);
+        impl<B: TrainBackend> ArchitectureJob for TrainOn<B> {
+            type Output = RunEnd;
+            fn run<A: Architecture>(self) -> Result<RunEnd> {
+                validate::<A>(&self.0.config)?;
+                A::train::<B>(self.0, &self.1)
+            }
+        }
+        let name = self.0.config.model.architecture.clone();
+        with_architecture(&name, TrainOn::<B>(self.0, device))
+    }
+}
+
+/// Export the model of the run or checkpoint `path` as a Hugging Face folder at `out`.
+pub fn export_checkpoint<B: Backend>(path: &Path, out: &Path, device: &B::Device) -> Result<()> {
+    struct Export<'a, B: Backend>(&'a RunCheckpoint, &'a Path, &'a B::Device);
+    impl<B: Backend> ArchitectureJob for Export<'_, B> {
+        type Output = ();
+        fn run<A: Architecture>(self) -> Result<()> {
+            A::export::<B>(self.0, self.1, self.2)
+        }
+    }
+    let saved = RunCheckpoint::open(path)?;
+    with_architecture(
+        &saved.run.model.architecture,
+        Export::<B>(&saved, out, device),
+    )?;
+    println!("{} → {}", saved.checkpoint.path.display(), out.display());
+    Ok(())
+}

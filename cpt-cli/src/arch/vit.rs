@@ -1,0 +1,99 @@
+//! ViT for image classification: class-incremental or domain-incremental image streams, head
+//! accuracy per experience (and the frozen-feature probes when `eval.support_images` > 0).
+
+use super::Architecture;
+use crate::image_sources::{self, Geometry, image_stream, probe_settings};
+use crate::model_source::RunCheckpoint;
+use crate::run::{RunEnd, RunJob};
+use anyhow::{Result, bail};
+use burn::tensor::backend::Backend;
+use cpt_core::{AdapterModel, RunConfig, TrainBackend};
+use cpt_eval::ClassificationEvaluator;
+use cpt_models::{ViTConfig, ViTForImageClassification, hf_vit, vit};
+use std::path::Path;
+
+/// The ViT classifier architecture (`model.architecture = "vit"`).
+pub struct ViT;
+
+impl Architecture for ViT {
+    const NAME: &'static str = "vit";
+    const READS_TEXT: bool = false;
+
+    /// The encoder's projections and the classification head (the head must learn new classes).
+    fn lora_targets() -> Vec<&'static str> {
+        [vit::VIT_LORA_TARGETS, &[vit::CLASSIFIER_TARGET]].concat()
+    }
+
+    fn validate(run: &RunConfig) -> Result<()> {
+        image_sources::validate(run)
+    }
+
+    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd> {
+        let config = &job.config;
+        let (model_config, model) = match &config.model.from {
+            Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
+            None => {
+                let c = model_config(config)?;
+                let model = c.init_seeded(config.seed, device);
+                (c, model)
+            }
+        };
+        for (i, e) in config.experiences.iter().enumerate() {
+            if let Some(bad) = e
+                .classes
+                .iter()
+                .find(|&&c| c < 0 || c >= model_config.num_labels as i64)
+            {
+                bail!(
+                    "config key `experiences[{i}].classes`: class {bad} is outside the classifier's {} labels (model num_labels)",
+                    model_config.num_labels
+                );
+            }
+        }
+        let geometry = Geometry {
+            size: model_config.image_size,
+            channels: model_config.num_channels,
+        };
+        let stream = image_stream(
+            config,
+            model,
+            geometry,
+            None,
+            Self::lora_targets(),
+            |sets| {
+                Ok(Box::new(ClassificationEvaluator::<
+                    B::InnerBackend,
+                    ViTForImageClassification<B::InnerBackend>,
+                >::new(
+                    sets, probe_settings(config)
+                )))
+            },
+        )?;
+        job.execute(stream)
+    }
+
+    fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()> {
+        let config = model_config(&saved.run)?;
+        let model = saved
+            .load_into(config.init::<B>(device), &Self::lora_targets())?
+            .merge_adapters();
+        hf_vit::save_vit(&model, &config, out)?;
+        Ok(())
+    }
+}
+
+/// The ViT config of a run: `[model.config]`, or the config.json of `model.from`.
+fn model_config(run: &RunConfig) -> Result<ViTConfig> {
+    let c: ViTConfig = match &run.model.from {
+        Some(dir) => match hf_vit::read_config(dir)? {
+            hf_vit::VisionConfig::ViT(c) => c,
+            hf_vit::VisionConfig::ViTMAE(_) => {
+                bail!("{}: a ViT-MAE folder, not a ViT classifier", dir.display())
+            }
+        },
+        None => image_sources::model_config(run)?,
+    };
+    c.validate()
+        .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
+    Ok(c)
+}
