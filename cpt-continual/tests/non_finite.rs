@@ -204,3 +204,120 @@ fn a_loss_spike_is_not_applied() {
     assert_eq!((skipped, none), (1, 0));
     assert!(spiked == clean, "the spiking step changed the weights");
 }
+
+/// Adds `fault(loss)` to the objective of every micro-batch of global step `at` (2 per step),
+/// a penalty that, unlike [`PoisonAt`]'s constant, reaches the gradients.
+struct FaultAt {
+    at: u64,
+    calls: std::cell::Cell<u64>,
+    fault: fn(Tensor<B, 1>) -> Tensor<B, 1>,
+}
+
+// The trainer never shares strategies across threads; Cell is enough.
+unsafe impl Send for FaultAt {}
+
+impl Strategy<B, Model> for FaultAt {
+    fn name(&self) -> &str {
+        "fault"
+    }
+    fn penalty(&self, _m: &Model, _b: &TokenBatch, out: &StepOutput<B>) -> Option<Tensor<B, 1>> {
+        let step = self.calls.get() / 2 + 1;
+        self.calls.set(self.calls.get() + 1);
+        (step == self.at).then(|| (self.fault)(out.loss.clone()))
+    }
+}
+
+/// A run over the first experience for `steps` steps (constant rate) with `fault` on step `at`.
+fn faulted_run(
+    policy: NonFinitePolicy,
+    steps: u64,
+    at: u64,
+    fault: fn(Tensor<B, 1>) -> Tensor<B, 1>,
+) -> (
+    cpt_continual::Result<cpt_continual::RunOutcome>,
+    cpt_continual::ContinualTrainer<B, Model>,
+) {
+    let _serial = backend_rng_lock();
+    let mut settings = settings(0);
+    settings.non_finite = policy;
+    settings.schedule.kind = cpt_core::ScheduleKind::Constant;
+    let strategies: Vec<Box<dyn Strategy<B, Model>>> = vec![Box::new(FaultAt {
+        at,
+        calls: Default::default(),
+        fault,
+    })];
+    let mut exps = experiences();
+    exps.truncate(1);
+    exps[0].steps = steps;
+    let mut t = cpt_continual::ContinualTrainer::new(
+        tiny_model(1),
+        strategies,
+        exps,
+        Box::new(evaluator()),
+        settings,
+    );
+    let result = t.run(&mut cpt_continual::SilentObserver);
+    (result, t)
+}
+
+/// NaN × loss: a NaN objective whose gradients are NaN too.
+fn nan_objective(loss: Tensor<B, 1>) -> Tensor<B, 1> {
+    loss.mul_scalar(f32::NAN)
+}
+
+/// √(loss − loss): an objective of exactly 0 whose gradient is infinite.
+fn infinite_gradient(loss: Tensor<B, 1>) -> Tensor<B, 1> {
+    (loss.clone() - loss.detach()).sqrt()
+}
+
+#[test]
+fn a_nan_objective_with_nan_gradients_names_the_loss_and_applies_nothing() {
+    let skip = NonFinitePolicy::Skip {
+        max_skipped_steps: 5,
+    };
+    let (result, faulted) = faulted_run(skip, 3, 3, nan_objective);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(faulted.state().skipped_steps, 1);
+    let (_, clean) = faulted_run(skip, 2, 0, nan_objective);
+    assert!(
+        named_tensors(faulted.model()) == named_tensors(clean.model()),
+        "the NaN gradients reached the weights"
+    );
+    let (result, _) = faulted_run(NonFinitePolicy::Fail, 3, 3, nan_objective);
+    assert!(
+        matches!(
+            result,
+            Err(ContinualError::NonFinite {
+                what: "loss",
+                step: 3,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_finite_loss_with_an_infinite_gradient_names_the_gradient_norm() {
+    let (result, _) = faulted_run(NonFinitePolicy::Fail, 3, 3, infinite_gradient);
+    match result {
+        Err(ContinualError::NonFinite {
+            what, step, value, ..
+        }) => {
+            assert_eq!((what, step), ("gradient norm", 3));
+            assert!(!value.is_finite());
+        }
+        other => panic!("expected a non-finite gradient norm, got {other:?}"),
+    }
+    let skip = NonFinitePolicy::Skip {
+        max_skipped_steps: 5,
+    };
+    let (result, faulted) = faulted_run(skip, 3, 3, infinite_gradient);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(faulted.state().skipped_steps, 1);
+    let (_, clean) = faulted_run(skip, 2, 0, infinite_gradient);
+    assert!(
+        named_tensors(faulted.model()) == named_tensors(clean.model()),
+        "the skipped step changed the weights"
+    );
+}

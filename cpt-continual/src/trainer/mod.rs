@@ -1,23 +1,31 @@
 //! The continual trainer: one loop over the experiences of a stream and the optimizer steps of
 //! each, read top to bottom like nanoGPT's. Everything it needs to continue after a restart is
 //! in [`TrainerState`] plus the model, optimizer and strategy tensors of a checkpoint.
+//!
+//! A step is two halves: `forward_backward` over the micro-batches, which leaves its gradients
+//! and losses on the device, and `update`, which reads the losses once and the gradient norm
+//! once, then guards, clips and applies. The guards live in `guards.rs`, checkpoint and resume
+//! in `checkpointing.rs`.
 
-use crate::error::{ContinualError, Result};
+mod checkpointing;
+mod guards;
+
+pub use checkpointing::{MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
+pub use guards::{NonFinitePolicy, SpikeGuard};
+
+use crate::error::Result;
 use crate::optim::{AdamW, AdamWConfig, GradStore};
-use crate::strategy::{Context, ItemOf, Strategy, StrategyState};
+use crate::strategy::{Context, ItemOf, Strategy};
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::ElementConversion;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use cpt_core::TrainBackend;
-use cpt_core::checkpoint::{CheckpointDir, save_checkpoint, tag_for_step};
-use cpt_core::params::{load_named, named_tensors};
 use cpt_core::schedule::phase_position;
-use cpt_core::tensor_file::{encode_tensors, parse_tensors};
 use cpt_core::{
-    Batch, CoreError, EvalPoint, EvalRecord, EvalScores, Evaluator, ItemSource, ScheduleConfig,
-    StepRecord, TaskModel,
+    Batch, EvalPoint, EvalRecord, EvalScores, Evaluator, ItemSource, ScheduleConfig, StepRecord,
+    TaskModel,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,54 +63,6 @@ pub struct TrainerSettings {
     /// burn cannot save a device RNG's state, so each step's draws are made a function of the
     /// step instead.
     pub seed: u64,
-}
-
-/// Running mean of recent step losses for the loss-spike guard: an exponential average over
-/// roughly the last 50 applied steps, armed after 20. Non-finite and spiking losses never enter
-/// it (a NaN would poison it for good, as llm.c's detector is). Checkpointed with the trainer
-/// state, so a resumed run judges spikes exactly as an uninterrupted one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SpikeGuard {
-    /// Exponential mean of accepted losses.
-    pub mean: f64,
-    /// Losses accepted so far.
-    pub count: u64,
-}
-
-impl SpikeGuard {
-    const DECAY: f64 = 0.98;
-    const WARMUP: u64 = 20;
-
-    /// Whether `loss` is a spike under `factor`; a finite non-spike loss updates the mean.
-    pub fn observe(&mut self, loss: f64, factor: f64) -> bool {
-        if !loss.is_finite() {
-            return false;
-        }
-        if self.count >= Self::WARMUP && loss > factor * self.mean {
-            return true;
-        }
-        self.mean = if self.count == 0 {
-            loss
-        } else {
-            Self::DECAY * self.mean + (1.0 - Self::DECAY) * loss
-        };
-        self.count += 1;
-        false
-    }
-}
-
-/// What the trainer does with a step whose loss or gradient norm is not finite. The update is
-/// never applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonFinitePolicy {
-    /// Stop the run with an error naming the experience and step.
-    Fail,
-    /// Skip the step (its data is consumed) and continue; fail once more than
-    /// `max_skipped_steps` steps were skipped in the run.
-    Skip {
-        /// Most steps that may be skipped over the run.
-        max_skipped_steps: u64,
-    },
 }
 
 /// One experience of the stream: a name, a step budget and its training stream.
@@ -313,8 +273,8 @@ where
         Ok(RunOutcome::Finished)
     }
 
-    /// One optimizer step on experience `e`: micro-batches, penalties, gradient accumulation,
-    /// the non-finite guard, global-norm clipping, the AdamW update, `after_step` hooks.
+    /// One optimizer step on experience `e`: the forward and backward passes of its
+    /// micro-batches, then the update they add up to.
     fn train_step(&mut self, e: usize) -> Result<StepRecord> {
         let started = Instant::now();
         let s = &self.settings;
@@ -326,15 +286,25 @@ where
             self.state.step_in_experience,
         );
         let lr = s.schedule.lr_at(phase_step, phase_steps);
-        let (batch_size, accum) = (s.batch_size, s.grad_accum_steps);
         self.reseed(&[self.state.global_step]);
+        let micro = self.forward_backward(e)?;
+        self.update(e, micro, lr, started)
+    }
 
-        let mut grads = GradStore::<B>::default();
-        let (mut loss_sum, mut total_sum, mut units) = (0.0, 0.0, 0usize);
-        let mut non_finite: Option<(&'static str, f64)> = None;
+    /// Forward and backward passes over the step's micro-batches: fresh items plus the slots
+    /// strategies fill (replay), the loss plus strategy penalties, gradients summed over the
+    /// micro-batches. Nothing is read to the host here; the losses stay on the device.
+    fn forward_backward(&mut self, e: usize) -> Result<MicroBatches<B>> {
+        let (batch_size, accum) = (self.settings.batch_size, self.settings.grad_accum_steps);
+        let mut micro = MicroBatches {
+            grads: GradStore::default(),
+            losses: Vec::with_capacity(accum),
+            totals: Vec::with_capacity(accum),
+            units: 0,
+        };
         for _ in 0..accum {
             let batch = self.next_training_batch(e, batch_size)?;
-            units += batch.units();
+            micro.units += batch.units();
             let out = self.model.forward_step(&batch);
             let mut total = out.loss.clone();
             for strategy in &self.strategies {
@@ -342,42 +312,44 @@ where
                     total = total + penalty;
                 }
             }
-            let loss = out.loss.clone().into_scalar().elem::<f64>();
-            let total_value = total.clone().into_scalar().elem::<f64>();
-            loss_sum += loss;
-            total_sum += total_value;
-            if !total_value.is_finite() {
-                // The remaining micro-batches are still drawn, so the data position does not
-                // depend on where the fault happened.
-                non_finite.get_or_insert(("loss", total_value));
-                continue;
-            }
+            // Kept without their autodiff graph, which would otherwise live until the read.
+            micro.losses.push(out.loss.clone().inner());
+            micro.totals.push(total.clone().inner());
+            // A non-finite objective is backpropagated like any other: the guard rejects the
+            // whole step before its gradients are used, and every micro-batch is still drawn,
+            // so the data position does not depend on where a fault happened.
             let backward = total.div_scalar(accum as f64).backward();
-            grads.accumulate(&self.model, &backward);
+            micro.grads.accumulate(&self.model, &backward);
         }
+        Ok(micro)
+    }
+
+    /// The update of one step: frozen parameters dropped, the non-finite and loss-spike
+    /// guards, global-norm clipping, AdamW, `after_step` hooks, and the step's record.
+    fn update(
+        &mut self,
+        e: usize,
+        micro: MicroBatches<B>,
+        lr: f64,
+        started: Instant,
+    ) -> Result<StepRecord> {
+        let MicroBatches {
+            mut grads,
+            losses,
+            totals,
+            units,
+        } = micro;
+        let losses = StepLosses::read(losses, totals);
         // Frozen parameters (learning-rate scale 0) have no gradient, as `requires_grad=False`
         // in PyTorch: they count neither in the clipping norm nor in the update.
         let strategies = &self.strategies;
         grads.retain(|path| strategies.iter().all(|s| s.lr_scale(path) != 0.0));
-        let grad_norm = if non_finite.is_none() {
-            grads.global_norm()
-        } else {
-            f64::NAN
+        // The step's second and last read; a step already lost to its loss needs no norm.
+        let grad_norm = match losses.non_finite_total {
+            None => grads.global_norm(),
+            Some(_) => f64::NAN,
         };
-        if non_finite.is_none() && !grad_norm.is_finite() {
-            non_finite = Some(("gradient norm", grad_norm));
-        }
-        // The guard watches the objective the update follows (loss plus penalties).
-        let mean_loss = total_sum / accum as f64;
-        let spike = match (non_finite, self.settings.loss_spike_factor) {
-            (None, Some(factor)) => self.state.spike_guard.observe(mean_loss, factor),
-            _ => false,
-        };
-        let skipped = match non_finite {
-            None if spike => self.spike_step(mean_loss, e)?,
-            None => false,
-            Some((what, value)) => self.non_finite_step(what, value, e)?,
-        };
+        let skipped = self.guard(e, &losses, grad_norm)?;
         if !skipped {
             let clip = self.settings.grad_clip_norm;
             if clip > 0.0 && grad_norm > clip {
@@ -407,8 +379,8 @@ where
             step: self.state.step_in_experience,
             experience_steps: self.experiences[e].steps,
             global_step: self.state.global_step,
-            loss: loss_sum / accum as f64,
-            total_loss: total_sum / accum as f64,
+            loss: losses.loss,
+            total_loss: losses.total,
             lr,
             grad_norm,
             tokens_seen: self.state.tokens_seen,
@@ -434,61 +406,6 @@ where
             strategy.extend_batch(batch_size, &fresh, &mut items);
         }
         Ok(M::Batch::from_items(items))
-    }
-
-    /// A loss spike: skip the step (counted against the skip cap), whatever the non-finite
-    /// policy, since the guard was asked for explicitly.
-    fn spike_step(&mut self, loss: f64, e: usize) -> Result<bool> {
-        let cap = match self.settings.non_finite {
-            NonFinitePolicy::Skip { max_skipped_steps } => max_skipped_steps,
-            NonFinitePolicy::Fail => DEFAULT_SPIKE_CAP,
-        };
-        self.state.skipped_steps += 1;
-        let mean = self.state.spike_guard.mean;
-        let message = format!(
-            "loss spike at experience `{}` step {}: {loss:.4} against a running mean of {mean:.4}; update not applied",
-            self.experiences[e].name,
-            self.state.step_in_experience + 1
-        );
-        if self.state.skipped_steps > cap {
-            return Err(ContinualError::TooManySkipped {
-                limit: cap,
-                last: Box::new(ContinualError::LossSpike(message)),
-            });
-        }
-        tracing::warn!(
-            "{message} ({} skipped of at most {cap})",
-            self.state.skipped_steps
-        );
-        Ok(true)
-    }
-
-    /// Apply the non-finite policy to a step whose `what` was `value`: `Ok(true)` to skip it,
-    /// or the error that stops the run. The update is never applied either way.
-    fn non_finite_step(&mut self, what: &'static str, value: f64, e: usize) -> Result<bool> {
-        let error = ContinualError::NonFinite {
-            what,
-            value,
-            experience: self.experiences[e].name.clone(),
-            step: self.state.step_in_experience + 1,
-        };
-        match self.settings.non_finite {
-            NonFinitePolicy::Fail => Err(error),
-            NonFinitePolicy::Skip { max_skipped_steps } => {
-                self.state.skipped_steps += 1;
-                if self.state.skipped_steps > max_skipped_steps {
-                    return Err(ContinualError::TooManySkipped {
-                        limit: max_skipped_steps,
-                        last: Box::new(error),
-                    });
-                }
-                tracing::warn!(
-                    "{error}; skipped ({} of at most {max_skipped_steps})",
-                    self.state.skipped_steps
-                );
-                Ok(true)
-            }
-        }
     }
 
     /// Seed the backend RNG from the run seed and `key` (a position in the run). burn cannot
@@ -568,132 +485,86 @@ where
         });
         Ok(scores)
     }
+}
 
-    fn last_checkpoint(&self) -> Option<PathBuf> {
-        let root = self.checkpoint_root.as_ref()?;
-        Some(root.join(tag_for_step(
-            self.state.global_step,
-            !self.state.experience_started,
-        )))
-    }
+/// What the forward and backward passes of one step leave for its update, still on the device.
+struct MicroBatches<B: TrainBackend> {
+    /// Gradients of the mean objective over the micro-batches.
+    grads: GradStore<B>,
+    /// Each micro-batch's model loss, `[1]` each.
+    losses: Vec<Tensor<B::InnerBackend, 1>>,
+    /// Each micro-batch's objective (loss plus strategy penalties), `[1]` each.
+    totals: Vec<Tensor<B::InnerBackend, 1>>,
+    /// Training units (tokens, images) consumed.
+    units: usize,
+}
 
-    /// Write a checkpoint of everything a resume needs. Does nothing without a checkpoint root.
-    fn checkpoint(&mut self, observer: &mut dyn RunObserver) -> Result<Option<PathBuf>> {
-        let Some(root) = self.checkpoint_root.clone() else {
-            return Ok(None);
+/// One step's losses on the host.
+struct StepLosses {
+    /// Mean model loss over the micro-batches.
+    loss: f64,
+    /// Mean objective over the micro-batches: what the update follows and the spike guard
+    /// watches.
+    total: f64,
+    /// The first micro-batch objective that was NaN or infinite.
+    non_finite_total: Option<f64>,
+}
+
+impl StepLosses {
+    /// Read every micro-batch's loss and objective in one transfer: a read per value would
+    /// stall an asynchronous device twice per micro-batch. The sums are taken in f64 in
+    /// micro-batch order, so the numbers do not depend on how they were read.
+    fn read<I: Backend>(losses: Vec<Tensor<I, 1>>, totals: Vec<Tensor<I, 1>>) -> Self {
+        let accum = losses.len();
+        let values: Vec<f64> = if accum == 0 {
+            Vec::new()
+        } else {
+            let all = losses.into_iter().chain(totals).collect();
+            Tensor::cat(all, 0).into_data().iter::<f64>().collect()
         };
-        self.state.cursors = self.experiences.iter().map(|x| x.source.cursor()).collect();
-        let states: Vec<StrategyState> = self.strategies.iter().map(|s| s.state()).collect();
-        self.state.strategies = states.iter().map(|s| s.json.clone()).collect();
-
-        let mut files = Vec::new();
-        let model_file = Path::new(MODEL_FILE);
-        files.push((
-            MODEL_FILE.to_string(),
-            encode_tensors(&named_tensors(&self.model), HashMap::new(), model_file)?,
-        ));
-        let (moments, steps) = self.optimizer.state_tensors();
-        files.push((
-            OPTIMIZER_FILE.to_string(),
-            encode_tensors(&moments, steps, Path::new(OPTIMIZER_FILE))?,
-        ));
-        for (i, state) in states.iter().enumerate() {
-            if !state.tensors.is_empty() {
-                let name = strategy_file(i);
-                files.push((
-                    name.clone(),
-                    encode_tensors(&state.tensors, HashMap::new(), Path::new(&name))?,
-                ));
-            }
+        let (losses, totals) = values.split_at(accum);
+        let mean = |xs: &[f64]| xs.iter().fold(0.0, |sum, x| sum + x) / accum as f64;
+        Self {
+            loss: mean(losses),
+            total: mean(totals),
+            non_finite_total: totals.iter().copied().find(|t| !t.is_finite()),
         }
-        let state_json = serde_json::to_vec_pretty(&self.state).expect("trainer state serialises");
-        files.push((STATE_FILE.to_string(), state_json));
-        let tag = tag_for_step(self.state.global_step, !self.state.experience_started);
-        let path = save_checkpoint(
-            &root,
-            &tag,
-            self.state.global_step,
-            &self.settings.config_hash,
-            &files,
-            self.settings.keep_last,
-        )?;
-        observer.checkpoint(&path);
-        Ok(Some(path))
-    }
-
-    /// Restore model, optimizer, strategies, stream positions and history from a checkpoint.
-    pub fn resume(&mut self, checkpoint: &CheckpointDir) -> Result<()> {
-        let read_tensors = |name: &str| -> Result<_> {
-            let bytes = checkpoint.read(name)?;
-            Ok(parse_tensors(&bytes, &checkpoint.path.join(name))?)
-        };
-        let state_path = checkpoint.path.join(STATE_FILE);
-        let state: TrainerState =
-            serde_json::from_slice(&checkpoint.read(STATE_FILE)?).map_err(|source| {
-                CoreError::Json {
-                    path: state_path,
-                    source,
-                }
-            })?;
-        if state.cursors.len() != self.experiences.len()
-            || state.strategies.len() != self.strategies.len()
-        {
-            return Err(ContinualError::Resume(format!(
-                "checkpoint has {} experiences and {} strategies, the config {} and {}",
-                state.cursors.len(),
-                state.strategies.len(),
-                self.experiences.len(),
-                self.strategies.len()
-            )));
-        }
-        let device = Module::devices(&self.model.valid())
-            .into_iter()
-            .next()
-            .expect("a model has a device");
-        // Strategies first: they may change the model's structure (adapters) that the
-        // checkpointed weights belong to.
-        for (i, strategy) in self.strategies.iter_mut().enumerate() {
-            let name = strategy_file(i);
-            let has_tensors = checkpoint.manifest.files.iter().any(|f| f.name == name);
-            let tensors = if has_tensors {
-                read_tensors(&name)?.0
-            } else {
-                Default::default()
-            };
-            let state = StrategyState {
-                json: state.strategies[i].clone(),
-                tensors,
-            };
-            strategy.load_state(state, &device)?;
-        }
-        let mut model = self.model.clone();
-        for strategy in &self.strategies {
-            model = strategy.rebuild_model(model);
-        }
-        let (weights, _) = read_tensors(MODEL_FILE)?;
-        self.model = load_named(model, &weights, &checkpoint.path.join(MODEL_FILE))?;
-        let (moments, steps) = read_tensors(OPTIMIZER_FILE)?;
-        self.optimizer
-            .load_state(&moments, &steps, &device)
-            .map_err(|key| ContinualError::Resume(format!("optimizer state lacks `{key}`")))?;
-        for (experience, cursor) in self.experiences.iter_mut().zip(&state.cursors) {
-            experience.source.seek(cursor)?;
-        }
-        self.state = state;
-        Ok(())
     }
 }
 
-/// Skip cap of the loss-spike guard when the non-finite policy (`fail`) sets none.
-const DEFAULT_SPIKE_CAP: u64 = 10;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
 
-/// Model weights inside a checkpoint.
-pub const MODEL_FILE: &str = "model.safetensors";
-/// Optimizer moments inside a checkpoint.
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-/// Trainer position and history inside a checkpoint.
-pub const STATE_FILE: &str = "trainer_state.json";
+    fn scalars(values: &[f32]) -> Vec<Tensor<Flex, 1>> {
+        let device = Default::default();
+        values
+            .iter()
+            .map(|&v| Tensor::from_floats([v], &device))
+            .collect()
+    }
 
-fn strategy_file(index: usize) -> String {
-    format!("strategy-{index}.safetensors")
+    #[test]
+    fn step_losses_are_means_in_f64_and_name_the_first_non_finite_objective() {
+        let read = StepLosses::read(scalars(&[1.0, 2.5, 0.1]), scalars(&[1.5, 3.0, 0.2]));
+        assert_eq!(read.loss, (0.0 + 1.0 + 2.5 + 0.1f32 as f64) / 3.0);
+        assert_eq!(read.total, (0.0 + 1.5 + 3.0 + 0.2f32 as f64) / 3.0);
+        assert_eq!(read.non_finite_total, None);
+
+        let read = StepLosses::read(
+            scalars(&[1.0, 2.0, 3.0]),
+            scalars(&[1.0, f32::INFINITY, f32::NAN]),
+        );
+        assert_eq!(read.loss, 2.0);
+        assert!(read.total.is_nan());
+        assert_eq!(read.non_finite_total, Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn no_micro_batches_read_nothing() {
+        let read = StepLosses::read(scalars(&[]), scalars(&[]));
+        assert!(read.loss.is_nan() && read.total.is_nan());
+        assert_eq!(read.non_finite_total, None);
+    }
 }
