@@ -248,7 +248,71 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategies::ReplaySettings;
     use std::collections::BTreeSet;
+
+    const RUN: &str = r#"
+seed = 1
+strategies = ["replay", "lora"]
+[model]
+config = { vocab_size = 8 }
+[data]
+tokenizer = "t.json"
+seq_len = 4
+[[experiences]]
+name = "a"
+train = ["a.parquet"]
+eval = ["a_eval.parquet"]
+steps = 2
+[train]
+batch_size = 2
+[schedule]
+kind = "constant"
+peak_lr = 0.01
+"#;
+
+    fn resolved(extra: &str) -> Result<RunConfig> {
+        let text = format!("{RUN}{extra}");
+        let mut run = RunConfig::parse(&text, std::path::Path::new("run.toml"), &[]).unwrap();
+        resolve_settings(&mut run)?;
+        Ok(run)
+    }
+
+    #[test]
+    fn settings_resolve_to_their_defaults_and_round_trip() {
+        let run = resolved("[replay]\nratio = 0.5\n").unwrap();
+        let replay: ReplaySettings = settings(&run).unwrap();
+        assert_eq!((replay.capacity, replay.ratio), (1024, 0.5));
+        // Every default is written out, so the run directory's config says what ran.
+        assert_eq!(run.strategy_settings["lora"]["rank"].as_integer(), Some(8));
+        assert_eq!(
+            run.strategy_settings["lora"]["mode"].as_str(),
+            Some("merge")
+        );
+        let again = RunConfig::parse(&run.to_toml(), std::path::Path::new("r"), &[]).unwrap();
+        assert_eq!(again, run);
+    }
+
+    #[test]
+    fn bad_settings_are_errors_naming_the_key() {
+        let cases = [
+            ("[replay]\ncapasity = 3\n", "capasity"),
+            ("[repaly]\ncapacity = 3\n", "repaly"),
+            ("[replay]\nratio = 1.5\n", "replay.ratio"),
+            ("[lora]\nmode = \"sometimes\"\n", "sometimes"),
+            ("[lora]\nrank = 0\n", "lora.rank"),
+            ("[distill]\nfeature_distance = \"l3\"\n", "l3"),
+        ];
+        for (extra, needle) in cases {
+            let message = resolved(extra).unwrap_err().to_string();
+            assert!(message.contains(needle), "`{needle}` not in: {message}");
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
+        let mut run = resolved("").unwrap();
+        run.strategies.push("repaly".into());
+        let message = resolve_settings(&mut run).unwrap_err().to_string();
+        assert!(message.contains("unknown strategy `repaly`"), "{message}");
+    }
 
     /// Every `const NAME` a strategy file declares must be in the registry, and every file of
     /// `src/strategies/` must declare one: a strategy added without its registry line fails here.
