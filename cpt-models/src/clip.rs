@@ -178,13 +178,13 @@ pub struct ClipConfig {
     pub initializer_factor: f64,
 }
 
-fn default_projection_dim() -> usize {
+pub(crate) fn default_projection_dim() -> usize {
     512
 }
-fn default_logit_scale() -> f64 {
+pub(crate) fn default_logit_scale() -> f64 {
     2.6592
 }
-fn default_initializer_factor() -> f64 {
+pub(crate) fn default_initializer_factor() -> f64 {
     1.0
 }
 

@@ -86,16 +86,16 @@ pub enum RopeScaling {
     },
 }
 
-fn default_rope_theta() -> f64 {
+pub(crate) fn default_rope_theta() -> f64 {
     10_000.0
 }
-fn default_rms_norm_eps() -> f64 {
+pub(crate) fn default_rms_norm_eps() -> f64 {
     1e-6
 }
-fn default_max_positions() -> usize {
+pub(crate) fn default_max_positions() -> usize {
     2048
 }
-fn default_initializer_range() -> f64 {
+pub(crate) fn default_initializer_range() -> f64 {
     0.02
 }
 

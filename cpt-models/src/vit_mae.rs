@@ -74,19 +74,19 @@ pub struct ViTMAEConfig {
     pub norm_pix_loss: bool,
 }
 
-fn default_decoder_heads() -> usize {
+pub(crate) fn default_decoder_heads() -> usize {
     16
 }
-fn default_decoder_hidden() -> usize {
+pub(crate) fn default_decoder_hidden() -> usize {
     512
 }
-fn default_decoder_layers() -> usize {
+pub(crate) fn default_decoder_layers() -> usize {
     8
 }
-fn default_decoder_intermediate() -> usize {
+pub(crate) fn default_decoder_intermediate() -> usize {
     2048
 }
-fn default_mask_ratio() -> f64 {
+pub(crate) fn default_mask_ratio() -> f64 {
     0.75
 }
 
