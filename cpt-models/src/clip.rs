@@ -8,6 +8,7 @@
 //! linear weights and the shape of `logit_scale` (0-d there, `[1]` here: burn has no 0-d
 //! tensors).
 
+use crate::adapters::{self, LinearFn, LoraLinears, child};
 use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, seeded_normal};
 use crate::linear::Linear;
 use burn::module::{Module, Param};
@@ -482,23 +483,36 @@ impl<B: Backend> ClipEncoderLayer<B> {
             .apply(mlp.fc1.forward(self.layer_norm2.forward(x.clone())));
         x + mlp.fc2.forward(hidden)
     }
+}
 
-    /// Apply `f(name, layer)` to the six projections, in a fixed order.
-    fn map_projections(mut self, f: &mut impl FnMut(&str, Linear<B>) -> Linear<B>) -> Self {
-        let attn = self.self_attn;
+/// The six projections, under their own names (`q_proj`, ..., `fc2`; see
+/// [`CLIP_LORA_TARGETS`] for the short forms).
+impl<B: Backend> LoraLinears<B> for ClipEncoderLayer<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let attn = child(prefix, "self_attn");
+        let a = self.self_attn;
         self.self_attn = ClipAttention {
-            q_proj: f("q_proj", attn.q_proj),
-            k_proj: f("k_proj", attn.k_proj),
-            v_proj: f("v_proj", attn.v_proj),
-            out_proj: f("out_proj", attn.out_proj),
-            num_heads: attn.num_heads,
+            q_proj: f(&child(&attn, "q_proj"), "q_proj", a.q_proj),
+            k_proj: f(&child(&attn, "k_proj"), "k_proj", a.k_proj),
+            v_proj: f(&child(&attn, "v_proj"), "v_proj", a.v_proj),
+            out_proj: f(&child(&attn, "out_proj"), "out_proj", a.out_proj),
+            num_heads: a.num_heads,
         };
-        let mlp = self.mlp;
-        self.mlp = ClipMlp {
-            fc1: f("fc1", mlp.fc1),
-            fc2: f("fc2", mlp.fc2),
-            activation: mlp.activation,
-        };
+        let mlp = child(prefix, "mlp");
+        self.mlp.fc1 = f(&child(&mlp, "fc1"), "fc1", self.mlp.fc1);
+        self.mlp.fc2 = f(&child(&mlp, "fc2"), "fc2", self.mlp.fc2);
+        self
+    }
+}
+
+impl<B: Backend> LoraLinears<B> for ClipEncoder<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let layers = child(prefix, "layers");
+        self.layers = std::mem::take(&mut self.layers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| layer.map_linears(&child(&layers, i), f))
+            .collect();
         self
     }
 }
@@ -829,25 +843,14 @@ impl<B: Backend> cpt_core::ImageTextModel<B> for ClipModel<B> {
     }
 }
 
-impl<B: Backend> ClipModel<B> {
-    /// Apply `f(key, name, layer)` to every attention and MLP projection of both towers;
-    /// `key` (`text.0.q_proj`) is unique per projection.
-    fn map_projections(mut self, mut f: impl FnMut(&str, &str, Linear<B>) -> Linear<B>) -> Self {
-        for (tower, encoder) in [
-            ("text", &mut self.text_model.encoder),
-            ("vision", &mut self.vision_model.encoder),
-        ] {
-            let layers = std::mem::take(&mut encoder.layers);
-            encoder.layers = layers
-                .into_iter()
-                .enumerate()
-                .map(|(i, layer)| {
-                    layer.map_projections(&mut |name, linear| {
-                        f(&format!("{tower}.{i}.{name}"), name, linear)
-                    })
-                })
-                .collect();
-        }
+/// The attention and MLP projections of both towers; the projections into the shared space
+/// carry no adapter.
+impl<B: Backend> LoraLinears<B> for ClipModel<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let text = child(&child(prefix, "text_model"), "encoder");
+        self.text_model.encoder = self.text_model.encoder.map_linears(&text, f);
+        let vision = child(&child(prefix, "vision_model"), "encoder");
+        self.vision_model.encoder = self.vision_model.encoder.map_linears(&vision, f);
         self
     }
 }
@@ -856,20 +859,14 @@ impl<B: Backend> cpt_core::AdapterModel for ClipModel<B> {
     type Spec = crate::linear::LoraSpec;
 
     fn with_adapters(self, spec: &Self::Spec, seed: u64) -> Self {
-        self.map_projections(|key, name, linear| {
-            if !spec.targets(name) {
-                return linear;
-            }
-            let key = cpt_core::rng::stable_hash(key.as_bytes());
-            linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
-        })
+        adapters::add_adapters(self, spec, seed)
     }
 
     fn merge_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.merged())
+        adapters::merge_adapters(self)
     }
 
     fn drop_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.without_adapter())
+        adapters::drop_adapters(self)
     }
 }

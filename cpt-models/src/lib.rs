@@ -2,6 +2,7 @@
 //! the Hugging Face folder format of each. Models know nothing of strategies, data files or the
 //! command line.
 
+pub mod adapters;
 pub mod blocks;
 pub mod clip;
 pub mod error;

@@ -7,6 +7,7 @@
 //! key map is the identity up to the transposition of linear weights (burn stores `[in, out]`,
 //! PyTorch `[out, in]`).
 
+use crate::adapters::{self, LinearFn, LoraLinears, child};
 use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
@@ -674,39 +675,40 @@ impl<B: FusedOps> TaskModel<B> for LlamaForCausalLM<B> {
     }
 }
 
-impl<B: Backend> LlamaForCausalLM<B> {
-    /// Apply `f(name, layer)` to every projection of every decoder layer.
-    fn map_projections(mut self, f: impl Fn(&str, usize, Linear<B>) -> Linear<B>) -> Self {
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
-            let attn = &mut layer.self_attn;
-            let mlp = &mut layer.mlp;
-            let slots: [(&str, &mut Linear<B>); 7] = [
-                ("q_proj", &mut attn.q_proj),
-                ("k_proj", &mut attn.k_proj),
-                ("v_proj", &mut attn.v_proj),
-                ("o_proj", &mut attn.o_proj),
-                ("gate_proj", &mut mlp.gate_proj),
-                ("up_proj", &mut mlp.up_proj),
-                ("down_proj", &mut mlp.down_proj),
-            ];
-            for (name, slot) in slots {
-                let taken = std::mem::replace(slot, stand_in_for(slot));
-                *slot = f(name, i, taken);
-            }
-        }
+impl<B: Backend> LoraLinears<B> for LlamaAttention<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        self.q_proj = f(&child(prefix, "q_proj"), "q_proj", self.q_proj);
+        self.k_proj = f(&child(prefix, "k_proj"), "k_proj", self.k_proj);
+        self.v_proj = f(&child(prefix, "v_proj"), "v_proj", self.v_proj);
+        self.o_proj = f(&child(prefix, "o_proj"), "o_proj", self.o_proj);
         self
     }
 }
 
-/// A cheap stand-in for a layer being moved out of its slot (shares the tensors).
-fn stand_in_for<B: Backend>(layer: &Linear<B>) -> Linear<B> {
-    Linear {
-        weight: layer.weight.clone(),
-        bias: None,
-        lora_a: None,
-        lora_b: None,
-        lora_scaling: 0.0,
-        lora_dropout: 0.0,
+impl<B: Backend> LoraLinears<B> for LlamaMlp<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        self.gate_proj = f(&child(prefix, "gate_proj"), "gate_proj", self.gate_proj);
+        self.up_proj = f(&child(prefix, "up_proj"), "up_proj", self.up_proj);
+        self.down_proj = f(&child(prefix, "down_proj"), "down_proj", self.down_proj);
+        self
+    }
+}
+
+/// Every projection of every decoder layer; the LM head and embeddings carry no adapter.
+impl<B: Backend> LoraLinears<B> for LlamaForCausalLM<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let layers = child(&child(prefix, "model"), "layers");
+        self.model.layers = std::mem::take(&mut self.model.layers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut layer)| {
+                let at = child(&layers, i);
+                layer.self_attn = layer.self_attn.map_linears(&child(&at, "self_attn"), f);
+                layer.mlp = layer.mlp.map_linears(&child(&at, "mlp"), f);
+                layer
+            })
+            .collect();
+        self
     }
 }
 
@@ -714,20 +716,14 @@ impl<B: Backend> cpt_core::AdapterModel for LlamaForCausalLM<B> {
     type Spec = crate::linear::LoraSpec;
 
     fn with_adapters(self, spec: &Self::Spec, seed: u64) -> Self {
-        self.map_projections(|name, layer_index, linear| {
-            if !spec.targets(name) {
-                return linear;
-            }
-            let key = cpt_core::rng::stable_hash(format!("{layer_index}.{name}").as_bytes());
-            linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
-        })
+        adapters::add_adapters(self, spec, seed)
     }
 
     fn merge_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.merged())
+        adapters::merge_adapters(self)
     }
 
     fn drop_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.without_adapter())
+        adapters::drop_adapters(self)
     }
 }

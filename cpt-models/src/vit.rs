@@ -12,6 +12,7 @@
 //! The encoder pieces ([`ViTLayer`], [`LayerNorm`], [`ViTPatchEmbeddings`]) are shared with
 //! ViT-MAE (`vit_mae.rs`), whose encoder and decoder layers carry the same parameter names.
 
+use crate::adapters::{self, LinearFn, LoraLinears, child};
 use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, seeded_normal};
 use crate::linear::{Linear, LoraSpec};
 use burn::module::{Module, Param, ParamId};
@@ -407,87 +408,40 @@ impl<B: Backend> ViTLayer<B> {
         );
         x + self.output.dense.forward(up)
     }
+}
 
-    /// Replace each projection by `f(target name, layer)`; names are those of
-    /// [`VIT_LORA_TARGETS`].
-    pub fn map_projections(mut self, mut f: impl FnMut(&str, Linear<B>) -> Linear<B>) -> Self {
-        let attention = &mut self.attention;
-        attention.attention.query = f("query", attention.attention.query.take());
-        attention.attention.key = f("key", attention.attention.key.take());
-        attention.attention.value = f("value", attention.attention.value.take());
-        attention.output.dense = f("attention_output", attention.output.dense.take());
-        self.intermediate.dense = f("intermediate", self.intermediate.dense.take());
-        self.output.dense = f("output", self.output.dense.take());
+/// The six projections, under the target names of [`VIT_LORA_TARGETS`].
+impl<B: Backend> LoraLinears<B> for ViTLayer<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let attention = child(prefix, "attention");
+        let qkv = |name| child(&child(&attention, "attention"), name);
+        let a = self.attention.attention;
+        self.attention.attention = ViTSelfAttention {
+            query: f(&qkv("query"), "query", a.query),
+            key: f(&qkv("key"), "key", a.key),
+            value: f(&qkv("value"), "value", a.value),
+            num_heads: a.num_heads,
+        };
+        let projection = child(&attention, "output.dense");
+        let dense = self.attention.output.dense;
+        self.attention.output.dense = f(&projection, "attention_output", dense);
+        let intermediate = child(prefix, "intermediate.dense");
+        self.intermediate.dense = f(&intermediate, "intermediate", self.intermediate.dense);
+        self.output.dense = f(&child(prefix, "output.dense"), "output", self.output.dense);
         self
     }
 }
 
-/// Moving a layer out of a `&mut` slot needs something to leave behind.
-trait Take {
-    fn take(&mut self) -> Self;
-}
-
-impl<B: Backend> Take for Linear<B> {
-    /// The layer, leaving a stand-in that shares its weight tensor (cheap: no copy).
-    fn take(&mut self) -> Self {
-        let stand_in = Linear {
-            weight: self.weight.clone(),
-            bias: None,
-            lora_a: None,
-            lora_b: None,
-            lora_scaling: 0.0,
-            lora_dropout: 0.0,
-        };
-        std::mem::replace(self, stand_in)
+impl<B: Backend> LoraLinears<B> for ViTEncoder<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let layers = child(prefix, "layer");
+        self.layer = std::mem::take(&mut self.layer)
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| layer.map_linears(&child(&layers, i), f))
+            .collect();
+        self
     }
-}
-
-/// Whether `spec` puts an adapter on the ViT projection `name` (one of [`VIT_LORA_TARGETS`]),
-/// accepting LLaMA's short names `q`, `k`, `v`, `o` for the attention projections.
-pub fn vit_targets(spec: &LoraSpec, name: &str) -> bool {
-    let alias = match name {
-        "query" => Some("q"),
-        "key" => Some("k"),
-        "value" => Some("v"),
-        "attention_output" => Some("o"),
-        _ => None,
-    };
-    spec.targets(name) || alias.is_some_and(|a| spec.targets(a))
-}
-
-/// Put adapters from `spec` on the targeted projections of `layers`; `stack` (`encoder`,
-/// `decoder`) and the layer index key each adapter's seed, so adding a layer or a target never
-/// changes the draws of the others.
-pub fn add_adapters<B: Backend>(
-    layers: Vec<ViTLayer<B>>,
-    stack: &str,
-    spec: &LoraSpec,
-    seed: u64,
-) -> Vec<ViTLayer<B>> {
-    layers
-        .into_iter()
-        .enumerate()
-        .map(|(i, layer)| {
-            layer.map_projections(|name, linear| {
-                if !vit_targets(spec, name) {
-                    return linear;
-                }
-                let key = cpt_core::rng::stable_hash(format!("{stack}.{i}.{name}").as_bytes());
-                linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
-            })
-        })
-        .collect()
-}
-
-/// Apply `f` to every projection of `layers` (merging or dropping adapters).
-pub fn map_all<B: Backend>(
-    layers: Vec<ViTLayer<B>>,
-    f: impl Fn(Linear<B>) -> Linear<B>,
-) -> Vec<ViTLayer<B>> {
-    layers
-        .into_iter()
-        .map(|layer| layer.map_projections(|_, linear| f(linear)))
-        .collect()
 }
 
 /// The encoder stack (`encoder.layer.N`).
@@ -674,35 +628,32 @@ impl<B: Backend> ImageClassifier<B> for ViTForImageClassification<B> {
     }
 }
 
+/// The projections of every encoder layer, and the classification head (target
+/// [`CLASSIFIER_TARGET`]): LoRA freezes every base weight, so without an adapter there the head
+/// could not learn new classes.
+impl<B: Backend> LoraLinears<B> for ViTForImageClassification<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let encoder = child(&child(prefix, "vit"), "encoder");
+        self.vit.encoder = self.vit.encoder.map_linears(&encoder, f);
+        let classifier = child(prefix, "classifier");
+        self.classifier = f(&classifier, CLASSIFIER_TARGET, self.classifier);
+        self
+    }
+}
+
 impl<B: Backend> cpt_core::AdapterModel for ViTForImageClassification<B> {
     type Spec = LoraSpec;
 
-    /// Adapters on the targeted projections of every encoder layer, and on the head when
-    /// `classifier` is among the targets: LoRA freezes every base weight, so without one the
-    /// head could not learn new classes.
-    fn with_adapters(mut self, spec: &LoraSpec, seed: u64) -> Self {
-        let layers = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = add_adapters(layers, "encoder", spec, seed);
-        if spec.targets(CLASSIFIER_TARGET) {
-            let key = cpt_core::rng::stable_hash(CLASSIFIER_TARGET.as_bytes());
-            let seed = cpt_core::SplitMix64::derive(seed, &[key]).next_u64();
-            self.classifier = self.classifier.take().with_adapter(spec, seed);
-        }
-        self
+    fn with_adapters(self, spec: &LoraSpec, seed: u64) -> Self {
+        adapters::add_adapters(self, spec, seed)
     }
 
-    fn merge_adapters(mut self) -> Self {
-        let layers = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(layers, Linear::merged);
-        self.classifier = self.classifier.take().merged();
-        self
+    fn merge_adapters(self) -> Self {
+        adapters::merge_adapters(self)
     }
 
-    fn drop_adapters(mut self) -> Self {
-        let layers = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(layers, Linear::without_adapter);
-        self.classifier = self.classifier.take().without_adapter();
-        self
+    fn drop_adapters(self) -> Self {
+        adapters::drop_adapters(self)
     }
 }
 

@@ -11,12 +11,13 @@
 //!
 //! Encoder and decoder layers are [`crate::vit::ViTLayer`]s, with ViT's parameter names.
 
+use crate::adapters::{self, LinearFn, LoraLinears, child};
 use crate::blocks::LayerNorm;
 use crate::linear::{Linear, LoraSpec};
 use crate::vit::{
-    EncoderDims, ViTEncoder, ViTLayer, ViTPatchEmbeddings, add_adapters, batch_pixels,
-    check_image_size, default_hidden_act, default_initializer_range, default_layer_norm_eps,
-    default_num_channels, default_true, fixed_param, map_all, normal, seeded, validate_common,
+    EncoderDims, ViTEncoder, ViTLayer, ViTPatchEmbeddings, batch_pixels, check_image_size,
+    default_hidden_act, default_initializer_range, default_layer_norm_eps, default_num_channels,
+    default_true, fixed_param, normal, seeded, validate_common,
 };
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
@@ -622,33 +623,34 @@ impl<B: Backend> MaskedImageModel<B> for ViTMAEForPreTraining<B> {
     }
 }
 
+/// The projections of encoder and decoder layers (the same target names select both), so a
+/// frozen base still reconstructs through a trainable decoder.
+impl<B: Backend> LoraLinears<B> for ViTMAEForPreTraining<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let encoder = child(&child(prefix, "vit"), "encoder");
+        self.vit.encoder = self.vit.encoder.map_linears(&encoder, f);
+        let decoder = child(&child(prefix, "decoder"), "decoder_layers");
+        self.decoder.decoder_layers = std::mem::take(&mut self.decoder.decoder_layers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| layer.map_linears(&child(&decoder, i), f))
+            .collect();
+        self
+    }
+}
+
 impl<B: Backend> cpt_core::AdapterModel for ViTMAEForPreTraining<B> {
     type Spec = LoraSpec;
 
-    /// Adapters on the targeted projections of encoder and decoder layers (same target names;
-    /// the seeds differ by stack), so a frozen base still reconstructs through a trainable
-    /// decoder.
-    fn with_adapters(mut self, spec: &LoraSpec, seed: u64) -> Self {
-        let encoder = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = add_adapters(encoder, "encoder", spec, seed);
-        let decoder = std::mem::take(&mut self.decoder.decoder_layers);
-        self.decoder.decoder_layers = add_adapters(decoder, "decoder", spec, seed);
-        self
+    fn with_adapters(self, spec: &LoraSpec, seed: u64) -> Self {
+        adapters::add_adapters(self, spec, seed)
     }
 
-    fn merge_adapters(mut self) -> Self {
-        let encoder = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(encoder, Linear::merged);
-        let decoder = std::mem::take(&mut self.decoder.decoder_layers);
-        self.decoder.decoder_layers = map_all(decoder, Linear::merged);
-        self
+    fn merge_adapters(self) -> Self {
+        adapters::merge_adapters(self)
     }
 
-    fn drop_adapters(mut self) -> Self {
-        let encoder = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(encoder, Linear::without_adapter);
-        let decoder = std::mem::take(&mut self.decoder.decoder_layers);
-        self.decoder.decoder_layers = map_all(decoder, Linear::without_adapter);
-        self
+    fn drop_adapters(self) -> Self {
+        adapters::drop_adapters(self)
     }
 }
