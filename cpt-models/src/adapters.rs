@@ -60,8 +60,7 @@ pub fn drop_adapters<B: Backend, M: LoraLinears<B>>(model: M) -> M {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clip::{ClipConfig, ClipTextConfig, ClipVisionConfig};
-    use crate::{LlamaConfig, ViTConfig, ViTMAEConfig};
+    use crate::tiny;
     use burn::backend::Flex;
     use burn::module::Module;
     use cpt_core::params::named_tensors;
@@ -88,42 +87,11 @@ mod tests {
     #[test]
     fn walks_name_real_parameter_paths_and_their_targets() {
         let device = Default::default();
-        let llama = LlamaConfig {
-            vocab_size: 32,
-            hidden_size: 8,
-            intermediate_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            num_key_value_heads: None,
-            head_dim: None,
-            rope_theta: 10_000.0,
-            rms_norm_eps: 1e-6,
-            max_position_embeddings: 16,
-            tie_word_embeddings: false,
-            attention_bias: false,
-            mlp_bias: false,
-            initializer_range: 0.02,
-            rope_scaling: None,
-        };
-        let s = sites(llama.init_seeded::<Flex>(1, &device));
+        let s = sites(tiny::llama().init_seeded::<Flex>(1, &device));
         assert_eq!(s.len(), 2 * 7);
         assert!(has(&s, "model.layers.1.mlp.down_proj", "down_proj"));
 
-        let vit = ViTConfig {
-            hidden_size: 8,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            intermediate_size: 16,
-            hidden_act: "gelu".into(),
-            layer_norm_eps: 1e-12,
-            image_size: 8,
-            patch_size: 4,
-            num_channels: 3,
-            qkv_bias: true,
-            num_labels: 3,
-            initializer_range: 0.02,
-        };
-        let s = sites(vit.init_seeded::<Flex>(1, &device));
+        let s = sites(tiny::vit().init_seeded::<Flex>(1, &device));
         assert_eq!(s.len(), 2 * 6 + 1);
         assert!(has(
             &s,
@@ -132,14 +100,7 @@ mod tests {
         ));
         assert!(has(&s, "classifier", "classifier"));
 
-        let mae: ViTMAEConfig = serde_json::from_value(serde_json::json!({
-            "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-            "intermediate_size": 16, "image_size": 8, "patch_size": 4,
-            "decoder_num_attention_heads": 2, "decoder_hidden_size": 8,
-            "decoder_num_hidden_layers": 2, "decoder_intermediate_size": 16,
-        }))
-        .unwrap();
-        let s = sites(mae.init_seeded::<Flex>(1, &device));
+        let s = sites(tiny::mae().init_seeded::<Flex>(1, &device));
         assert_eq!(s.len(), 3 * 6);
         assert!(has(
             &s,
@@ -147,31 +108,7 @@ mod tests {
             "intermediate"
         ));
 
-        let clip = ClipConfig {
-            text_config: ClipTextConfig {
-                vocab_size: 32,
-                hidden_size: 8,
-                intermediate_size: 16,
-                num_hidden_layers: 1,
-                num_attention_heads: 2,
-                max_position_embeddings: 8,
-                eos_token_id: 3,
-                ..Default::default()
-            },
-            vision_config: ClipVisionConfig {
-                hidden_size: 8,
-                intermediate_size: 16,
-                num_hidden_layers: 2,
-                num_attention_heads: 2,
-                image_size: 8,
-                patch_size: 4,
-                ..Default::default()
-            },
-            projection_dim: 4,
-            logit_scale_init_value: 2.6592,
-            initializer_factor: 1.0,
-        };
-        let s = sites(clip.init_seeded::<Flex>(1, &device));
+        let s = sites(tiny::clip().init_seeded::<Flex>(1, &device));
         assert_eq!(s.len(), 3 * 6);
         assert!(has(
             &s,

@@ -16,6 +16,9 @@ pub mod llama;
 pub mod vit;
 pub mod vit_mae;
 
+#[cfg(test)]
+mod tiny;
+
 pub use clip::{CLIP_LORA_TARGETS, ClipConfig, ClipModel};
 pub use error::{ModelError, Result};
 pub use llama::{LlamaConfig, LlamaForCausalLM};
