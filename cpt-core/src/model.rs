@@ -120,9 +120,18 @@ impl LoraSpec {
         }
     }
 
-    /// Whether the projection named `name` (`q_proj`, `down_proj`, ...) is targeted.
+    /// Whether the projection named `name` is targeted: LLaMA's and CLIP's `q_proj`, ...
+    /// (also selected by their short forms `q`, `out`, ...), ViT's `query`, `key`, `value`,
+    /// `attention_output` (also selected by LLaMA's `q`, `k`, `v`, `o`, so a target list means
+    /// the same projections in every model), `intermediate`, `output`, `classifier`.
     pub fn targets(&self, name: &str) -> bool {
-        let short = name.trim_end_matches("_proj");
+        let short = match name {
+            "query" => "q",
+            "key" => "k",
+            "value" => "v",
+            "attention_output" => "o",
+            _ => name.trim_end_matches("_proj"),
+        };
         self.target_modules.iter().any(|t| t == name || t == short)
     }
 }

@@ -1,25 +1,106 @@
-//! Pieces the transformer models share: seeded weight draws, exact GELU, LayerNorm with
+//! Pieces the transformer models share: the initialisation context, exact GELU, LayerNorm with
 //! PyTorch's parameter names, multi-head attention and the patch projection of vision towers.
 //! Each model file composes them under its own transformers names.
 
 use burn::module::{Module, Param};
+use burn::nn::{Embedding, Initializer};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
-/// `value`'s replacement drawn from cpt's RNG keyed by `(seed, path)`: normal with standard
-/// deviation `std`. Keying by path (not by burn's backend RNG, which is global and differs per
-/// backend) gives the same model for the same seed on every backend and thread.
-pub fn seeded_normal<B: Backend>(
-    seed: u64,
-    path: &str,
-    value: &Tensor<B, 1>,
+/// Where initial parameter values come from while a model is built, and the path of the module
+/// being built. Each module's constructor states the rule of each of its own parameters
+/// (normal with some standard deviation, zeros, ones), so a rule never depends on how a
+/// parameter is named.
+///
+/// Seeded draws come from cpt's RNG keyed by `(seed, parameter path)`, not from burn's backend
+/// RNG (global, so parallel tests race on it, and different on each backend): the same seed
+/// gives the same model on every backend and thread, and adding a parameter never changes the
+/// draws of the others.
+#[derive(Clone)]
+pub struct Init<'a, B: Backend> {
+    /// `Some`: cpt's RNG from this seed; `None`: burn's backend RNG.
+    seed: Option<u64>,
+    /// Path of the module being built (`""` at the root).
+    path: String,
+    device: &'a B::Device,
+}
+
+impl<'a, B: Backend> Init<'a, B> {
+    /// Draws from burn's backend RNG.
+    pub fn backend(device: &'a B::Device) -> Self {
+        Self {
+            seed: None,
+            path: String::new(),
+            device,
+        }
+    }
+
+    /// Draws from cpt's RNG seeded by `seed`, keyed by parameter path.
+    pub fn seeded(seed: u64, device: &'a B::Device) -> Self {
+        Self {
+            seed: Some(seed),
+            path: String::new(),
+            device,
+        }
+    }
+
+    /// The device parameters are made on.
+    pub fn device(&self) -> &'a B::Device {
+        self.device
+    }
+
+    /// The context of the child module `name` (a field name, or an index in a list).
+    pub fn at(&self, name: impl std::fmt::Display) -> Self {
+        Self {
+            seed: self.seed,
+            path: crate::adapters::child(&self.path, name),
+            device: self.device,
+        }
+    }
+
+    /// This module's parameter `name`, normal with mean 0 and standard deviation `std`.
+    pub fn normal<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        std: f64,
+    ) -> Param<Tensor<B, D>> {
+        let Some(seed) = self.seed else {
+            return Initializer::Normal { mean: 0.0, std }.init(shape, self.device);
+        };
+        let path = crate::adapters::child(&self.path, name);
+        let mut rng =
+            cpt_core::SplitMix64::derive(seed, &[cpt_core::rng::stable_hash(path.as_bytes())]);
+        let n = shape.iter().product::<usize>();
+        let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * std) as f32).collect();
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, shape),
+            self.device,
+        ))
+    }
+
+    /// A parameter of zeros.
+    pub fn zeros<const D: usize>(&self, shape: [usize; D]) -> Param<Tensor<B, D>> {
+        Param::from_tensor(Tensor::zeros(shape, self.device))
+    }
+
+    /// A parameter of ones.
+    pub fn ones<const D: usize>(&self, shape: [usize; D]) -> Param<Tensor<B, D>> {
+        Param::from_tensor(Tensor::ones(shape, self.device))
+    }
+}
+
+/// An embedding table `[rows, width]` (the parameter `weight`), normal with standard deviation
+/// `std`.
+pub fn embedding<B: Backend>(
+    init: &Init<'_, B>,
+    rows: usize,
+    width: usize,
     std: f64,
-) -> Tensor<B, 1> {
-    let n = value.dims()[0];
-    let mut rng =
-        cpt_core::SplitMix64::derive(seed, &[cpt_core::rng::stable_hash(path.as_bytes())]);
-    let values: Vec<f32> = (0..n).map(|_| (rng.next_normal() * std) as f32).collect();
-    Tensor::from_data(TensorData::new(values, [n]), &value.device())
+) -> Embedding<B> {
+    Embedding {
+        weight: init.normal("weight", [rows, width], std),
+    }
 }
 
 /// Exact GELU, `x·Φ(x) = x/2·(1 + erf(x/√2))`, as transformers' `gelu`. Written out from `erf`
@@ -49,10 +130,10 @@ pub struct LayerNorm<B: Backend> {
 
 impl<B: Backend> LayerNorm<B> {
     /// Unit scale, zero shift.
-    pub fn new(width: usize, eps: f64, device: &B::Device) -> Self {
+    pub fn new(init: &Init<'_, B>, width: usize, eps: f64) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::ones([width], device)),
-            bias: Param::from_tensor(Tensor::zeros([width], device)),
+            weight: init.ones([width]),
+            bias: init.zeros([width]),
             eps,
         }
     }
@@ -118,4 +199,80 @@ pub fn patch_projection<B: Backend>(pixels: Tensor<B, 4>, kernel: Tensor<B, 4>) 
         .reshape([batch, gh * gw, channels * p * p]);
     let kernel = kernel.reshape([hidden, channels * p * p]).transpose();
     patches.matmul(kernel.unsqueeze::<3>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny;
+    use burn::backend::Flex;
+    use cpt_core::params::named_tensors;
+
+    /// Every parameter of `model` (built from seed 9) that is neither constant nor `fixed` is a
+    /// seeded draw keyed by its real parameter path: the paths the constructors state match the
+    /// module tree.
+    fn draws_are_keyed_by_real_paths<M: Module<Flex>>(model: M, fixed: &[&str]) -> usize {
+        let mut drawn = 0;
+        for (path, tensor) in named_tensors(&model) {
+            let v = &tensor.values;
+            if v.iter().all(|&x| x == v[0]) || fixed.contains(&path.as_str()) {
+                continue;
+            }
+            let mut rng =
+                cpt_core::SplitMix64::derive(9, &[cpt_core::rng::stable_hash(path.as_bytes())]);
+            let z: Vec<f64> = (0..v.len()).map(|_| rng.next_normal()).collect();
+            let std = v[0] as f64 / z[0];
+            let close = v
+                .iter()
+                .zip(&z)
+                .all(|(&x, z)| (x as f64 - z * std).abs() <= 1e-6);
+            assert!(close, "{path} is not the draw keyed by its path");
+            drawn += 1;
+        }
+        drawn
+    }
+
+    /// MAE's fixed sin-cos position tables.
+    const MAE_TABLES: &[&str] = &[
+        "vit.embeddings.position_embeddings",
+        "decoder.decoder_pos_embed",
+    ];
+
+    #[test]
+    fn seeded_draws_are_keyed_by_parameter_paths() {
+        let device = Default::default();
+        // Per layer 7 projections; embeddings and the LM head.
+        assert_eq!(
+            draws_are_keyed_by_real_paths(tiny::llama().init_seeded::<Flex>(9, &device), &[]),
+            2 * 7 + 2
+        );
+        // Per layer 6 projections; CLS, positions, patch kernel, classifier.
+        assert_eq!(
+            draws_are_keyed_by_real_paths(tiny::vit().init_seeded::<Flex>(9, &device), &[]),
+            2 * 6 + 4
+        );
+        // Encoder and decoder layers; CLS, patch kernel, mask token, decoder embed and pred.
+        assert_eq!(
+            draws_are_keyed_by_real_paths(tiny::mae().init_seeded::<Flex>(9, &device), MAE_TABLES),
+            3 * 6 + 5
+        );
+        // Both towers' layers; 2 text and 3 vision embeddings; 2 projections.
+        assert_eq!(
+            draws_are_keyed_by_real_paths(tiny::clip().init_seeded::<Flex>(9, &device), &[]),
+            3 * 6 + 7
+        );
+    }
+
+    #[test]
+    fn norms_are_one_and_biases_zero() {
+        let params = named_tensors(&tiny::clip().init_seeded::<Flex>(9, &Default::default()));
+        for (path, tensor) in params {
+            let constant = |c: f32| tensor.values.iter().all(|&x| x == c);
+            if path.ends_with("norm.weight") || path.ends_with("norm1.weight") {
+                assert!(constant(1.0), "{path}");
+            } else if path.ends_with(".bias") {
+                assert!(constant(0.0), "{path}");
+            }
+        }
+    }
 }

@@ -8,10 +8,11 @@
 //! linear weights and the shape of `logit_scale` (0-d there, `[1]` here: burn has no 0-d
 //! tensors).
 
-use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, seeded_normal};
+use crate::adapters::{self, LinearFn, LoraLinears, child};
+use crate::blocks::{Init, LayerNorm, embedding, gelu, multi_head_attention, patch_projection};
 use crate::linear::Linear;
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer};
+use burn::nn::Embedding;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use cpt_core::fused::{FusedOps, cross_entropy};
@@ -178,13 +179,13 @@ pub struct ClipConfig {
     pub initializer_factor: f64,
 }
 
-fn default_projection_dim() -> usize {
+pub(crate) fn default_projection_dim() -> usize {
     512
 }
-fn default_logit_scale() -> f64 {
+pub(crate) fn default_logit_scale() -> f64 {
     2.6592
 }
-fn default_initializer_factor() -> f64 {
+pub(crate) fn default_initializer_factor() -> f64 {
     1.0
 }
 
@@ -249,147 +250,139 @@ impl ClipConfig {
     /// Build the model with weights drawn from `seed` alone, with transformers' CLIP
     /// initialisation (per-module normal standard deviations, unit LayerNorms, zero biases,
     /// `logit_scale = logit_scale_init_value`). The draws come from cpt's own RNG keyed by
-    /// parameter path, so the same seed gives the same model on every backend and thread.
+    /// parameter path, so the same seed gives the same model on every backend and thread (see
+    /// [`Init`]).
     pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> ClipModel<B> {
-        let factor = self.initializer_factor;
-        cpt_core::params::map_named(self.init(device), |path, value| {
-            if path == "logit_scale" {
-                return value.ones_like().mul_scalar(self.logit_scale_init_value);
-            }
-            let std = match init_rule(path, self) {
-                InitRule::Normal(std) => std * factor,
-                InitRule::Zeros => return value.zeros_like(),
-                InitRule::Ones => return value.ones_like(),
-            };
-            seeded_normal(seed, path, &value, std)
-        })
+        self.build(&Init::seeded(seed, device))
     }
 
-    /// Build the model structure with weights from burn's backend RNG (normal, std 0.02). Prefer
+    /// Build the model with the same rules, drawn from burn's backend RNG. Prefer
     /// [`ClipConfig::init_seeded`] for reproducible runs; loaders overwrite every weight.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClipModel<B> {
-        let init = Initializer::Normal {
-            mean: 0.0,
-            std: 0.02,
-        };
+        self.build(&Init::backend(device))
+    }
+
+    /// transformers' `CLIPPreTrainedModel._init_weights`: every standard deviation below is
+    /// multiplied by `initializer_factor`.
+    fn build<B: Backend>(&self, init: &Init<'_, B>) -> ClipModel<B> {
+        let factor = self.initializer_factor;
         let (t, v) = (&self.text_config, &self.vision_config);
-        let encoder = |width, inner, layers, heads, act, eps| ClipEncoder {
-            layers: (0..layers)
-                .map(|_| ClipEncoderLayer::new(width, inner, heads, act, eps, &init, device))
-                .collect(),
-        };
+        let text = init.at("text_model");
+        let text_embeddings = text.at("embeddings");
+        let vision = init.at("vision_model");
+        let vision_embeddings = vision.at("embeddings");
+        let (text_width, vision_width) = (t.hidden_size as f64, v.hidden_size as f64);
         ClipModel {
             text_model: ClipTextTransformer {
                 embeddings: ClipTextEmbeddings {
-                    token_embedding: EmbeddingConfig::new(t.vocab_size, t.hidden_size)
-                        .with_initializer(init.clone())
-                        .init(device),
-                    position_embedding: EmbeddingConfig::new(
+                    token_embedding: embedding(
+                        &text_embeddings.at("token_embedding"),
+                        t.vocab_size,
+                        t.hidden_size,
+                        0.02 * factor,
+                    ),
+                    position_embedding: embedding(
+                        &text_embeddings.at("position_embedding"),
                         t.max_position_embeddings,
                         t.hidden_size,
-                    )
-                    .with_initializer(init.clone())
-                    .init(device),
+                        0.02 * factor,
+                    ),
                 },
-                encoder: encoder(
+                encoder: ClipEncoder::new(
+                    &text.at("encoder"),
+                    EncoderShape {
+                        width: t.hidden_size,
+                        inner: t.intermediate_size,
+                        layers: t.num_hidden_layers,
+                        heads: t.num_attention_heads,
+                        activation: t.hidden_act,
+                        eps: t.layer_norm_eps,
+                    },
+                    factor,
+                ),
+                final_layer_norm: LayerNorm::new(
+                    &text.at("final_layer_norm"),
                     t.hidden_size,
-                    t.intermediate_size,
-                    t.num_hidden_layers,
-                    t.num_attention_heads,
-                    t.hidden_act,
                     t.layer_norm_eps,
                 ),
-                final_layer_norm: LayerNorm::new(t.hidden_size, t.layer_norm_eps, device),
                 eos_token_id: t.eos_token_id,
             },
             vision_model: ClipVisionTransformer {
                 embeddings: ClipVisionEmbeddings {
-                    class_embedding: init.init([v.hidden_size], device),
+                    class_embedding: vision_embeddings.normal(
+                        "class_embedding",
+                        [v.hidden_size],
+                        vision_width.powf(-0.5) * factor,
+                    ),
                     patch_embedding: PatchEmbedding {
-                        weight: init.init(
+                        weight: vision_embeddings.at("patch_embedding").normal(
+                            "weight",
                             [v.hidden_size, v.num_channels, v.patch_size, v.patch_size],
-                            device,
+                            v.initializer_range * factor,
                         ),
                         patch_size: v.patch_size,
                     },
-                    position_embedding: EmbeddingConfig::new(v.num_patches() + 1, v.hidden_size)
-                        .with_initializer(init.clone())
-                        .init(device),
+                    position_embedding: embedding(
+                        &vision_embeddings.at("position_embedding"),
+                        v.num_patches() + 1,
+                        v.hidden_size,
+                        v.initializer_range * factor,
+                    ),
                     image_size: v.image_size,
                 },
-                pre_layrnorm: LayerNorm::new(v.hidden_size, v.layer_norm_eps, device),
-                encoder: encoder(
+                pre_layrnorm: LayerNorm::new(
+                    &vision.at("pre_layrnorm"),
                     v.hidden_size,
-                    v.intermediate_size,
-                    v.num_hidden_layers,
-                    v.num_attention_heads,
-                    v.hidden_act,
                     v.layer_norm_eps,
                 ),
-                post_layernorm: LayerNorm::new(v.hidden_size, v.layer_norm_eps, device),
+                encoder: ClipEncoder::new(
+                    &vision.at("encoder"),
+                    EncoderShape {
+                        width: v.hidden_size,
+                        inner: v.intermediate_size,
+                        layers: v.num_hidden_layers,
+                        heads: v.num_attention_heads,
+                        activation: v.hidden_act,
+                        eps: v.layer_norm_eps,
+                    },
+                    factor,
+                ),
+                post_layernorm: LayerNorm::new(
+                    &vision.at("post_layernorm"),
+                    v.hidden_size,
+                    v.layer_norm_eps,
+                ),
             },
             visual_projection: Linear::new(
+                &init.at("visual_projection"),
                 v.hidden_size,
                 self.projection_dim,
                 false,
-                &init,
-                device,
+                vision_width.powf(-0.5) * factor,
             ),
-            text_projection: Linear::new(t.hidden_size, self.projection_dim, false, &init, device),
+            text_projection: Linear::new(
+                &init.at("text_projection"),
+                t.hidden_size,
+                self.projection_dim,
+                false,
+                text_width.powf(-0.5) * factor,
+            ),
             logit_scale: Param::from_tensor(
-                Tensor::ones([1], device).mul_scalar(self.logit_scale_init_value),
+                Tensor::ones([1], init.device()).mul_scalar(self.logit_scale_init_value),
             ),
         }
     }
 }
 
-enum InitRule {
-    Normal(f64),
-    Zeros,
-    Ones,
-}
-
-/// transformers' `CLIPPreTrainedModel._init_weights`, by parameter path (before the factor).
-fn init_rule(path: &str, config: &ClipConfig) -> InitRule {
-    let (t, v) = (&config.text_config, &config.vision_config);
-    if path.contains("norm") {
-        return if path.ends_with(".weight") {
-            InitRule::Ones
-        } else {
-            InitRule::Zeros
-        };
-    }
-    if path.ends_with(".bias") {
-        return InitRule::Zeros;
-    }
-    let (width, layers) = if path.starts_with("vision_model.") {
-        (v.hidden_size, v.num_hidden_layers)
-    } else {
-        (t.hidden_size, t.num_hidden_layers)
-    };
-    let w = width as f64;
-    let deep = (2.0 * layers as f64).powf(-0.5);
-    let std = if path.starts_with("text_model.embeddings.") {
-        0.02
-    } else if path.ends_with("class_embedding") {
-        w.powf(-0.5)
-    } else if path.starts_with("vision_model.embeddings.") {
-        v.initializer_range
-    } else if path.ends_with("out_proj.weight") {
-        w.powf(-0.5)
-    } else if path.contains(".self_attn.") || path.ends_with("fc2.weight") {
-        w.powf(-0.5) * deep
-    } else if path.ends_with("fc1.weight") {
-        (2.0 * w).powf(-0.5)
-    } else if path.starts_with("text_projection") {
-        (t.hidden_size as f64).powf(-0.5)
-    } else if path.starts_with("visual_projection") {
-        (v.hidden_size as f64).powf(-0.5)
-    } else {
-        // Adapters and anything new: transformers' default.
-        0.02
-    };
-    InitRule::Normal(std)
+/// The shape of one tower's encoder.
+#[derive(Debug, Clone, Copy)]
+struct EncoderShape {
+    width: usize,
+    inner: usize,
+    layers: usize,
+    heads: usize,
+    activation: ClipActivation,
+    eps: f64,
 }
 
 /// Multi-head self-attention with biased projections (`q_proj`, `k_proj`, `v_proj`,
@@ -446,30 +439,31 @@ pub struct ClipEncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> ClipEncoderLayer<B> {
-    fn new(
-        width: usize,
-        inner: usize,
-        heads: usize,
-        activation: ClipActivation,
-        eps: f64,
-        init: &Initializer,
-        device: &B::Device,
-    ) -> Self {
-        let linear = |d_in, d_out| Linear::new(d_in, d_out, true, init, device);
+    /// transformers' rules for a layer of an encoder of `shape` (before the factor): the
+    /// attention inputs and `fc2` normal with std `width^-0.5 · (2 · layers)^-0.5`, `out_proj`
+    /// `width^-0.5`, `fc1` `(2 · width)^-0.5`; biases zero, norms one.
+    fn new(init: &Init<'_, B>, shape: EncoderShape, factor: f64) -> Self {
+        let width = shape.width as f64;
+        let deep = (2.0 * shape.layers as f64).powf(-0.5);
+        let (in_std, out_std) = (width.powf(-0.5) * deep * factor, width.powf(-0.5) * factor);
+        let fc1_std = (2.0 * width).powf(-0.5) * factor;
+        let (w, inner) = (shape.width, shape.inner);
+        let attn = init.at("self_attn");
+        let mlp = init.at("mlp");
         Self {
-            layer_norm1: LayerNorm::new(width, eps, device),
+            layer_norm1: LayerNorm::new(&init.at("layer_norm1"), w, shape.eps),
             self_attn: ClipAttention {
-                q_proj: linear(width, width),
-                k_proj: linear(width, width),
-                v_proj: linear(width, width),
-                out_proj: linear(width, width),
-                num_heads: heads,
+                q_proj: Linear::new(&attn.at("q_proj"), w, w, true, in_std),
+                k_proj: Linear::new(&attn.at("k_proj"), w, w, true, in_std),
+                v_proj: Linear::new(&attn.at("v_proj"), w, w, true, in_std),
+                out_proj: Linear::new(&attn.at("out_proj"), w, w, true, out_std),
+                num_heads: shape.heads,
             },
-            layer_norm2: LayerNorm::new(width, eps, device),
+            layer_norm2: LayerNorm::new(&init.at("layer_norm2"), w, shape.eps),
             mlp: ClipMlp {
-                fc1: linear(width, inner),
-                fc2: linear(inner, width),
-                activation,
+                fc1: Linear::new(&mlp.at("fc1"), w, inner, true, fc1_std),
+                fc2: Linear::new(&mlp.at("fc2"), inner, w, true, in_std),
+                activation: shape.activation,
             },
         }
     }
@@ -482,23 +476,36 @@ impl<B: Backend> ClipEncoderLayer<B> {
             .apply(mlp.fc1.forward(self.layer_norm2.forward(x.clone())));
         x + mlp.fc2.forward(hidden)
     }
+}
 
-    /// Apply `f(name, layer)` to the six projections, in a fixed order.
-    fn map_projections(mut self, f: &mut impl FnMut(&str, Linear<B>) -> Linear<B>) -> Self {
-        let attn = self.self_attn;
+/// The six projections, under their own names (`q_proj`, ..., `fc2`; see
+/// [`CLIP_LORA_TARGETS`] for the short forms).
+impl<B: Backend> LoraLinears<B> for ClipEncoderLayer<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let attn = child(prefix, "self_attn");
+        let a = self.self_attn;
         self.self_attn = ClipAttention {
-            q_proj: f("q_proj", attn.q_proj),
-            k_proj: f("k_proj", attn.k_proj),
-            v_proj: f("v_proj", attn.v_proj),
-            out_proj: f("out_proj", attn.out_proj),
-            num_heads: attn.num_heads,
+            q_proj: f(&child(&attn, "q_proj"), "q_proj", a.q_proj),
+            k_proj: f(&child(&attn, "k_proj"), "k_proj", a.k_proj),
+            v_proj: f(&child(&attn, "v_proj"), "v_proj", a.v_proj),
+            out_proj: f(&child(&attn, "out_proj"), "out_proj", a.out_proj),
+            num_heads: a.num_heads,
         };
-        let mlp = self.mlp;
-        self.mlp = ClipMlp {
-            fc1: f("fc1", mlp.fc1),
-            fc2: f("fc2", mlp.fc2),
-            activation: mlp.activation,
-        };
+        let mlp = child(prefix, "mlp");
+        self.mlp.fc1 = f(&child(&mlp, "fc1"), "fc1", self.mlp.fc1);
+        self.mlp.fc2 = f(&child(&mlp, "fc2"), "fc2", self.mlp.fc2);
+        self
+    }
+}
+
+impl<B: Backend> LoraLinears<B> for ClipEncoder<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let layers = child(prefix, "layers");
+        self.layers = std::mem::take(&mut self.layers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| layer.map_linears(&child(&layers, i), f))
+            .collect();
         self
     }
 }
@@ -511,6 +518,14 @@ pub struct ClipEncoder<B: Backend> {
 }
 
 impl<B: Backend> ClipEncoder<B> {
+    fn new(init: &Init<'_, B>, shape: EncoderShape, factor: f64) -> Self {
+        Self {
+            layers: (0..shape.layers)
+                .map(|i| ClipEncoderLayer::new(&init.at("layers").at(i), shape, factor))
+                .collect(),
+        }
+    }
+
     fn forward(&self, mut x: Tensor<B, 3>, mask: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         for layer in &self.layers {
             x = layer.forward(x, mask.clone());
@@ -829,25 +844,14 @@ impl<B: Backend> cpt_core::ImageTextModel<B> for ClipModel<B> {
     }
 }
 
-impl<B: Backend> ClipModel<B> {
-    /// Apply `f(key, name, layer)` to every attention and MLP projection of both towers;
-    /// `key` (`text.0.q_proj`) is unique per projection.
-    fn map_projections(mut self, mut f: impl FnMut(&str, &str, Linear<B>) -> Linear<B>) -> Self {
-        for (tower, encoder) in [
-            ("text", &mut self.text_model.encoder),
-            ("vision", &mut self.vision_model.encoder),
-        ] {
-            let layers = std::mem::take(&mut encoder.layers);
-            encoder.layers = layers
-                .into_iter()
-                .enumerate()
-                .map(|(i, layer)| {
-                    layer.map_projections(&mut |name, linear| {
-                        f(&format!("{tower}.{i}.{name}"), name, linear)
-                    })
-                })
-                .collect();
-        }
+/// The attention and MLP projections of both towers; the projections into the shared space
+/// carry no adapter.
+impl<B: Backend> LoraLinears<B> for ClipModel<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let text = child(&child(prefix, "text_model"), "encoder");
+        self.text_model.encoder = self.text_model.encoder.map_linears(&text, f);
+        let vision = child(&child(prefix, "vision_model"), "encoder");
+        self.vision_model.encoder = self.vision_model.encoder.map_linears(&vision, f);
         self
     }
 }
@@ -856,20 +860,14 @@ impl<B: Backend> cpt_core::AdapterModel for ClipModel<B> {
     type Spec = crate::linear::LoraSpec;
 
     fn with_adapters(self, spec: &Self::Spec, seed: u64) -> Self {
-        self.map_projections(|key, name, linear| {
-            if !spec.targets(name) {
-                return linear;
-            }
-            let key = cpt_core::rng::stable_hash(key.as_bytes());
-            linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
-        })
+        adapters::add_adapters(self, spec, seed)
     }
 
     fn merge_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.merged())
+        adapters::merge_adapters(self)
     }
 
     fn drop_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.without_adapter())
+        adapters::drop_adapters(self)
     }
 }

@@ -8,13 +8,16 @@
 //! (never written by `save_pretrained`, so not written by us either), but checkpoints saved by
 //! older versions carry them, as int64: they are dropped on load.
 
-use crate::clip::{ClipActivation, ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig};
+use crate::clip::{self, ClipActivation, ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig};
 use crate::error::{ModelError, Result};
-use crate::hf_folder::{WEIGHTS_FILE, read_config_json, transpose_where, write_model_folder};
+use crate::hf_folder::{
+    WEIGHTS_FILE, parse_mirror, present, read_config_json, transpose_where, write_model_folder,
+};
 use crate::hf_llama::read_weights;
 use burn::tensor::backend::Backend;
 use cpt_core::params::{NamedTensors, load_named};
 use cpt_core::tensor_file::parse_tensors;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -24,165 +27,209 @@ pub fn read_config(dir: &Path) -> Result<ClipConfig> {
     parse_config(&json, &path)
 }
 
-/// Reads typed fields of one JSON object; errors name the field with its prefix
-/// (`text_config.hidden_size`). Missing and null fields take transformers' defaults. (The
-/// shared `hf_folder::ConfigFields` reads a flat config without defaults; CLIP's are nested,
-/// and old checkpoints omit fields that transformers fills in.)
-struct Fields<'a> {
-    object: Map<String, Value>,
-    prefix: &'a str,
-    path: &'a Path,
-}
-
-impl Fields<'_> {
-    fn err(&self, field: &str, message: impl Into<String>) -> ModelError {
-        ModelError::Config {
-            path: self.path.to_path_buf(),
-            field: format!("{}{field}", self.prefix),
-            message: message.into(),
-        }
-    }
-
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.object.get(name).filter(|v| !v.is_null())
-    }
-
-    fn usize(&self, name: &str, default: usize) -> Result<usize> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .map(|n| n as usize)
-                .ok_or_else(|| self.err(name, format!("expected a non-negative integer, got {v}"))),
-        }
-    }
-
-    fn float(&self, name: &str, default: f64) -> Result<f64> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(name, format!("expected a number, got {v}"))),
-        }
-    }
-
-    fn token(&self, name: &str, default: Option<u32>) -> Result<Option<u32>> {
-        match self.object.get(name) {
-            None => Ok(default),
-            Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| self.err(name, format!("expected a token id, got {v}"))),
-        }
-    }
-
-    fn activation(&self) -> Result<ClipActivation> {
-        match self.get("hidden_act") {
-            None => Ok(ClipActivation::QuickGelu),
-            Some(v) => v
-                .as_str()
-                .and_then(ClipActivation::from_name)
-                .ok_or_else(|| {
-                    self.err(
-                        "hidden_act",
-                        format!("{v} is not supported (quick_gelu or gelu)"),
-                    )
-                }),
-        }
-    }
-}
-
-/// The sub-config `name` with the legacy `<name>_dict` values laid over it, as transformers
-/// does when both are present.
-fn sub_config(json: &Value, name: &str) -> Map<String, Value> {
-    let mut object = json
-        .get(name)
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if let Some(overrides) = json.get(format!("{name}_dict")).and_then(Value::as_object) {
-        for (k, v) in overrides {
-            object.insert(k.clone(), v.clone());
-        }
-    }
-    object
-}
-
 /// Interpret config.json values; `path` names the file in errors.
 pub fn parse_config(json: &Value, path: &Path) -> Result<ClipConfig> {
-    let top = Fields {
-        object: json.as_object().cloned().unwrap_or_default(),
-        prefix: "",
-        path,
-    };
-    if !json.is_object() {
-        return Err(top.err("config", "expected a JSON object"));
+    parse_mirror::<HfClipConfig>(&with_legacy_overrides(json), path)?.into_config(path)
+}
+
+/// `json` with the legacy `text_config_dict` / `vision_config_dict` values laid over
+/// `text_config` / `vision_config`, as transformers does when both are present.
+fn with_legacy_overrides(json: &Value) -> Value {
+    let mut json = json.clone();
+    for name in ["text_config", "vision_config"] {
+        let Some(overrides) = json
+            .get(format!("{name}_dict"))
+            .and_then(Value::as_object)
+            .cloned()
+        else {
+            continue;
+        };
+        let Some(object) = json.as_object_mut() else {
+            return json;
+        };
+        let target = object
+            .entry(name)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !target.is_object() {
+            *target = Value::Object(Map::new());
+        }
+        if let Some(target) = target.as_object_mut() {
+            target.extend(overrides);
+        }
     }
-    if let Some(kind) = top.get("model_type")
-        && kind.as_str() != Some("clip")
-    {
-        return Err(top.err(
-            "model_type",
-            format!("{kind} is not a CLIP model (expected \"clip\")"),
-        ));
+    json
+}
+
+/// transformers' `CLIPConfig` as `config.json` spells it. Unknown keys are ignored; every field
+/// is optional (`null` counts as absent, but see the token ids) and takes the default of
+/// [`ClipConfig`] in [`HfClipConfig::into_config`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfClipConfig {
+    /// `clip` when present.
+    pub model_type: Option<String>,
+    /// The text tower.
+    pub text_config: Option<HfClipTextConfig>,
+    /// The vision tower.
+    pub vision_config: Option<HfClipVisionConfig>,
+    /// Width of the shared embedding space.
+    pub projection_dim: Option<usize>,
+    /// Initial `logit_scale`.
+    pub logit_scale_init_value: Option<f64>,
+    /// Multiplier of every initialisation standard deviation.
+    pub initializer_factor: Option<f64>,
+}
+
+/// transformers' `CLIPTextConfig` as `config.json` spells it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfClipTextConfig {
+    /// Vocabulary size.
+    pub vocab_size: Option<usize>,
+    /// Residual width.
+    pub hidden_size: Option<usize>,
+    /// MLP width.
+    pub intermediate_size: Option<usize>,
+    /// Encoder layers.
+    pub num_hidden_layers: Option<usize>,
+    /// Attention heads.
+    pub num_attention_heads: Option<usize>,
+    /// Longest caption.
+    pub max_position_embeddings: Option<usize>,
+    /// `quick_gelu` or `gelu`.
+    pub hidden_act: Option<String>,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: Option<f64>,
+    /// `None` when absent (the default applies); `Some(None)` when `null` (no such token).
+    #[serde(default, deserialize_with = "present")]
+    pub pad_token_id: Option<Option<u32>>,
+    /// As `pad_token_id`.
+    #[serde(default, deserialize_with = "present")]
+    pub bos_token_id: Option<Option<u32>>,
+    /// As `pad_token_id`, but CLIP cannot do without it: `null` is an error.
+    #[serde(default, deserialize_with = "present")]
+    pub eos_token_id: Option<Option<u32>>,
+}
+
+/// transformers' `CLIPVisionConfig` as `config.json` spells it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfClipVisionConfig {
+    /// Residual width.
+    pub hidden_size: Option<usize>,
+    /// MLP width.
+    pub intermediate_size: Option<usize>,
+    /// Encoder layers.
+    pub num_hidden_layers: Option<usize>,
+    /// Attention heads.
+    pub num_attention_heads: Option<usize>,
+    /// Input channels.
+    pub num_channels: Option<usize>,
+    /// Image side.
+    pub image_size: Option<usize>,
+    /// Patch side.
+    pub patch_size: Option<usize>,
+    /// `quick_gelu` or `gelu`.
+    pub hidden_act: Option<String>,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: Option<f64>,
+    /// Standard deviation of the patch and position embeddings at initialisation.
+    pub initializer_range: Option<f64>,
+}
+
+/// An error about `field` of the file `path`.
+fn config_error(path: &Path, field: &str, message: impl Into<String>) -> ModelError {
+    ModelError::Config {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        message: message.into(),
     }
-    let text = Fields {
-        object: sub_config(json, "text_config"),
-        prefix: "text_config.",
-        path,
-    };
-    let vision = Fields {
-        object: sub_config(json, "vision_config"),
-        prefix: "vision_config.",
-        path,
-    };
-    let (t, v) = (ClipTextConfig::default(), ClipVisionConfig::default());
-    let eos_token_id = match text.object.get("eos_token_id") {
-        None => t.eos_token_id,
-        Some(value) => text.token("eos_token_id", None)?.ok_or_else(|| {
-            text.err(
-                "eos_token_id",
-                format!("{value}: CLIP pools each caption at its EOS token, which must be set"),
+}
+
+/// The activation named by `hidden_act` of the tower `tower`, `default` when absent.
+fn activation(
+    name: Option<String>,
+    default: ClipActivation,
+    tower: &str,
+    path: &Path,
+) -> Result<ClipActivation> {
+    match name {
+        None => Ok(default),
+        Some(name) => ClipActivation::from_name(&name).ok_or_else(|| {
+            config_error(
+                path,
+                &format!("{tower}.hidden_act"),
+                format!("\"{name}\" is not supported (quick_gelu or gelu)"),
             )
-        })?,
-    };
-    let config = ClipConfig {
-        text_config: ClipTextConfig {
-            vocab_size: text.usize("vocab_size", t.vocab_size)?,
-            hidden_size: text.usize("hidden_size", t.hidden_size)?,
-            intermediate_size: text.usize("intermediate_size", t.intermediate_size)?,
-            num_hidden_layers: text.usize("num_hidden_layers", t.num_hidden_layers)?,
-            num_attention_heads: text.usize("num_attention_heads", t.num_attention_heads)?,
-            max_position_embeddings: text
-                .usize("max_position_embeddings", t.max_position_embeddings)?,
-            hidden_act: text.activation()?,
-            layer_norm_eps: text.float("layer_norm_eps", t.layer_norm_eps)?,
-            pad_token_id: text.token("pad_token_id", t.pad_token_id)?,
-            bos_token_id: text.token("bos_token_id", t.bos_token_id)?,
-            eos_token_id,
-        },
-        vision_config: ClipVisionConfig {
-            hidden_size: vision.usize("hidden_size", v.hidden_size)?,
-            intermediate_size: vision.usize("intermediate_size", v.intermediate_size)?,
-            num_hidden_layers: vision.usize("num_hidden_layers", v.num_hidden_layers)?,
-            num_attention_heads: vision.usize("num_attention_heads", v.num_attention_heads)?,
-            num_channels: vision.usize("num_channels", v.num_channels)?,
-            image_size: vision.usize("image_size", v.image_size)?,
-            patch_size: vision.usize("patch_size", v.patch_size)?,
-            hidden_act: vision.activation()?,
-            layer_norm_eps: vision.float("layer_norm_eps", v.layer_norm_eps)?,
-            initializer_range: vision.float("initializer_range", v.initializer_range)?,
-        },
-        projection_dim: top.usize("projection_dim", 512)?,
-        logit_scale_init_value: top.float("logit_scale_init_value", 2.6592)?,
-        initializer_factor: top.float("initializer_factor", 1.0)?,
-    };
-    config
-        .validate()
-        .map_err(|(field, message)| top.err(&field, message))?;
-    Ok(config)
+        }),
+    }
+}
+
+impl HfClipConfig {
+    /// The working config: defaults of [`ClipConfig`] for absent fields, then its checks;
+    /// errors name `path` and the field (`text_config.hidden_size`).
+    pub fn into_config(self, path: &Path) -> Result<ClipConfig> {
+        if let Some(kind) = self.model_type.as_deref().filter(|k| *k != "clip") {
+            return Err(config_error(
+                path,
+                "model_type",
+                format!("\"{kind}\" is not a CLIP model (expected \"clip\")"),
+            ));
+        }
+        let (t, v) = (ClipTextConfig::default(), ClipVisionConfig::default());
+        let text = self.text_config.unwrap_or_default();
+        let vision = self.vision_config.unwrap_or_default();
+        let eos_token_id = match text.eos_token_id {
+            None => t.eos_token_id,
+            Some(Some(id)) => id,
+            Some(None) => {
+                return Err(config_error(
+                    path,
+                    "text_config.eos_token_id",
+                    "null: CLIP pools each caption at its EOS token, which must be set",
+                ));
+            }
+        };
+        let config = ClipConfig {
+            text_config: ClipTextConfig {
+                vocab_size: text.vocab_size.unwrap_or(t.vocab_size),
+                hidden_size: text.hidden_size.unwrap_or(t.hidden_size),
+                intermediate_size: text.intermediate_size.unwrap_or(t.intermediate_size),
+                num_hidden_layers: text.num_hidden_layers.unwrap_or(t.num_hidden_layers),
+                num_attention_heads: text.num_attention_heads.unwrap_or(t.num_attention_heads),
+                max_position_embeddings: text
+                    .max_position_embeddings
+                    .unwrap_or(t.max_position_embeddings),
+                hidden_act: activation(text.hidden_act, t.hidden_act, "text_config", path)?,
+                layer_norm_eps: text.layer_norm_eps.unwrap_or(t.layer_norm_eps),
+                pad_token_id: text.pad_token_id.unwrap_or(t.pad_token_id),
+                bos_token_id: text.bos_token_id.unwrap_or(t.bos_token_id),
+                eos_token_id,
+            },
+            vision_config: ClipVisionConfig {
+                hidden_size: vision.hidden_size.unwrap_or(v.hidden_size),
+                intermediate_size: vision.intermediate_size.unwrap_or(v.intermediate_size),
+                num_hidden_layers: vision.num_hidden_layers.unwrap_or(v.num_hidden_layers),
+                num_attention_heads: vision.num_attention_heads.unwrap_or(v.num_attention_heads),
+                num_channels: vision.num_channels.unwrap_or(v.num_channels),
+                image_size: vision.image_size.unwrap_or(v.image_size),
+                patch_size: vision.patch_size.unwrap_or(v.patch_size),
+                hidden_act: activation(vision.hidden_act, v.hidden_act, "vision_config", path)?,
+                layer_norm_eps: vision.layer_norm_eps.unwrap_or(v.layer_norm_eps),
+                initializer_range: vision.initializer_range.unwrap_or(v.initializer_range),
+            },
+            projection_dim: self
+                .projection_dim
+                .unwrap_or_else(clip::default_projection_dim),
+            logit_scale_init_value: self
+                .logit_scale_init_value
+                .unwrap_or_else(clip::default_logit_scale),
+            initializer_factor: self
+                .initializer_factor
+                .unwrap_or_else(clip::default_initializer_factor),
+        };
+        config
+            .validate()
+            .map_err(|(field, message)| config_error(path, &field, message))?;
+        Ok(config)
+    }
 }
 
 /// `config.json` content for `config`, as transformers 5 writes it for a `CLIPModel`.

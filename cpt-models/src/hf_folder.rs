@@ -1,5 +1,5 @@
 //! Pieces of the Hugging Face folder format that do not depend on the model: reading
-//! `config.json`, typed field access that names the file and field in errors, the map between
+//! `config.json` into a model's serde mirror with errors that name the file and field, the map between
 //! burn's and PyTorch's linear-weight layouts, and writing a model folder atomically.
 
 use crate::error::{ModelError, Result};
@@ -8,7 +8,8 @@ use burn::tensor::backend::Backend;
 use cpt_core::atomic::{sync_dir, write_atomic};
 use cpt_core::params::{HostTensor, NamedTensors, named_tensors};
 use cpt_core::tensor_file::write_tensors;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -93,79 +94,51 @@ pub fn read_config_json(dir: &Path) -> Result<(Value, PathBuf)> {
     Ok((json, path))
 }
 
-/// Typed access to the fields of one `config.json`; every error names the file and the field.
-pub struct ConfigFields<'a> {
-    json: &'a Value,
-    path: &'a Path,
+/// Deserialize the serde mirror `T` of a `config.json` (or of a part of one) from `json`; `path`
+/// names the file in errors.
+///
+/// serde's messages say what was expected ("invalid type: string \"many\", expected usize")
+/// but not where. So when deserialization fails, each key is deserialized again on its own to
+/// find the one that fails, descending into nested objects (`text_config.vocab_size`). That
+/// works because mirrors give every field a default (`Option` or `#[serde(default)]`): a
+/// single key is a complete config.
+pub fn parse_mirror<T: DeserializeOwned>(json: &Value, path: &Path) -> Result<T> {
+    T::deserialize(json).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        field: failing_key::<T>(json, &|v| v).unwrap_or_else(|| "config".into()),
+        message: e.to_string(),
+    })
 }
 
-impl<'a> ConfigFields<'a> {
-    /// Fields of `json`, read from `path`.
-    pub fn new(json: &'a Value, path: &'a Path) -> Self {
-        Self { json, path }
-    }
-
-    /// An error about `field`.
-    pub fn error(&self, field: &str, message: impl Into<String>) -> ModelError {
-        ModelError::Config {
-            path: self.path.to_path_buf(),
-            field: field.to_string(),
-            message: message.into(),
+/// The dotted path of the first key of `value` that `T` refuses on its own; `wrap` puts a
+/// one-key object back where `value` sits in the whole config.
+fn failing_key<T: DeserializeOwned>(
+    value: &Value,
+    wrap: &dyn Fn(Value) -> Value,
+) -> Option<String> {
+    for (key, inner) in value.as_object()? {
+        let alone = |v: Value| Value::Object(Map::from_iter([(key.clone(), v)]));
+        if T::deserialize(&wrap(alone(inner.clone()))).is_ok() {
+            continue;
         }
+        return Some(match failing_key::<T>(inner, &|v| wrap(alone(v))) {
+            Some(deeper) => format!("{key}.{deeper}"),
+            None => key.clone(),
+        });
     }
+    None
+}
 
-    /// The raw value of `name`, `None` when absent or null.
-    pub fn get(&self, name: &str) -> Option<&'a Value> {
-        self.json.get(name).filter(|v| !v.is_null())
-    }
-
-    /// A non-negative integer, `None` when absent.
-    pub fn usize(&self, name: &str) -> Result<Option<usize>> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| self.error(name, "expected a non-negative integer")),
-        }
-    }
-
-    /// A required non-negative integer.
-    pub fn required(&self, name: &str) -> Result<usize> {
-        self.usize(name)?.ok_or_else(|| self.error(name, "missing"))
-    }
-
-    /// A number, `None` when absent.
-    pub fn float(&self, name: &str) -> Result<Option<f64>> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.error(name, "expected a number")),
-        }
-    }
-
-    /// A boolean, `default` when absent.
-    pub fn bool(&self, name: &str, default: bool) -> Result<bool> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.error(name, "expected true or false")),
-        }
-    }
-
-    /// A string, `None` when absent.
-    pub fn string(&self, name: &str) -> Result<Option<&'a str>> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.error(name, "expected a string")),
-        }
-    }
+/// serde's `deserialize_with` for a field where `null` means something other than absence
+/// (CLIP's token ids: absent takes the default, `null` means no such token): `Some` of the
+/// value, `null` included, when the key is present; the field's `#[serde(default)]` gives
+/// `None` when it is absent.
+pub fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Write a folder at `out` atomically: `fill` writes the files into a temporary sibling folder,

@@ -4,12 +4,13 @@
 //! names, and 2-D projection weights are transposed (burn stores `[in, out]`).
 
 use crate::error::{ModelError, Result};
-use crate::hf_folder::{read_config_json, transpose_where, write_model_folder};
-use crate::llama::{LlamaConfig, LlamaForCausalLM, RopeScaling};
+use crate::hf_folder::{parse_mirror, read_config_json, transpose_where, write_model_folder};
+use crate::llama::{self, LlamaConfig, LlamaForCausalLM, RopeScaling};
 use burn::tensor::backend::Backend;
 use cpt_core::atomic::write_atomic;
 use cpt_core::params::{NamedTensors, load_named, named_tensors};
 use cpt_core::tensor_file::{read_tensors, write_tensors};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -26,131 +27,184 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
 
 /// Interpret config.json values; `path` names the file in errors.
 pub fn parse_config(json: &Value, path: &Path) -> Result<LlamaConfig> {
-    let err = |field: &str, message: &str| ModelError::Config {
-        path: path.to_path_buf(),
-        field: field.to_string(),
-        message: message.to_string(),
-    };
-    if let Some(kind) = json.get("model_type").and_then(Value::as_str)
-        && kind != "llama"
-    {
-        return Err(err(
-            "model_type",
-            &format!("`{kind}` is not a LLaMA model (expected `llama`)"),
-        ));
-    }
-    let usize_field = |name: &str| -> Result<Option<usize>> {
-        match json.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| err(name, "expected a non-negative integer")),
-        }
-    };
-    let required = |name: &str| usize_field(name)?.ok_or_else(|| err(name, "missing"));
-    let float_field = |value: Option<&Value>, name: &str| -> Result<Option<f64>> {
-        match value {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| err(name, "expected a number")),
-        }
-    };
-    let bool_field = |name: &str, default: bool| -> Result<bool> {
-        match json.get(name) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| err(name, "expected true or false")),
-        }
-    };
-    if let Some(act) = json.get("hidden_act").and_then(Value::as_str)
-        && act != "silu"
-    {
-        return Err(err(
-            "hidden_act",
-            &format!("`{act}` is not supported (LLaMA uses silu)"),
-        ));
-    }
-    // transformers 5 nests the RoPE settings in `rope_parameters`; 4 has `rope_theta` and
-    // `rope_scaling` at the top level.
-    let rope_parameters = json.get("rope_parameters").filter(|v| v.is_object());
-    let rope_theta = float_field(json.get("rope_theta"), "rope_theta")?
-        .or(float_field(
-            rope_parameters.and_then(|p| p.get("rope_theta")),
-            "rope_parameters.rope_theta",
-        )?)
-        .unwrap_or(10_000.0);
-    let scaling = json
-        .get("rope_scaling")
-        .filter(|v| v.is_object())
-        .or(rope_parameters);
-    let rope_scaling = match scaling {
-        None => None,
-        Some(s) => parse_rope_scaling(s, json, path)?,
-    };
-    let config = LlamaConfig {
-        vocab_size: required("vocab_size")?,
-        hidden_size: required("hidden_size")?,
-        intermediate_size: required("intermediate_size")?,
-        num_hidden_layers: required("num_hidden_layers")?,
-        num_attention_heads: required("num_attention_heads")?,
-        num_key_value_heads: usize_field("num_key_value_heads")?,
-        head_dim: usize_field("head_dim")?,
-        rope_theta,
-        rms_norm_eps: float_field(json.get("rms_norm_eps"), "rms_norm_eps")?.unwrap_or(1e-6),
-        max_position_embeddings: usize_field("max_position_embeddings")?.unwrap_or(2048),
-        tie_word_embeddings: bool_field("tie_word_embeddings", false)?,
-        attention_bias: bool_field("attention_bias", false)?,
-        mlp_bias: bool_field("mlp_bias", false)?,
-        initializer_range: float_field(json.get("initializer_range"), "initializer_range")?
-            .unwrap_or(0.02),
-        rope_scaling,
-    };
-    config.validate().map_err(|m| err("config", &m))?;
-    Ok(config)
+    parse_mirror::<HfLlamaConfig>(json, path)?.into_config(path)
 }
 
-fn parse_rope_scaling(s: &Value, top: &Value, path: &Path) -> Result<Option<RopeScaling>> {
-    let err = |field: &str, message: String| ModelError::Config {
-        path: path.to_path_buf(),
-        field: format!("rope_scaling.{field}"),
-        message,
-    };
-    let kind = s
-        .get("rope_type")
-        .or(s.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let number = |name: &str| {
-        s.get(name)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| err(name, "missing or not a number".into()))
-    };
-    match kind {
-        "default" => Ok(None),
-        "linear" => Ok(Some(RopeScaling::Linear {
-            factor: number("factor")?,
-        })),
-        "llama3" => {
-            let original = s
-                .get("original_max_position_embeddings")
-                .or(top.get("original_max_position_embeddings"))
-                .and_then(Value::as_u64)
-                .ok_or_else(|| err("original_max_position_embeddings", "missing".into()))?;
-            Ok(Some(RopeScaling::Llama3 {
-                factor: number("factor")?,
-                low_freq_factor: number("low_freq_factor")?,
-                high_freq_factor: number("high_freq_factor")?,
-                original_max_position_embeddings: original as usize,
-            }))
+/// transformers' `LlamaConfig` as `config.json` spells it, in transformers 4 and 5. Unknown keys
+/// are ignored (real files carry many); every field is optional, `null` counting as absent,
+/// and [`HfLlamaConfig::into_config`] applies the defaults of [`LlamaConfig`] and checks it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfLlamaConfig {
+    /// `llama` when present.
+    pub model_type: Option<String>,
+    /// `silu` when present.
+    pub hidden_act: Option<String>,
+    /// Required.
+    pub vocab_size: Option<usize>,
+    /// Required.
+    pub hidden_size: Option<usize>,
+    /// Required.
+    pub intermediate_size: Option<usize>,
+    /// Required.
+    pub num_hidden_layers: Option<usize>,
+    /// Required.
+    pub num_attention_heads: Option<usize>,
+    /// Grouped-query attention's key/value heads.
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width.
+    pub head_dim: Option<usize>,
+    /// RoPE base at the top level (transformers 4); wins over `rope_parameters.rope_theta`.
+    pub rope_theta: Option<f64>,
+    /// RoPE scaling at the top level (transformers 4); wins over `rope_parameters`.
+    pub rope_scaling: Option<HfRopeParameters>,
+    /// RoPE base and scaling together (transformers 5).
+    pub rope_parameters: Option<HfRopeParameters>,
+    /// Context length of the original pre-training, when the RoPE settings do not carry it.
+    pub original_max_position_embeddings: Option<usize>,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: Option<f64>,
+    /// Longest sequence.
+    pub max_position_embeddings: Option<usize>,
+    /// Shared input and output embedding.
+    pub tie_word_embeddings: Option<bool>,
+    /// Biases on the attention projections.
+    pub attention_bias: Option<bool>,
+    /// Biases on the MLP projections.
+    pub mlp_bias: Option<bool>,
+    /// Standard deviation of the weight initialisation.
+    pub initializer_range: Option<f64>,
+}
+
+/// transformers' RoPE settings: `rope_scaling` (4) or `rope_parameters` (5), which also holds
+/// `rope_theta`. `rope_type` (or the older `type`) selects the rule; `default` is none.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfRopeParameters {
+    /// `default`, `linear` or `llama3`.
+    pub rope_type: Option<String>,
+    /// The older spelling of `rope_type`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// RoPE base (transformers 5).
+    pub rope_theta: Option<f64>,
+    /// Context extension factor (`linear`, `llama3`).
+    pub factor: Option<f64>,
+    /// `llama3`'s low-frequency factor.
+    pub low_freq_factor: Option<f64>,
+    /// `llama3`'s high-frequency factor.
+    pub high_freq_factor: Option<f64>,
+    /// `llama3`'s original context length.
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+impl HfLlamaConfig {
+    /// The working config: defaults of [`LlamaConfig`] for absent fields, then its shape checks;
+    /// errors name `path` and the field.
+    pub fn into_config(self, path: &Path) -> Result<LlamaConfig> {
+        let err = |field: &str, message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            message,
+        };
+        if let Some(kind) = self.model_type.as_deref().filter(|k| *k != "llama") {
+            return Err(err(
+                "model_type",
+                format!("`{kind}` is not a LLaMA model (expected `llama`)"),
+            ));
         }
-        other => Err(err(
-            "rope_type",
-            format!("`{other}` is not supported (default, linear, llama3)"),
-        )),
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(err(
+                "hidden_act",
+                format!("`{act}` is not supported (LLaMA uses silu)"),
+            ));
+        }
+        let required =
+            |value: Option<usize>, name: &str| value.ok_or_else(|| err(name, "missing".into()));
+        // transformers 5 nests the RoPE settings in `rope_parameters`; 4 has `rope_theta` and
+        // `rope_scaling` at the top level, which win when both are present.
+        let rope_theta = self
+            .rope_theta
+            .or(self.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .unwrap_or_else(llama::default_rope_theta);
+        let rope_scaling = match (&self.rope_scaling, &self.rope_parameters) {
+            (Some(s), _) => {
+                s.scaling("rope_scaling", self.original_max_position_embeddings, path)?
+            }
+            (None, Some(p)) => p.scaling(
+                "rope_parameters",
+                self.original_max_position_embeddings,
+                path,
+            )?,
+            (None, None) => None,
+        };
+        let config = LlamaConfig {
+            vocab_size: required(self.vocab_size, "vocab_size")?,
+            hidden_size: required(self.hidden_size, "hidden_size")?,
+            intermediate_size: required(self.intermediate_size, "intermediate_size")?,
+            num_hidden_layers: required(self.num_hidden_layers, "num_hidden_layers")?,
+            num_attention_heads: required(self.num_attention_heads, "num_attention_heads")?,
+            num_key_value_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            rope_theta,
+            rms_norm_eps: self
+                .rms_norm_eps
+                .unwrap_or_else(llama::default_rms_norm_eps),
+            max_position_embeddings: self
+                .max_position_embeddings
+                .unwrap_or_else(llama::default_max_positions),
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or_default(),
+            attention_bias: self.attention_bias.unwrap_or_default(),
+            mlp_bias: self.mlp_bias.unwrap_or_default(),
+            initializer_range: self
+                .initializer_range
+                .unwrap_or_else(llama::default_initializer_range),
+            rope_scaling,
+        };
+        config.validate().map_err(|m| err("config", m))?;
+        Ok(config)
+    }
+}
+
+impl HfRopeParameters {
+    /// The scaling rule these settings select, read from the key `name` of the file `path`;
+    /// `original` is the top-level `original_max_position_embeddings`, used when these
+    /// settings lack it.
+    fn scaling(
+        &self,
+        name: &str,
+        original: Option<usize>,
+        path: &Path,
+    ) -> Result<Option<RopeScaling>> {
+        let err = |field: &str, message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            field: format!("{name}.{field}"),
+            message,
+        };
+        let number =
+            |value: Option<f64>, field: &str| value.ok_or_else(|| err(field, "missing".into()));
+        let kind = self
+            .rope_type
+            .as_deref()
+            .or(self.kind.as_deref())
+            .unwrap_or("default");
+        match kind {
+            "default" => Ok(None),
+            "linear" => Ok(Some(RopeScaling::Linear {
+                factor: number(self.factor, "factor")?,
+            })),
+            "llama3" => Ok(Some(RopeScaling::Llama3 {
+                factor: number(self.factor, "factor")?,
+                low_freq_factor: number(self.low_freq_factor, "low_freq_factor")?,
+                high_freq_factor: number(self.high_freq_factor, "high_freq_factor")?,
+                original_max_position_embeddings: self
+                    .original_max_position_embeddings
+                    .or(original)
+                    .ok_or_else(|| err("original_max_position_embeddings", "missing".into()))?,
+            })),
+            other => Err(err(
+                "rope_type",
+                format!("`{other}` is not supported (default, linear, llama3)"),
+            )),
+        }
     }
 }
 
@@ -375,4 +429,149 @@ pub fn save_peft<B: Backend>(
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_tensors(&out.join(PEFT_WEIGHTS), &adapters, metadata)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 40,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "some_future_key": [1, 2],
+        })
+    }
+
+    fn with(edit: impl FnOnce(&mut Value)) -> Result<LlamaConfig> {
+        let mut json = base();
+        edit(&mut json);
+        parse_config(&json, Path::new("m/config.json"))
+    }
+
+    fn field(result: Result<LlamaConfig>) -> String {
+        match result {
+            Err(ModelError::Config { field, path, .. }) => {
+                assert_eq!(path, Path::new("m/config.json"));
+                field
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn absent_and_null_fields_take_the_defaults_of_llama_config() {
+        let config = with(|_| {}).unwrap();
+        let nulls = with(|j| {
+            for key in [
+                "rope_theta",
+                "rms_norm_eps",
+                "rope_scaling",
+                "tie_word_embeddings",
+            ] {
+                j[key] = Value::Null;
+            }
+        })
+        .unwrap();
+        assert_eq!(config, nulls);
+        // The same defaults as the TOML form of the config.
+        let toml_form: LlamaConfig = serde_json::from_value(json!({
+            "vocab_size": 64, "hidden_size": 16, "intermediate_size": 40,
+            "num_hidden_layers": 2, "num_attention_heads": 4,
+        }))
+        .unwrap();
+        assert_eq!(config, toml_form);
+    }
+
+    #[test]
+    fn transformers_4_and_5_spell_rope_settings_alike() {
+        let v4 = with(|j| {
+            j["rope_theta"] = json!(500000.0);
+            j["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+        })
+        .unwrap();
+        let v5 = with(|j| {
+            j["rope_parameters"] =
+                json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 500000});
+        })
+        .unwrap();
+        assert_eq!(v4, v5);
+        assert_eq!(v4.rope_theta, 500000.0);
+        assert_eq!(v4.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+        // llama3 may take its original length from the top level.
+        let llama3 = with(|j| {
+            j["original_max_position_embeddings"] = json!(64);
+            j["rope_parameters"] = json!({"rope_type": "llama3", "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0});
+        })
+        .unwrap();
+        assert!(matches!(
+            llama3.rope_scaling,
+            Some(RopeScaling::Llama3 {
+                original_max_position_embeddings: 64,
+                ..
+            })
+        ));
+        let default = with(|j| j["rope_parameters"] = json!({"rope_type": "default"})).unwrap();
+        assert_eq!(default.rope_scaling, None);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field(with(|j| j["vocab_size"] = json!("many"))),
+            "vocab_size"
+        );
+        assert_eq!(field(with(|j| j["hidden_size"] = json!(-1))), "hidden_size");
+        assert_eq!(
+            field(with(|j| j["tie_word_embeddings"] = json!(1))),
+            "tie_word_embeddings"
+        );
+        assert_eq!(
+            field(with(|j| j["num_hidden_layers"] = Value::Null)),
+            "num_hidden_layers"
+        );
+        assert_eq!(
+            field(with(|j| j["model_type"] = json!("mistral"))),
+            "model_type"
+        );
+        assert_eq!(
+            field(with(|j| j["hidden_act"] = json!("gelu"))),
+            "hidden_act"
+        );
+        assert_eq!(
+            field(with(|j| j["rope_parameters"] = json!({"rope_theta": "big"}))),
+            "rope_parameters.rope_theta"
+        );
+        assert_eq!(
+            field(with(
+                |j| j["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0})
+            )),
+            "rope_scaling.rope_type"
+        );
+        assert_eq!(
+            field(with(|j| j["rope_scaling"] = json!({"rope_type": "linear"}))),
+            "rope_scaling.factor"
+        );
+        assert_eq!(
+            field(with(|j| j["num_key_value_heads"] = json!(3))),
+            "config"
+        );
+    }
+
+    #[test]
+    fn exported_config_reads_back() {
+        let config = with(|j| {
+            j["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 32});
+        })
+        .unwrap();
+        let json = config_json(&config, Some(1), None);
+        let back = parse_config(&json, Path::new("config.json")).unwrap();
+        // The export states head_dim and num_key_value_heads explicitly.
+        assert_eq!(back.head_width(), config.head_width());
+        assert_eq!(back.kv_heads(), config.kv_heads());
+        assert_eq!(back.rope_scaling, config.rope_scaling);
+        assert_eq!(back.rope_theta, config.rope_theta);
+    }
 }

@@ -10,15 +10,16 @@
 
 use crate::error::{ModelError, Result};
 use crate::hf_folder::{
-    ConfigFields, WEIGHTS_FILE, read_config_json, transpose_where, write_model_folder,
+    WEIGHTS_FILE, parse_mirror, read_config_json, transpose_where, write_model_folder,
 };
 use crate::hf_llama::read_weights;
-use crate::vit::{ViTConfig, ViTForImageClassification};
-use crate::vit_mae::{ViTMAEConfig, ViTMAEForPreTraining};
+use crate::vit::{self, ViTConfig, ViTForImageClassification};
+use crate::vit_mae::{self, ViTMAEConfig, ViTMAEForPreTraining};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use cpt_core::params::{NamedTensors, load_named};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 use std::path::Path;
 
 /// The config of a vision model folder, by `model_type`.
@@ -39,19 +40,160 @@ pub fn read_config(dir: &Path) -> Result<VisionConfig> {
 /// Interpret config.json values of a ViT or ViT-MAE model, by `model_type`; `path` names the
 /// file in errors.
 pub fn parse_config(json: &Value, path: &Path) -> Result<VisionConfig> {
-    let fields = ConfigFields::new(json, path);
-    match fields.string("model_type")? {
+    /// Just the key that says which mirror reads the rest.
+    #[derive(Deserialize)]
+    struct ModelType {
+        model_type: Option<String>,
+    }
+    let err = |message: String| ModelError::Config {
+        path: path.to_path_buf(),
+        field: "model_type".into(),
+        message,
+    };
+    match parse_mirror::<ModelType>(json, path)?.model_type.as_deref() {
         Some("vit") => Ok(VisionConfig::ViT(parse_vit_config(json, path)?)),
         Some("vit_mae") => Ok(VisionConfig::ViTMAE(parse_mae_config(json, path)?)),
-        Some(other) => Err(fields.error(
-            "model_type",
-            format!("`{other}` is not a supported vision model (expected `vit` or `vit_mae`)"),
-        )),
-        None => Err(fields.error("model_type", "missing (expected `vit` or `vit_mae`)")),
+        Some(other) => Err(err(format!(
+            "`{other}` is not a supported vision model (expected `vit` or `vit_mae`)"
+        ))),
+        None => Err(err("missing (expected `vit` or `vit_mae`)".into())),
     }
 }
 
-/// The fields ViT and ViT-MAE share.
+/// Interpret the config.json of a `ViTForImageClassification` (defaults as transformers'
+/// `ViTConfig`); `num_labels` is the number of `id2label` entries.
+pub fn parse_vit_config(json: &Value, path: &Path) -> Result<ViTConfig> {
+    parse_mirror::<HfViTConfig>(json, path)?.into_config(path)
+}
+
+/// Interpret the config.json of a `ViTMAEForPreTraining` (defaults as transformers'
+/// `ViTMAEConfig`).
+pub fn parse_mae_config(json: &Value, path: &Path) -> Result<ViTMAEConfig> {
+    parse_mirror::<HfViTMAEConfig>(json, path)?.into_config(path)
+}
+
+/// The `config.json` fields transformers' `ViTConfig` and `ViTMAEConfig` share. Unknown keys
+/// are ignored; every field is optional (`null` counts as absent) and takes transformers'
+/// default in the conversion, which for the fields cpt's own configs also have is theirs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfViTCommon {
+    /// `vit` or `vit_mae`.
+    pub model_type: Option<String>,
+    /// Width of the residual stream (default 768).
+    pub hidden_size: Option<usize>,
+    /// Encoder layers (default 12).
+    pub num_hidden_layers: Option<usize>,
+    /// Attention heads (default 12).
+    pub num_attention_heads: Option<usize>,
+    /// Width of the MLP (default 3072).
+    pub intermediate_size: Option<usize>,
+    /// MLP activation.
+    pub hidden_act: Option<String>,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: Option<f64>,
+    /// Image side (default 224).
+    pub image_size: Option<HfSide>,
+    /// Patch side (default 16).
+    pub patch_size: Option<HfSide>,
+    /// Image channels.
+    pub num_channels: Option<usize>,
+    /// Biases on query/key/value.
+    pub qkv_bias: Option<bool>,
+    /// Standard deviation of the weight initialisation.
+    pub initializer_range: Option<f64>,
+}
+
+/// `image_size` / `patch_size`: an integer, or a `[height, width]` pair (transformers accepts
+/// both; cpt's position embeddings are for square grids, so the pair's sides must be equal).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged, expecting = "an integer or [height, width]")]
+pub enum HfSide {
+    /// One side for both.
+    Square(usize),
+    /// `[height, width]`.
+    Pair(usize, usize),
+}
+
+/// transformers' `ViTConfig` (`model_type: vit`) as `config.json` spells it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfViTConfig {
+    /// The fields ViT-MAE shares.
+    #[serde(flatten)]
+    pub common: HfViTCommon,
+    /// Class names by index; their number is the head's width.
+    pub id2label: Option<Map<String, Value>>,
+    /// The head's width when `id2label` is absent (default 2, as transformers).
+    pub num_labels: Option<usize>,
+}
+
+/// transformers' `ViTMAEConfig` (`model_type: vit_mae`) as `config.json` spells it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HfViTMAEConfig {
+    /// The fields ViT shares.
+    #[serde(flatten)]
+    pub common: HfViTCommon,
+    /// Decoder attention heads.
+    pub decoder_num_attention_heads: Option<usize>,
+    /// Decoder width.
+    pub decoder_hidden_size: Option<usize>,
+    /// Decoder layers.
+    pub decoder_num_hidden_layers: Option<usize>,
+    /// Decoder MLP width.
+    pub decoder_intermediate_size: Option<usize>,
+    /// Fraction of patches removed.
+    pub mask_ratio: Option<f64>,
+    /// Regress per-patch normalised pixels.
+    pub norm_pix_loss: Option<bool>,
+}
+
+/// Errors about one field of one file.
+struct Fields<'a> {
+    path: &'a Path,
+}
+
+impl Fields<'_> {
+    fn error(&self, field: &str, message: impl Into<String>) -> ModelError {
+        ModelError::Config {
+            path: self.path.to_path_buf(),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Turn a `validate` message ("<field> must ...") into an error naming that field.
+    fn invalid(&self, message: String) -> ModelError {
+        let field = message
+            .split_whitespace()
+            .next()
+            .unwrap_or("config")
+            .to_string();
+        self.error(&field, message)
+    }
+
+    fn check_model_type(&self, kind: Option<&str>, expected: &str) -> Result<()> {
+        match kind {
+            Some(kind) if kind != expected => Err(self.error(
+                "model_type",
+                format!("`{kind}` is not a {expected} model (expected `{expected}`)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn side(&self, side: Option<HfSide>, name: &str, default: usize) -> Result<usize> {
+        match side {
+            None => Ok(default),
+            Some(HfSide::Square(n)) => Ok(n),
+            Some(HfSide::Pair(h, w)) if h == w => Ok(h),
+            Some(HfSide::Pair(h, w)) => Err(self.error(
+                name,
+                format!("non-square {name} [{h}, {w}] is not supported"),
+            )),
+        }
+    }
+}
+
+/// The shared fields with their defaults applied.
 struct Common {
     hidden_size: usize,
     num_hidden_layers: usize,
@@ -66,118 +208,96 @@ struct Common {
     initializer_range: f64,
 }
 
-fn check_model_type(fields: &ConfigFields<'_>, expected: &str) -> Result<()> {
-    match fields.string("model_type")? {
-        Some(kind) if kind != expected => Err(fields.error(
-            "model_type",
-            format!("`{kind}` is not a {expected} model (expected `{expected}`)"),
-        )),
-        _ => Ok(()),
+impl HfViTCommon {
+    /// transformers' defaults for the shape (cpt's own configs have none: a run config states
+    /// its shape), cpt's for the rest.
+    fn resolve(self, fields: &Fields<'_>) -> Result<Common> {
+        Ok(Common {
+            hidden_size: self.hidden_size.unwrap_or(768),
+            num_hidden_layers: self.num_hidden_layers.unwrap_or(12),
+            num_attention_heads: self.num_attention_heads.unwrap_or(12),
+            intermediate_size: self.intermediate_size.unwrap_or(3072),
+            hidden_act: self.hidden_act.unwrap_or_else(vit::default_hidden_act),
+            layer_norm_eps: self
+                .layer_norm_eps
+                .unwrap_or_else(vit::default_layer_norm_eps),
+            image_size: fields.side(self.image_size, "image_size", 224)?,
+            patch_size: fields.side(self.patch_size, "patch_size", 16)?,
+            num_channels: self.num_channels.unwrap_or_else(vit::default_num_channels),
+            qkv_bias: self.qkv_bias.unwrap_or_else(vit::default_true),
+            initializer_range: self
+                .initializer_range
+                .unwrap_or_else(vit::default_initializer_range),
+        })
     }
 }
 
-/// `image_size` / `patch_size`: an integer, or a `[height, width]` pair of equal integers
-/// (transformers accepts both; cpt's position embeddings are for square grids).
-fn square(fields: &ConfigFields<'_>, name: &str, default: usize) -> Result<usize> {
-    match fields.get(name) {
-        None => Ok(default),
-        Some(Value::Array(pair)) => match pair.as_slice() {
-            [h, w] if h.as_u64().is_some() && h == w => Ok(h.as_u64().unwrap_or(0) as usize),
-            [h, w] if h.as_u64().is_some() && w.as_u64().is_some() => Err(fields.error(
-                name,
-                format!("non-square {name} [{h}, {w}] is not supported"),
-            )),
-            _ => Err(fields.error(name, "expected an integer or [height, width]")),
-        },
-        Some(_) => fields
-            .usize(name)?
-            .ok_or_else(|| fields.error(name, "missing")),
+impl HfViTConfig {
+    /// The working config, checked; errors name `path` and the field.
+    pub fn into_config(self, path: &Path) -> Result<ViTConfig> {
+        let fields = Fields { path };
+        fields.check_model_type(self.common.model_type.as_deref(), "vit")?;
+        let c = self.common.resolve(&fields)?;
+        let num_labels = match self.id2label {
+            Some(map) => map.len(),
+            // transformers' default without id2label: two labels.
+            None => self.num_labels.unwrap_or(2),
+        };
+        let config = ViTConfig {
+            hidden_size: c.hidden_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            intermediate_size: c.intermediate_size,
+            hidden_act: c.hidden_act,
+            layer_norm_eps: c.layer_norm_eps,
+            image_size: c.image_size,
+            patch_size: c.patch_size,
+            num_channels: c.num_channels,
+            qkv_bias: c.qkv_bias,
+            num_labels,
+            initializer_range: c.initializer_range,
+        };
+        config.validate().map_err(|m| fields.invalid(m))?;
+        Ok(config)
     }
 }
 
-fn parse_common(fields: &ConfigFields<'_>) -> Result<Common> {
-    Ok(Common {
-        hidden_size: fields.usize("hidden_size")?.unwrap_or(768),
-        num_hidden_layers: fields.usize("num_hidden_layers")?.unwrap_or(12),
-        num_attention_heads: fields.usize("num_attention_heads")?.unwrap_or(12),
-        intermediate_size: fields.usize("intermediate_size")?.unwrap_or(3072),
-        hidden_act: fields.string("hidden_act")?.unwrap_or("gelu").to_string(),
-        layer_norm_eps: fields.float("layer_norm_eps")?.unwrap_or(1e-12),
-        image_size: square(fields, "image_size", 224)?,
-        patch_size: square(fields, "patch_size", 16)?,
-        num_channels: fields.usize("num_channels")?.unwrap_or(3),
-        qkv_bias: fields.bool("qkv_bias", true)?,
-        initializer_range: fields.float("initializer_range")?.unwrap_or(0.02),
-    })
-}
-
-/// Turn a `validate` message ("<field> must ...") into an error naming that field.
-fn invalid(fields: &ConfigFields<'_>, message: String) -> ModelError {
-    let field = message
-        .split_whitespace()
-        .next()
-        .unwrap_or("config")
-        .to_string();
-    fields.error(&field, message)
-}
-
-/// Interpret the config.json of a `ViTForImageClassification` (defaults as transformers'
-/// `ViTConfig`); `num_labels` is the number of `id2label` entries.
-pub fn parse_vit_config(json: &Value, path: &Path) -> Result<ViTConfig> {
-    let fields = ConfigFields::new(json, path);
-    check_model_type(&fields, "vit")?;
-    let c = parse_common(&fields)?;
-    let num_labels = match fields.get("id2label") {
-        Some(Value::Object(map)) => map.len(),
-        Some(_) => return Err(fields.error("id2label", "expected an object")),
-        // transformers' default without id2label: two labels.
-        None => fields.usize("num_labels")?.unwrap_or(2),
-    };
-    let config = ViTConfig {
-        hidden_size: c.hidden_size,
-        num_hidden_layers: c.num_hidden_layers,
-        num_attention_heads: c.num_attention_heads,
-        intermediate_size: c.intermediate_size,
-        hidden_act: c.hidden_act,
-        layer_norm_eps: c.layer_norm_eps,
-        image_size: c.image_size,
-        patch_size: c.patch_size,
-        num_channels: c.num_channels,
-        qkv_bias: c.qkv_bias,
-        num_labels,
-        initializer_range: c.initializer_range,
-    };
-    config.validate().map_err(|m| invalid(&fields, m))?;
-    Ok(config)
-}
-
-/// Interpret the config.json of a `ViTMAEForPreTraining` (defaults as transformers'
-/// `ViTMAEConfig`).
-pub fn parse_mae_config(json: &Value, path: &Path) -> Result<ViTMAEConfig> {
-    let fields = ConfigFields::new(json, path);
-    check_model_type(&fields, "vit_mae")?;
-    let c = parse_common(&fields)?;
-    let config = ViTMAEConfig {
-        hidden_size: c.hidden_size,
-        num_hidden_layers: c.num_hidden_layers,
-        num_attention_heads: c.num_attention_heads,
-        intermediate_size: c.intermediate_size,
-        hidden_act: c.hidden_act,
-        layer_norm_eps: c.layer_norm_eps,
-        image_size: c.image_size,
-        patch_size: c.patch_size,
-        num_channels: c.num_channels,
-        qkv_bias: c.qkv_bias,
-        initializer_range: c.initializer_range,
-        decoder_num_attention_heads: fields.usize("decoder_num_attention_heads")?.unwrap_or(16),
-        decoder_hidden_size: fields.usize("decoder_hidden_size")?.unwrap_or(512),
-        decoder_num_hidden_layers: fields.usize("decoder_num_hidden_layers")?.unwrap_or(8),
-        decoder_intermediate_size: fields.usize("decoder_intermediate_size")?.unwrap_or(2048),
-        mask_ratio: fields.float("mask_ratio")?.unwrap_or(0.75),
-        norm_pix_loss: fields.bool("norm_pix_loss", false)?,
-    };
-    config.validate().map_err(|m| invalid(&fields, m))?;
-    Ok(config)
+impl HfViTMAEConfig {
+    /// The working config, checked; errors name `path` and the field.
+    pub fn into_config(self, path: &Path) -> Result<ViTMAEConfig> {
+        let fields = Fields { path };
+        fields.check_model_type(self.common.model_type.as_deref(), "vit_mae")?;
+        let c = self.common.resolve(&fields)?;
+        let config = ViTMAEConfig {
+            hidden_size: c.hidden_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            intermediate_size: c.intermediate_size,
+            hidden_act: c.hidden_act,
+            layer_norm_eps: c.layer_norm_eps,
+            image_size: c.image_size,
+            patch_size: c.patch_size,
+            num_channels: c.num_channels,
+            qkv_bias: c.qkv_bias,
+            initializer_range: c.initializer_range,
+            decoder_num_attention_heads: self
+                .decoder_num_attention_heads
+                .unwrap_or_else(vit_mae::default_decoder_heads),
+            decoder_hidden_size: self
+                .decoder_hidden_size
+                .unwrap_or_else(vit_mae::default_decoder_hidden),
+            decoder_num_hidden_layers: self
+                .decoder_num_hidden_layers
+                .unwrap_or_else(vit_mae::default_decoder_layers),
+            decoder_intermediate_size: self
+                .decoder_intermediate_size
+                .unwrap_or_else(vit_mae::default_decoder_intermediate),
+            mask_ratio: self.mask_ratio.unwrap_or_else(vit_mae::default_mask_ratio),
+            norm_pix_loss: self.norm_pix_loss.unwrap_or_default(),
+        };
+        config.validate().map_err(|m| fields.invalid(m))?;
+        Ok(config)
+    }
 }
 
 /// `config.json` content for a ViT classifier (labels named `LABEL_i`).

@@ -2,6 +2,7 @@
 //! the Hugging Face folder format of each. Models know nothing of strategies, data files or the
 //! command line.
 
+pub mod adapters;
 pub mod blocks;
 pub mod clip;
 pub mod error;
@@ -14,6 +15,9 @@ pub mod linear;
 pub mod llama;
 pub mod vit;
 pub mod vit_mae;
+
+#[cfg(test)]
+mod tiny;
 
 pub use clip::{CLIP_LORA_TARGETS, ClipConfig, ClipModel};
 pub use error::{ModelError, Result};

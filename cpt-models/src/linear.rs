@@ -6,8 +6,8 @@
 //! `bias`), so checkpoints and the Hugging Face key map do not change; with one it adds
 //! `lora_a` `[in, r]` and `lora_b` `[r, out]` and computes `x·W + b + s·(x·A)·B`.
 
+use crate::blocks::Init;
 use burn::module::{Module, Param};
-use burn::nn::Initializer;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use cpt_core::SplitMix64;
 
@@ -31,18 +31,12 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    /// A layer `d_in → d_out` with weights from `init`, and zero bias when `bias`.
-    pub fn new(
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-        init: &Initializer,
-        device: &B::Device,
-    ) -> Self {
-        let weight = init.init_with([d_in, d_out], Some(d_in), Some(d_out), device);
+    /// A layer `d_in → d_out`: weight normal with standard deviation `std`, zero bias when
+    /// `bias`, no adapter.
+    pub fn new(init: &Init<'_, B>, d_in: usize, d_out: usize, bias: bool, std: f64) -> Self {
         Self {
-            weight,
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+            weight: init.normal("weight", [d_in, d_out], std),
+            bias: bias.then(|| init.zeros([d_out])),
             lora_a: None,
             lora_b: None,
             lora_scaling: 0.0,

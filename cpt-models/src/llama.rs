@@ -7,9 +7,11 @@
 //! key map is the identity up to the transposition of linear weights (burn stores `[in, out]`,
 //! PyTorch `[out, in]`).
 
+use crate::adapters::{self, LinearFn, LoraLinears, child};
+use crate::blocks::{Init, embedding};
 use crate::linear::Linear;
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer};
+use burn::nn::Embedding;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use cpt_core::fused::{FusedOps, causal_softmax, cross_entropy, rms_norm, swiglu};
 use cpt_core::{StepOutput, TaskModel, TokenBatch};
@@ -86,16 +88,16 @@ pub enum RopeScaling {
     },
 }
 
-fn default_rope_theta() -> f64 {
+pub(crate) fn default_rope_theta() -> f64 {
     10_000.0
 }
-fn default_rms_norm_eps() -> f64 {
+pub(crate) fn default_rms_norm_eps() -> f64 {
     1e-6
 }
-fn default_max_positions() -> usize {
+pub(crate) fn default_max_positions() -> usize {
     2048
 }
-fn default_initializer_range() -> f64 {
+pub(crate) fn default_initializer_range() -> f64 {
     0.02
 }
 
@@ -179,64 +181,72 @@ impl LlamaConfig {
     }
 
     /// Build the model with weights drawn from `seed` alone, as transformers initialises them
-    /// (normal with std `initializer_range`, zero biases, unit norms). The draws come from cpt's
-    /// own RNG, keyed by parameter path, so the same seed gives the same model on every backend
-    /// and in every thread (burn's backend RNG is global and backend-specific).
+    /// (normal with std `initializer_range`, zero biases, unit norms), from cpt's own RNG keyed
+    /// by parameter path: the same seed gives the same model on every backend and in every
+    /// thread (see [`Init`]).
     pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> LlamaForCausalLM<B> {
-        let std = self.initializer_range;
-        cpt_core::params::map_named(self.init(device), |path, value| {
-            if path.ends_with(".bias") {
-                return value.zeros_like();
-            }
-            if path.ends_with("norm.weight") {
-                return value;
-            }
-            crate::blocks::seeded_normal(seed, path, &value, std)
-        })
+        self.build(&Init::seeded(seed, device))
     }
 
-    /// Build the model with normally initialised weights (std `initializer_range`) from burn's
-    /// backend RNG. Prefer [`LlamaConfig::init_seeded`] for reproducible runs.
+    /// Build the model with the same rules as [`LlamaConfig::init_seeded`], drawn from burn's
+    /// backend RNG. Prefer `init_seeded` for reproducible runs.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LlamaForCausalLM<B> {
-        let init = Initializer::Normal {
-            mean: 0.0,
-            std: self.initializer_range,
+        self.build(&Init::backend(device))
+    }
+
+    /// transformers' `LlamaPreTrainedModel._init_weights`: every linear and embedding weight
+    /// normal with std `initializer_range`, biases zero, norms one.
+    fn build<B: Backend>(&self, init: &Init<'_, B>) -> LlamaForCausalLM<B> {
+        let std = self.initializer_range;
+        let linear = |init: &Init<'_, B>, d_in: usize, d_out: usize, bias: bool| {
+            Linear::new(init, d_in, d_out, bias, std)
         };
-        let linear =
-            |d_in: usize, d_out: usize, bias: bool| Linear::new(d_in, d_out, bias, &init, device);
+        let (hidden, inner) = (self.hidden_size, self.intermediate_size);
         let (heads, kv_heads, head) =
             (self.num_attention_heads, self.kv_heads(), self.head_width());
+        let model = init.at("model");
         let layers = (0..self.num_hidden_layers)
-            .map(|_| LlamaDecoderLayer {
-                self_attn: LlamaAttention {
-                    q_proj: linear(self.hidden_size, heads * head, self.attention_bias),
-                    k_proj: linear(self.hidden_size, kv_heads * head, self.attention_bias),
-                    v_proj: linear(self.hidden_size, kv_heads * head, self.attention_bias),
-                    o_proj: linear(heads * head, self.hidden_size, self.attention_bias),
-                    num_heads: heads,
-                    num_kv_heads: kv_heads,
-                    head_dim: head,
-                },
-                mlp: LlamaMlp {
-                    gate_proj: linear(self.hidden_size, self.intermediate_size, self.mlp_bias),
-                    up_proj: linear(self.hidden_size, self.intermediate_size, self.mlp_bias),
-                    down_proj: linear(self.intermediate_size, self.hidden_size, self.mlp_bias),
-                },
-                input_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
-                post_attention_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+            .map(|i| {
+                let layer = model.at("layers").at(i);
+                let (attn, mlp) = (layer.at("self_attn"), layer.at("mlp"));
+                let bias = self.attention_bias;
+                LlamaDecoderLayer {
+                    self_attn: LlamaAttention {
+                        q_proj: linear(&attn.at("q_proj"), hidden, heads * head, bias),
+                        k_proj: linear(&attn.at("k_proj"), hidden, kv_heads * head, bias),
+                        v_proj: linear(&attn.at("v_proj"), hidden, kv_heads * head, bias),
+                        o_proj: linear(&attn.at("o_proj"), heads * head, hidden, bias),
+                        num_heads: heads,
+                        num_kv_heads: kv_heads,
+                        head_dim: head,
+                    },
+                    mlp: LlamaMlp {
+                        gate_proj: linear(&mlp.at("gate_proj"), hidden, inner, self.mlp_bias),
+                        up_proj: linear(&mlp.at("up_proj"), hidden, inner, self.mlp_bias),
+                        down_proj: linear(&mlp.at("down_proj"), inner, hidden, self.mlp_bias),
+                    },
+                    input_layernorm: RmsNorm::new(
+                        &layer.at("input_layernorm"),
+                        hidden,
+                        self.rms_norm_eps,
+                    ),
+                    post_attention_layernorm: RmsNorm::new(
+                        &layer.at("post_attention_layernorm"),
+                        hidden,
+                        self.rms_norm_eps,
+                    ),
+                }
             })
             .collect();
         LlamaForCausalLM {
             model: LlamaModel {
-                embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size)
-                    .with_initializer(init.clone())
-                    .init(device),
+                embed_tokens: embedding(&model.at("embed_tokens"), self.vocab_size, hidden, std),
                 layers,
-                norm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+                norm: RmsNorm::new(&model.at("norm"), hidden, self.rms_norm_eps),
                 inv_freq: self.inv_freq(),
             },
             lm_head: (!self.tie_word_embeddings)
-                .then(|| linear(self.hidden_size, self.vocab_size, false)),
+                .then(|| linear(&init.at("lm_head"), hidden, self.vocab_size, false)),
         }
     }
 }
@@ -251,9 +261,10 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
-    fn new(width: usize, eps: f64, device: &B::Device) -> Self {
+    /// Unit scale.
+    fn new(init: &Init<'_, B>, width: usize, eps: f64) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::ones([width], device)),
+            weight: init.ones([width]),
             eps,
         }
     }
@@ -674,39 +685,40 @@ impl<B: FusedOps> TaskModel<B> for LlamaForCausalLM<B> {
     }
 }
 
-impl<B: Backend> LlamaForCausalLM<B> {
-    /// Apply `f(name, layer)` to every projection of every decoder layer.
-    fn map_projections(mut self, f: impl Fn(&str, usize, Linear<B>) -> Linear<B>) -> Self {
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
-            let attn = &mut layer.self_attn;
-            let mlp = &mut layer.mlp;
-            let slots: [(&str, &mut Linear<B>); 7] = [
-                ("q_proj", &mut attn.q_proj),
-                ("k_proj", &mut attn.k_proj),
-                ("v_proj", &mut attn.v_proj),
-                ("o_proj", &mut attn.o_proj),
-                ("gate_proj", &mut mlp.gate_proj),
-                ("up_proj", &mut mlp.up_proj),
-                ("down_proj", &mut mlp.down_proj),
-            ];
-            for (name, slot) in slots {
-                let taken = std::mem::replace(slot, stand_in_for(slot));
-                *slot = f(name, i, taken);
-            }
-        }
+impl<B: Backend> LoraLinears<B> for LlamaAttention<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        self.q_proj = f(&child(prefix, "q_proj"), "q_proj", self.q_proj);
+        self.k_proj = f(&child(prefix, "k_proj"), "k_proj", self.k_proj);
+        self.v_proj = f(&child(prefix, "v_proj"), "v_proj", self.v_proj);
+        self.o_proj = f(&child(prefix, "o_proj"), "o_proj", self.o_proj);
         self
     }
 }
 
-/// A cheap stand-in for a layer being moved out of its slot (shares the tensors).
-fn stand_in_for<B: Backend>(layer: &Linear<B>) -> Linear<B> {
-    Linear {
-        weight: layer.weight.clone(),
-        bias: None,
-        lora_a: None,
-        lora_b: None,
-        lora_scaling: 0.0,
-        lora_dropout: 0.0,
+impl<B: Backend> LoraLinears<B> for LlamaMlp<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        self.gate_proj = f(&child(prefix, "gate_proj"), "gate_proj", self.gate_proj);
+        self.up_proj = f(&child(prefix, "up_proj"), "up_proj", self.up_proj);
+        self.down_proj = f(&child(prefix, "down_proj"), "down_proj", self.down_proj);
+        self
+    }
+}
+
+/// Every projection of every decoder layer; the LM head and embeddings carry no adapter.
+impl<B: Backend> LoraLinears<B> for LlamaForCausalLM<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let layers = child(&child(prefix, "model"), "layers");
+        self.model.layers = std::mem::take(&mut self.model.layers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut layer)| {
+                let at = child(&layers, i);
+                layer.self_attn = layer.self_attn.map_linears(&child(&at, "self_attn"), f);
+                layer.mlp = layer.mlp.map_linears(&child(&at, "mlp"), f);
+                layer
+            })
+            .collect();
+        self
     }
 }
 
@@ -714,20 +726,14 @@ impl<B: Backend> cpt_core::AdapterModel for LlamaForCausalLM<B> {
     type Spec = crate::linear::LoraSpec;
 
     fn with_adapters(self, spec: &Self::Spec, seed: u64) -> Self {
-        self.map_projections(|name, layer_index, linear| {
-            if !spec.targets(name) {
-                return linear;
-            }
-            let key = cpt_core::rng::stable_hash(format!("{layer_index}.{name}").as_bytes());
-            linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
-        })
+        adapters::add_adapters(self, spec, seed)
     }
 
     fn merge_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.merged())
+        adapters::merge_adapters(self)
     }
 
     fn drop_adapters(self) -> Self {
-        self.map_projections(|_, _, linear| linear.without_adapter())
+        adapters::drop_adapters(self)
     }
 }

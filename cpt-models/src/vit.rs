@@ -12,10 +12,10 @@
 //! The encoder pieces ([`ViTLayer`], [`LayerNorm`], [`ViTPatchEmbeddings`]) are shared with
 //! ViT-MAE (`vit_mae.rs`), whose encoder and decoder layers carry the same parameter names.
 
-use crate::blocks::{LayerNorm, gelu, multi_head_attention, patch_projection, seeded_normal};
+use crate::adapters::{self, LinearFn, LoraLinears, child};
+use crate::blocks::{Init, LayerNorm, gelu, multi_head_attention, patch_projection};
 use crate::linear::{Linear, LoraSpec};
 use burn::module::{Module, Param, ParamId};
-use burn::nn::Initializer;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use cpt_core::fused::{FusedOps, cross_entropy};
 use cpt_core::{ImageBatch, ImageClassifier, ImageEncoder, StepOutput, TaskModel};
@@ -184,73 +184,55 @@ impl ViTConfig {
     /// `initializer_range` (transformers draws the CLS token and position embeddings from a
     /// truncated normal; the difference is immaterial for training from scratch), zero biases,
     /// unit LayerNorm weights. The draws come from cpt's RNG keyed by parameter path, so the same
-    /// seed gives the same model on every backend and thread.
+    /// seed gives the same model on every backend and thread (see [`Init`]).
     pub fn init_seeded<B: Backend>(
         &self,
         seed: u64,
         device: &B::Device,
     ) -> ViTForImageClassification<B> {
-        seeded(self.init(device), seed, self.initializer_range, |_| false)
+        self.build(&Init::seeded(seed, device))
     }
 
-    /// Build the model with normally initialised weights from burn's backend RNG. Prefer
+    /// Build the model with the same rules, drawn from burn's backend RNG. Prefer
     /// [`ViTConfig::init_seeded`] for reproducible runs.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ViTForImageClassification<B> {
-        let init = normal(self.initializer_range);
+        self.build(&Init::backend(device))
+    }
+
+    fn build<B: Backend>(&self, init: &Init<'_, B>) -> ViTForImageClassification<B> {
+        let std = self.initializer_range;
         let hidden = self.hidden_size;
+        let vit = init.at("vit");
+        let embeddings = vit.at("embeddings");
         ViTForImageClassification {
             vit: ViTModel {
                 embeddings: ViTEmbeddings {
-                    cls_token: init.init([1, 1, hidden], device),
-                    position_embeddings: init.init([1, self.num_patches() + 1, hidden], device),
+                    cls_token: embeddings.normal("cls_token", [1, 1, hidden], std),
+                    position_embeddings: embeddings.normal(
+                        "position_embeddings",
+                        [1, self.num_patches() + 1, hidden],
+                        std,
+                    ),
                     patch_embeddings: ViTPatchEmbeddings::new(
+                        &embeddings.at("patch_embeddings"),
                         self.num_channels,
                         self.patch_size,
                         hidden,
-                        &init,
-                        device,
+                        std,
                     ),
                 },
                 encoder: ViTEncoder::new(
+                    &vit.at("encoder"),
                     self.encoder_dims(),
                     self.num_hidden_layers,
-                    &init,
-                    device,
+                    std,
                 ),
-                layernorm: LayerNorm::new(hidden, self.layer_norm_eps, device),
+                layernorm: LayerNorm::new(&vit.at("layernorm"), hidden, self.layer_norm_eps),
             },
-            classifier: Linear::new(hidden, self.num_labels, true, &init, device),
+            classifier: Linear::new(&init.at("classifier"), hidden, self.num_labels, true, std),
             image_size: self.image_size,
         }
     }
-}
-
-pub(crate) fn normal(std: f64) -> Initializer {
-    Initializer::Normal { mean: 0.0, std }
-}
-
-/// Redraw every parameter of `model` from `seed` keyed by its path: biases zero, LayerNorm
-/// weights one, parameters for which `keep(path)` holds untouched (MAE's fixed sin-cos tables),
-/// everything else normal with standard deviation `std`.
-pub(crate) fn seeded<B: Backend, M: Module<B>>(
-    model: M,
-    seed: u64,
-    std: f64,
-    keep: impl Fn(&str) -> bool,
-) -> M {
-    cpt_core::params::map_named(model, |path, value| {
-        if keep(path) {
-            return value;
-        }
-        if path.ends_with(".bias") {
-            return value.zeros_like();
-        }
-        // `layernorm`, `layernorm_before`, `layernorm_after`, `decoder_norm`.
-        if path.contains("norm") && path.ends_with(".weight") {
-            return value.ones_like();
-        }
-        seeded_normal(seed, path, &value, std)
-    })
 }
 
 /// The patch convolution (`projection`, kernel = stride = patch), its weight in PyTorch's
@@ -273,24 +255,14 @@ pub struct ViTPatchEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> ViTPatchEmbeddings<B> {
-    /// A projection of `channels × patch × patch` pixels to `hidden`, weight from `init`.
-    pub fn new(
-        channels: usize,
-        patch: usize,
-        hidden: usize,
-        init: &Initializer,
-        device: &B::Device,
-    ) -> Self {
-        let fan_in = channels * patch * patch;
+    /// A projection of `channels × patch × patch` pixels to `hidden`: kernel normal with
+    /// standard deviation `std`, zero bias.
+    pub fn new(init: &Init<'_, B>, channels: usize, patch: usize, hidden: usize, std: f64) -> Self {
+        let projection = init.at("projection");
         Self {
             projection: PatchProjection {
-                weight: init.init_with(
-                    [hidden, channels, patch, patch],
-                    Some(fan_in),
-                    Some(hidden),
-                    device,
-                ),
-                bias: Param::from_tensor(Tensor::zeros([hidden], device)),
+                weight: projection.normal("weight", [hidden, channels, patch, patch], std),
+                bias: projection.zeros([hidden]),
             },
             patch_size: patch,
         }
@@ -365,30 +337,39 @@ pub struct ViTLayer<B: Backend> {
 }
 
 impl<B: Backend> ViTLayer<B> {
-    /// A layer of shape `dims`, weights from `init`, zero biases, unit norms.
-    pub fn new(dims: EncoderDims, init: &Initializer, device: &B::Device) -> Self {
-        let linear = |d_in, d_out, bias| Linear::new(d_in, d_out, bias, init, device);
+    /// A layer of shape `dims`: weights normal with standard deviation `std`, zero biases,
+    /// unit norms.
+    pub fn new(init: &Init<'_, B>, dims: EncoderDims, std: f64) -> Self {
+        let linear =
+            |init: &Init<'_, B>, d_in, d_out, bias| Linear::new(init, d_in, d_out, bias, std);
         let h = dims.hidden;
+        let attention = init.at("attention");
+        let qkv = attention.at("attention");
         Self {
             attention: ViTAttention {
                 attention: ViTSelfAttention {
-                    query: linear(h, h, dims.qkv_bias),
-                    key: linear(h, h, dims.qkv_bias),
-                    value: linear(h, h, dims.qkv_bias),
+                    query: linear(&qkv.at("query"), h, h, dims.qkv_bias),
+                    key: linear(&qkv.at("key"), h, h, dims.qkv_bias),
+                    value: linear(&qkv.at("value"), h, h, dims.qkv_bias),
                     num_heads: dims.heads,
                 },
                 output: Dense {
-                    dense: linear(h, h, true),
+                    dense: linear(&attention.at("output").at("dense"), h, h, true),
                 },
             },
             intermediate: Dense {
-                dense: linear(h, dims.intermediate, true),
+                dense: linear(
+                    &init.at("intermediate").at("dense"),
+                    h,
+                    dims.intermediate,
+                    true,
+                ),
             },
             output: Dense {
-                dense: linear(dims.intermediate, h, true),
+                dense: linear(&init.at("output").at("dense"), dims.intermediate, h, true),
             },
-            layernorm_before: LayerNorm::new(h, dims.eps, device),
-            layernorm_after: LayerNorm::new(h, dims.eps, device),
+            layernorm_before: LayerNorm::new(&init.at("layernorm_before"), h, dims.eps),
+            layernorm_after: LayerNorm::new(&init.at("layernorm_after"), h, dims.eps),
         }
     }
 
@@ -407,87 +388,40 @@ impl<B: Backend> ViTLayer<B> {
         );
         x + self.output.dense.forward(up)
     }
+}
 
-    /// Replace each projection by `f(target name, layer)`; names are those of
-    /// [`VIT_LORA_TARGETS`].
-    pub fn map_projections(mut self, mut f: impl FnMut(&str, Linear<B>) -> Linear<B>) -> Self {
-        let attention = &mut self.attention;
-        attention.attention.query = f("query", attention.attention.query.take());
-        attention.attention.key = f("key", attention.attention.key.take());
-        attention.attention.value = f("value", attention.attention.value.take());
-        attention.output.dense = f("attention_output", attention.output.dense.take());
-        self.intermediate.dense = f("intermediate", self.intermediate.dense.take());
-        self.output.dense = f("output", self.output.dense.take());
+/// The six projections, under the target names of [`VIT_LORA_TARGETS`].
+impl<B: Backend> LoraLinears<B> for ViTLayer<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let attention = child(prefix, "attention");
+        let qkv = |name| child(&child(&attention, "attention"), name);
+        let a = self.attention.attention;
+        self.attention.attention = ViTSelfAttention {
+            query: f(&qkv("query"), "query", a.query),
+            key: f(&qkv("key"), "key", a.key),
+            value: f(&qkv("value"), "value", a.value),
+            num_heads: a.num_heads,
+        };
+        let projection = child(&attention, "output.dense");
+        let dense = self.attention.output.dense;
+        self.attention.output.dense = f(&projection, "attention_output", dense);
+        let intermediate = child(prefix, "intermediate.dense");
+        self.intermediate.dense = f(&intermediate, "intermediate", self.intermediate.dense);
+        self.output.dense = f(&child(prefix, "output.dense"), "output", self.output.dense);
         self
     }
 }
 
-/// Moving a layer out of a `&mut` slot needs something to leave behind.
-trait Take {
-    fn take(&mut self) -> Self;
-}
-
-impl<B: Backend> Take for Linear<B> {
-    /// The layer, leaving a stand-in that shares its weight tensor (cheap: no copy).
-    fn take(&mut self) -> Self {
-        let stand_in = Linear {
-            weight: self.weight.clone(),
-            bias: None,
-            lora_a: None,
-            lora_b: None,
-            lora_scaling: 0.0,
-            lora_dropout: 0.0,
-        };
-        std::mem::replace(self, stand_in)
+impl<B: Backend> LoraLinears<B> for ViTEncoder<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let layers = child(prefix, "layer");
+        self.layer = std::mem::take(&mut self.layer)
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| layer.map_linears(&child(&layers, i), f))
+            .collect();
+        self
     }
-}
-
-/// Whether `spec` puts an adapter on the ViT projection `name` (one of [`VIT_LORA_TARGETS`]),
-/// accepting LLaMA's short names `q`, `k`, `v`, `o` for the attention projections.
-pub fn vit_targets(spec: &LoraSpec, name: &str) -> bool {
-    let alias = match name {
-        "query" => Some("q"),
-        "key" => Some("k"),
-        "value" => Some("v"),
-        "attention_output" => Some("o"),
-        _ => None,
-    };
-    spec.targets(name) || alias.is_some_and(|a| spec.targets(a))
-}
-
-/// Put adapters from `spec` on the targeted projections of `layers`; `stack` (`encoder`,
-/// `decoder`) and the layer index key each adapter's seed, so adding a layer or a target never
-/// changes the draws of the others.
-pub fn add_adapters<B: Backend>(
-    layers: Vec<ViTLayer<B>>,
-    stack: &str,
-    spec: &LoraSpec,
-    seed: u64,
-) -> Vec<ViTLayer<B>> {
-    layers
-        .into_iter()
-        .enumerate()
-        .map(|(i, layer)| {
-            layer.map_projections(|name, linear| {
-                if !vit_targets(spec, name) {
-                    return linear;
-                }
-                let key = cpt_core::rng::stable_hash(format!("{stack}.{i}.{name}").as_bytes());
-                linear.with_adapter(spec, cpt_core::SplitMix64::derive(seed, &[key]).next_u64())
-            })
-        })
-        .collect()
-}
-
-/// Apply `f` to every projection of `layers` (merging or dropping adapters).
-pub fn map_all<B: Backend>(
-    layers: Vec<ViTLayer<B>>,
-    f: impl Fn(Linear<B>) -> Linear<B>,
-) -> Vec<ViTLayer<B>> {
-    layers
-        .into_iter()
-        .map(|layer| layer.map_projections(|_, linear| f(linear)))
-        .collect()
 }
 
 /// The encoder stack (`encoder.layer.N`).
@@ -498,11 +432,11 @@ pub struct ViTEncoder<B: Backend> {
 }
 
 impl<B: Backend> ViTEncoder<B> {
-    /// `layers` layers of shape `dims`.
-    pub fn new(dims: EncoderDims, layers: usize, init: &Initializer, device: &B::Device) -> Self {
+    /// `layers` layers of shape `dims` (see [`ViTLayer::new`]).
+    pub fn new(init: &Init<'_, B>, dims: EncoderDims, layers: usize, std: f64) -> Self {
         Self {
             layer: (0..layers)
-                .map(|_| ViTLayer::new(dims, init, device))
+                .map(|i| ViTLayer::new(&init.at("layer").at(i), dims, std))
                 .collect(),
         }
     }
@@ -674,35 +608,32 @@ impl<B: Backend> ImageClassifier<B> for ViTForImageClassification<B> {
     }
 }
 
+/// The projections of every encoder layer, and the classification head (target
+/// [`CLASSIFIER_TARGET`]): LoRA freezes every base weight, so without an adapter there the head
+/// could not learn new classes.
+impl<B: Backend> LoraLinears<B> for ViTForImageClassification<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let encoder = child(&child(prefix, "vit"), "encoder");
+        self.vit.encoder = self.vit.encoder.map_linears(&encoder, f);
+        let classifier = child(prefix, "classifier");
+        self.classifier = f(&classifier, CLASSIFIER_TARGET, self.classifier);
+        self
+    }
+}
+
 impl<B: Backend> cpt_core::AdapterModel for ViTForImageClassification<B> {
     type Spec = LoraSpec;
 
-    /// Adapters on the targeted projections of every encoder layer, and on the head when
-    /// `classifier` is among the targets: LoRA freezes every base weight, so without one the
-    /// head could not learn new classes.
-    fn with_adapters(mut self, spec: &LoraSpec, seed: u64) -> Self {
-        let layers = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = add_adapters(layers, "encoder", spec, seed);
-        if spec.targets(CLASSIFIER_TARGET) {
-            let key = cpt_core::rng::stable_hash(CLASSIFIER_TARGET.as_bytes());
-            let seed = cpt_core::SplitMix64::derive(seed, &[key]).next_u64();
-            self.classifier = self.classifier.take().with_adapter(spec, seed);
-        }
-        self
+    fn with_adapters(self, spec: &LoraSpec, seed: u64) -> Self {
+        adapters::add_adapters(self, spec, seed)
     }
 
-    fn merge_adapters(mut self) -> Self {
-        let layers = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(layers, Linear::merged);
-        self.classifier = self.classifier.take().merged();
-        self
+    fn merge_adapters(self) -> Self {
+        adapters::merge_adapters(self)
     }
 
-    fn drop_adapters(mut self) -> Self {
-        let layers = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(layers, Linear::without_adapter);
-        self.classifier = self.classifier.take().without_adapter();
-        self
+    fn drop_adapters(self) -> Self {
+        adapters::drop_adapters(self)
     }
 }
 

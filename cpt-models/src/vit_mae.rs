@@ -11,12 +11,13 @@
 //!
 //! Encoder and decoder layers are [`crate::vit::ViTLayer`]s, with ViT's parameter names.
 
-use crate::blocks::LayerNorm;
+use crate::adapters::{self, LinearFn, LoraLinears, child};
+use crate::blocks::{Init, LayerNorm};
 use crate::linear::{Linear, LoraSpec};
 use crate::vit::{
-    EncoderDims, ViTEncoder, ViTLayer, ViTPatchEmbeddings, add_adapters, batch_pixels,
-    check_image_size, default_hidden_act, default_initializer_range, default_layer_norm_eps,
-    default_num_channels, default_true, fixed_param, map_all, normal, seeded, validate_common,
+    EncoderDims, ViTEncoder, ViTLayer, ViTPatchEmbeddings, batch_pixels, check_image_size,
+    default_hidden_act, default_initializer_range, default_layer_norm_eps, default_num_channels,
+    default_true, fixed_param, validate_common,
 };
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
@@ -74,19 +75,19 @@ pub struct ViTMAEConfig {
     pub norm_pix_loss: bool,
 }
 
-fn default_decoder_heads() -> usize {
+pub(crate) fn default_decoder_heads() -> usize {
     16
 }
-fn default_decoder_hidden() -> usize {
+pub(crate) fn default_decoder_hidden() -> usize {
     512
 }
-fn default_decoder_layers() -> usize {
+pub(crate) fn default_decoder_layers() -> usize {
     8
 }
-fn default_decoder_intermediate() -> usize {
+pub(crate) fn default_decoder_intermediate() -> usize {
     2048
 }
-fn default_mask_ratio() -> f64 {
+pub(crate) fn default_mask_ratio() -> f64 {
     0.75
 }
 
@@ -162,82 +163,97 @@ impl ViTMAEConfig {
 
     /// Build the model with weights drawn from `seed` alone (normal with std
     /// `initializer_range`, zero biases, unit LayerNorm weights; transformers draws the patch
-    /// kernel Xavier-uniform, immaterial from scratch), keyed by parameter path. The position
-    /// tables are the fixed sin-cos ones.
+    /// kernel Xavier-uniform, immaterial from scratch), keyed by parameter path (see [`Init`]).
+    /// The position tables are the fixed sin-cos ones.
     pub fn init_seeded<B: Backend>(
         &self,
         seed: u64,
         device: &B::Device,
     ) -> ViTMAEForPreTraining<B> {
-        seeded(self.init(device), seed, self.initializer_range, |path| {
-            path.ends_with("position_embeddings") || path.ends_with("decoder_pos_embed")
-        })
+        self.build(&Init::seeded(seed, device))
     }
 
-    /// Build the model with normally initialised weights from burn's backend RNG and the fixed
-    /// sin-cos position tables. Prefer [`ViTMAEConfig::init_seeded`] for reproducible runs.
+    /// Build the model with the same rules, drawn from burn's backend RNG. Prefer
+    /// [`ViTMAEConfig::init_seeded`] for reproducible runs.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ViTMAEForPreTraining<B> {
-        let init = normal(self.initializer_range);
+        self.build(&Init::backend(device))
+    }
+
+    fn build<B: Backend>(&self, init: &Init<'_, B>) -> ViTMAEForPreTraining<B> {
+        let std = self.initializer_range;
         let grid = self.image_size / self.patch_size;
         let table = |width: usize| {
             let values = sincos_position_table(grid, width);
             fixed_param(
                 Tensor::<B, 1>::from_data(
                     TensorData::new(values, [(grid * grid + 1) * width]),
-                    device,
+                    init.device(),
                 )
                 .reshape([1, grid * grid + 1, width]),
             )
         };
         let (hidden, decoder_hidden) = (self.hidden_size, self.decoder_hidden_size);
+        let encoder_dims = EncoderDims {
+            hidden,
+            heads: self.num_attention_heads,
+            intermediate: self.intermediate_size,
+            qkv_bias: self.qkv_bias,
+            eps: self.layer_norm_eps,
+        };
         let decoder_dims = EncoderDims {
             hidden: decoder_hidden,
             heads: self.decoder_num_attention_heads,
             intermediate: self.decoder_intermediate_size,
-            qkv_bias: self.qkv_bias,
-            eps: self.layer_norm_eps,
+            ..encoder_dims
         };
+        let (vit, decoder) = (init.at("vit"), init.at("decoder"));
+        let embeddings = vit.at("embeddings");
+        let pixels_per_patch = self.patch_size * self.patch_size * self.num_channels;
         ViTMAEForPreTraining {
             vit: ViTMAEModel {
                 embeddings: ViTMAEEmbeddings {
-                    cls_token: init.init([1, 1, hidden], device),
+                    cls_token: embeddings.normal("cls_token", [1, 1, hidden], std),
                     position_embeddings: table(hidden),
                     patch_embeddings: ViTPatchEmbeddings::new(
+                        &embeddings.at("patch_embeddings"),
                         self.num_channels,
                         self.patch_size,
                         hidden,
-                        &init,
-                        device,
+                        std,
                     ),
                 },
                 encoder: ViTEncoder::new(
-                    EncoderDims {
-                        hidden,
-                        heads: self.num_attention_heads,
-                        intermediate: self.intermediate_size,
-                        qkv_bias: self.qkv_bias,
-                        eps: self.layer_norm_eps,
-                    },
+                    &vit.at("encoder"),
+                    encoder_dims,
                     self.num_hidden_layers,
-                    &init,
-                    device,
+                    std,
                 ),
-                layernorm: LayerNorm::new(hidden, self.layer_norm_eps, device),
+                layernorm: LayerNorm::new(&vit.at("layernorm"), hidden, self.layer_norm_eps),
             },
             decoder: ViTMAEDecoder {
-                decoder_embed: Linear::new(hidden, decoder_hidden, true, &init, device),
-                mask_token: init.init([1, 1, decoder_hidden], device),
+                decoder_embed: Linear::new(
+                    &decoder.at("decoder_embed"),
+                    hidden,
+                    decoder_hidden,
+                    true,
+                    std,
+                ),
+                mask_token: decoder.normal("mask_token", [1, 1, decoder_hidden], std),
                 decoder_pos_embed: table(decoder_hidden),
                 decoder_layers: (0..self.decoder_num_hidden_layers)
-                    .map(|_| ViTLayer::new(decoder_dims, &init, device))
+                    .map(|i| ViTLayer::new(&decoder.at("decoder_layers").at(i), decoder_dims, std))
                     .collect(),
-                decoder_norm: LayerNorm::new(decoder_hidden, self.layer_norm_eps, device),
-                decoder_pred: Linear::new(
+                decoder_norm: LayerNorm::new(
+                    &decoder.at("decoder_norm"),
                     decoder_hidden,
-                    self.patch_size * self.patch_size * self.num_channels,
+                    self.layer_norm_eps,
+                ),
+                decoder_pred: Linear::new(
+                    &decoder.at("decoder_pred"),
+                    decoder_hidden,
+                    pixels_per_patch,
                     true,
-                    &init,
-                    device,
+                    std,
                 ),
             },
             image_size: self.image_size,
@@ -622,33 +638,34 @@ impl<B: Backend> MaskedImageModel<B> for ViTMAEForPreTraining<B> {
     }
 }
 
+/// The projections of encoder and decoder layers (the same target names select both), so a
+/// frozen base still reconstructs through a trainable decoder.
+impl<B: Backend> LoraLinears<B> for ViTMAEForPreTraining<B> {
+    fn map_linears(mut self, prefix: &str, f: &mut LinearFn<'_, B>) -> Self {
+        let encoder = child(&child(prefix, "vit"), "encoder");
+        self.vit.encoder = self.vit.encoder.map_linears(&encoder, f);
+        let decoder = child(&child(prefix, "decoder"), "decoder_layers");
+        self.decoder.decoder_layers = std::mem::take(&mut self.decoder.decoder_layers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| layer.map_linears(&child(&decoder, i), f))
+            .collect();
+        self
+    }
+}
+
 impl<B: Backend> cpt_core::AdapterModel for ViTMAEForPreTraining<B> {
     type Spec = LoraSpec;
 
-    /// Adapters on the targeted projections of encoder and decoder layers (same target names;
-    /// the seeds differ by stack), so a frozen base still reconstructs through a trainable
-    /// decoder.
-    fn with_adapters(mut self, spec: &LoraSpec, seed: u64) -> Self {
-        let encoder = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = add_adapters(encoder, "encoder", spec, seed);
-        let decoder = std::mem::take(&mut self.decoder.decoder_layers);
-        self.decoder.decoder_layers = add_adapters(decoder, "decoder", spec, seed);
-        self
+    fn with_adapters(self, spec: &LoraSpec, seed: u64) -> Self {
+        adapters::add_adapters(self, spec, seed)
     }
 
-    fn merge_adapters(mut self) -> Self {
-        let encoder = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(encoder, Linear::merged);
-        let decoder = std::mem::take(&mut self.decoder.decoder_layers);
-        self.decoder.decoder_layers = map_all(decoder, Linear::merged);
-        self
+    fn merge_adapters(self) -> Self {
+        adapters::merge_adapters(self)
     }
 
-    fn drop_adapters(mut self) -> Self {
-        let encoder = std::mem::take(&mut self.vit.encoder.layer);
-        self.vit.encoder.layer = map_all(encoder, Linear::without_adapter);
-        let decoder = std::mem::take(&mut self.decoder.decoder_layers);
-        self.decoder.decoder_layers = map_all(decoder, Linear::without_adapter);
-        self
+    fn drop_adapters(self) -> Self {
+        adapters::drop_adapters(self)
     }
 }
