@@ -325,12 +325,16 @@ where
         reference: reference_images(config, geometry, captions)?,
         lora_targets,
         held_out,
+        tasks: Vec::new(),
         unit: "images",
     })
 }
 
 /// The checks every image architecture makes of a run config.
 pub fn validate(run: &RunConfig) -> Result<()> {
+    if !run.eval.tasks.is_empty() {
+        bail!("config key `eval.tasks`: downstream tasks score language models");
+    }
     for (i, e) in run.experiences.iter().enumerate() {
         if e.tokens.is_some() || !e.mixture.is_empty() {
             let key = if e.tokens.is_some() {

@@ -41,6 +41,9 @@ pub struct RunSummary {
     /// Held-out sets never trained on: the metric initially and after each experience.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     held_out: Vec<HeldOutSeries>,
+    /// Downstream tasks: their primary metric initially and after each experience.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tasks: Vec<TaskSeries>,
     /// Extra metrics per set after the last experience (probe accuracies, retrieval recall).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     final_extras: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
@@ -59,6 +62,52 @@ struct HeldOutSeries {
     name: String,
     /// Before training, then after each experience.
     values: Vec<f64>,
+}
+
+/// A downstream task's primary metric over the run.
+#[derive(Debug, Serialize)]
+struct TaskSeries {
+    name: String,
+    metric: String,
+    higher_is_better: bool,
+    initial: f64,
+    /// After each experience.
+    values: Vec<f64>,
+    /// Best value seen (the initial one included) minus the final one, oriented so > 0 is worse.
+    forgetting: f64,
+    /// Final minus initial, oriented so < 0 is worse (as backward transfer).
+    backward_transfer: f64,
+}
+
+impl TaskSeries {
+    fn new(column: &TaskColumn, initial: f64, values: Vec<f64>) -> Self {
+        // Oriented: larger is better.
+        let sign = if column.higher_is_better { 1.0 } else { -1.0 };
+        let last = values.last().copied().unwrap_or(initial);
+        let best = values
+            .iter()
+            .fold(sign * initial, |best, &v| best.max(sign * v));
+        Self {
+            name: column.name.clone(),
+            metric: column.metric.clone(),
+            higher_is_better: column.higher_is_better,
+            initial,
+            forgetting: best - sign * last,
+            backward_transfer: sign * (last - initial),
+            values,
+        }
+    }
+}
+
+/// A downstream task scored at every evaluation, after the stream's and held-out sets.
+#[derive(Debug, Clone)]
+pub struct TaskColumn {
+    /// Its name (the column of `eval.jsonl` and `task_matrix.csv`).
+    pub name: String,
+    /// The metric in `EvalScores::metric` (`acc`, `word_perplexity`, ...).
+    pub metric: String,
+    /// Whether larger values of it are better.
+    pub higher_is_better: bool,
 }
 
 /// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).
@@ -92,6 +141,8 @@ pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
     pub lora_targets: Vec<&'static str>,
     /// Names of held-out sets scored after the stream's (matrix columns beyond the square).
     pub held_out: Vec<String>,
+    /// Downstream tasks scored after the held-out sets.
+    pub tasks: Vec<TaskColumn>,
     /// What one training unit is, for messages (`tokens`, `images`).
     pub unit: &'static str,
 }
@@ -117,6 +168,7 @@ impl RunJob {
             reference,
             lora_targets,
             held_out,
+            tasks,
             unit,
         } = stream;
         let strategies = build_strategies::<B, M>(&config, reference, &lora_targets)?;
@@ -162,6 +214,7 @@ impl RunJob {
                     metric: &metric.0,
                     lower_is_better: metric.1,
                     held_out: &held_out,
+                    tasks: &tasks,
                     unit,
                 };
                 write_summary(&config, &out, trainer.state(), &report)?;
@@ -288,6 +341,8 @@ struct Report<'a> {
     lower_is_better: bool,
     /// Held-out sets, scored after the stream's sets in every row.
     held_out: &'a [String],
+    /// Downstream tasks, scored after the held-out sets.
+    tasks: &'a [TaskColumn],
     unit: &'a str,
 }
 
@@ -308,11 +363,34 @@ fn write_summary(
     let matrix: Vec<Vec<f64>> = matrix_all.iter().map(|r| r[..n].to_vec()).collect();
     let metric = report.metric;
     let summary = summarize(metric, report.lower_is_better, &names, &initial, &matrix);
+    // eval_matrix.csv holds the columns of the run's metric; tasks (each its own metric) go to
+    // task_matrix.csv.
     let all_names: Vec<String> = names.iter().chain(report.held_out).cloned().collect();
+    let columns = all_names.len();
+    let metric_columns = |row: &[f64]| row[..columns].to_vec();
+    let matrix_metric: Vec<Vec<f64>> = matrix_all.iter().map(|r| metric_columns(r)).collect();
     write_atomic(
         &out.join("eval_matrix.csv"),
-        matrix_csv(&all_names, &initial_all, &matrix_all).as_bytes(),
+        matrix_csv(&all_names, &metric_columns(&initial_all), &matrix_metric).as_bytes(),
     )?;
+    let mut task_series = Vec::new();
+    if !report.tasks.is_empty() {
+        let task_columns = |row: &[f64]| row[columns..].to_vec();
+        let headers: Vec<String> = report
+            .tasks
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.metric))
+            .collect();
+        let task_rows: Vec<Vec<f64>> = matrix_all.iter().map(|r| task_columns(r)).collect();
+        write_atomic(
+            &out.join("task_matrix.csv"),
+            matrix_csv(&headers, &task_columns(&initial_all), &task_rows).as_bytes(),
+        )?;
+        for (k, column) in report.tasks.iter().enumerate() {
+            let values: Vec<f64> = task_rows.iter().map(|r| r[k]).collect();
+            task_series.push(TaskSeries::new(column, initial_all[columns + k], values));
+        }
+    }
 
     println!("\n{}", matrix_table(metric, &names, &initial, &matrix));
     println!("final average {metric}: {:.3}", summary.final_average);
@@ -339,6 +417,19 @@ fn write_summary(
             name: name.clone(),
             values: series,
         });
+    }
+    for t in &task_series {
+        let shown: Vec<String> = std::iter::once(t.initial)
+            .chain(t.values.iter().copied())
+            .map(|v| format!("{v:.4}"))
+            .collect();
+        println!(
+            "task `{}`, {} initial then after each experience: {} (forgetting {:+.4}; > 0 is worse)",
+            t.name,
+            t.metric,
+            shown.join(" → "),
+            t.forgetting
+        );
     }
     let final_extras = state
         .matrix
@@ -367,6 +458,7 @@ fn write_summary(
         initial,
         eval_matrix: matrix,
         held_out: retention,
+        tasks: task_series,
         final_extras,
         tokens_seen: state.tokens_seen,
         steps: state.global_step,

@@ -332,6 +332,26 @@ pub struct EvalSection {
     pub probe_scope: String,
     /// Sets never trained on, evaluated alongside the stream (zero-shot retention).
     pub held_out: Vec<HeldOutSet>,
+    /// Downstream tasks (lm-evaluation-harness task files) scored at every evaluation beside
+    /// perplexity (language models).
+    pub tasks: Vec<EvalTask>,
+}
+
+/// A downstream task of `[[eval.tasks]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalTask {
+    /// Column name in reports (default: the file's `task`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The task file: lm-evaluation-harness YAML over local data.
+    pub file: PathBuf,
+    /// Score only the first this many documents.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Few-shot examples per prompt (default: the file's `num_fewshot`, else 0).
+    #[serde(default)]
+    pub num_fewshot: Option<usize>,
 }
 
 impl Default for EvalSection {
@@ -344,6 +364,7 @@ impl Default for EvalSection {
             support_images: 0,
             probe_scope: "per_set".into(),
             held_out: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 }

@@ -64,7 +64,9 @@ pub trait ItemSource<I>: Send {
 pub struct EvalScores {
     /// Name of the experience whose eval set was scored.
     pub experience: String,
-    /// Mean loss per token (or per sample).
+    /// Mean loss per token (or per sample); NaN where a set has none (a downstream task scored
+    /// by accuracy), written as `null` in JSON.
+    #[serde(deserialize_with = "nan_when_null")]
     pub loss: f64,
     /// The matrix metric (perplexity for language models, accuracy for classifiers).
     pub metric: f64,
@@ -73,6 +75,11 @@ pub struct EvalScores {
     /// Further metrics of this set beside the matrix metric (`nmc_accuracy`, `recall@5`, ...).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extras: std::collections::BTreeMap<String, f64>,
+}
+
+/// serde_json writes NaN as `null`; read it back as NaN, so a record round-trips.
+fn nan_when_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// Evaluates a model on the held-out set of every experience of the stream. Implemented in

@@ -139,6 +139,7 @@ fn stream<B: TrainBackend>(
         reference,
         lora_targets: LORA_TARGETS.to_vec(),
         held_out: Vec::new(),
+        tasks: Vec::new(),
         unit: "tokens",
     })
 }
