@@ -4,6 +4,7 @@
 //! [`cpt_core::ItemSource`], and evaluation only through [`cpt_core::Evaluator`]; strategies act
 //! through the hooks of [`Strategy`].
 
+pub mod distributed;
 pub mod error;
 pub mod optim;
 pub mod registry;

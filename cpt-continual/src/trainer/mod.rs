@@ -13,12 +13,13 @@ mod guards;
 pub use checkpointing::{MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 pub use guards::{NonFinitePolicy, SpikeGuard};
 
+use crate::distributed::{Packed, PeerGroup, check_batch, shard};
 use crate::error::Result;
 use crate::optim::{AdamW, AdamWConfig, GradStore};
 use crate::strategy::{Context, ItemOf, Strategy};
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
 use cpt_core::TrainBackend;
 use cpt_core::schedule::phase_position;
 use cpt_core::{
@@ -151,6 +152,11 @@ where
     state: TrainerState,
     checkpoint_root: Option<PathBuf>,
     stop: Arc<AtomicBool>,
+    /// Data-parallel peers, when there are several (see [`crate::distributed`]).
+    peers: Option<Box<dyn PeerGroup<B::InnerBackend>>>,
+    /// Under peers: whether any peer asked to stop, as agreed in the last step's all-reduce (so
+    /// that every peer stops after the same step).
+    stop_agreed: bool,
 }
 
 impl<B, M> ContinualTrainer<B, M>
@@ -176,7 +182,18 @@ where
             state: TrainerState::default(),
             checkpoint_root: None,
             stop: Arc::new(AtomicBool::new(false)),
+            peers: None,
+            stop_agreed: false,
         }
+    }
+
+    /// Train as one of several data-parallel `peers`: each trains on its slice of every global
+    /// micro-batch and the gradients are averaged before the update (see
+    /// [`crate::distributed`]). The global `batch_size` must divide by the number of peers.
+    pub fn with_peers(mut self, peers: Box<dyn PeerGroup<B::InnerBackend>>) -> Result<Self> {
+        check_batch(self.settings.batch_size, peers.size())?;
+        self.peers = Some(peers);
+        Ok(self)
     }
 
     /// Write checkpoints under `root` (`<run>/checkpoints`).
@@ -249,7 +266,7 @@ where
                     self.state.elapsed_secs = clock();
                     self.checkpoint(observer)?;
                 }
-                if self.stop.load(Ordering::SeqCst) {
+                if self.should_stop() {
                     self.state.elapsed_secs = clock();
                     let checkpoint = self.checkpoint(observer)?;
                     return Ok(RunOutcome::Interrupted { checkpoint });
@@ -264,11 +281,14 @@ where
             observer.experience_finished(e);
             self.state.elapsed_secs = clock();
             self.checkpoint(observer)?;
-            if self.stop.load(Ordering::SeqCst) && self.state.experience < self.experiences.len() {
+            if self.should_stop() && self.state.experience < self.experiences.len() {
                 return Ok(RunOutcome::Interrupted {
                     checkpoint: self.last_checkpoint(),
                 });
             }
+        }
+        if let Some(peers) = &self.peers {
+            peers.finish()?;
         }
         Ok(RunOutcome::Finished)
     }
@@ -303,8 +323,8 @@ where
             units: 0,
         };
         for _ in 0..accum {
-            let batch = self.next_training_batch(e, batch_size)?;
-            micro.units += batch.units();
+            let (batch, units) = self.next_training_batch(e, batch_size)?;
+            micro.units += units;
             let out = self.model.forward_step(&batch);
             let mut total = out.loss.clone();
             for strategy in &self.strategies {
@@ -321,7 +341,19 @@ where
             let backward = total.div_scalar(accum as f64).backward();
             micro.grads.accumulate(&self.model, &backward);
         }
+        if let Some(peers) = &self.peers {
+            self.stop_agreed =
+                micro.all_reduce(peers.as_ref(), self.stop.load(Ordering::SeqCst))?;
+        }
         Ok(micro)
+    }
+
+    /// Whether to stop after this step: the local flag, or under peers what they agreed on.
+    fn should_stop(&self) -> bool {
+        match self.peers {
+            Some(_) => self.stop_agreed,
+            None => self.stop.load(Ordering::SeqCst),
+        }
     }
 
     /// The update of one step: frozen parameters dropped, the non-finite and loss-spike
@@ -389,8 +421,9 @@ where
         })
     }
 
-    /// Fresh items from the stream plus whatever the strategies add (replay).
-    fn next_training_batch(&mut self, e: usize, batch_size: usize) -> Result<M::Batch> {
+    /// Fresh items from the stream plus whatever the strategies add (replay): this peer's share
+    /// of the global micro-batch, and the training units of the whole of it.
+    fn next_training_batch(&mut self, e: usize, batch_size: usize) -> Result<(M::Batch, usize)> {
         let reserved: usize = self
             .strategies
             .iter()
@@ -405,7 +438,16 @@ where
         for strategy in &mut self.strategies {
             strategy.extend_batch(batch_size, &fresh, &mut items);
         }
-        Ok(M::Batch::from_items(items))
+        let batch = M::Batch::from_items(items);
+        let units = batch.units();
+        let Some(peers) = &self.peers else {
+            return Ok((batch, units));
+        };
+        // Every peer assembled the same global batch; each trains on its own slice.
+        let mut items = batch.into_items();
+        let slice = shard(items.len(), peers.rank(), peers.size());
+        items.truncate(slice.end);
+        Ok((M::Batch::from_items(items.split_off(slice.start)), units))
     }
 
     /// Seed the backend RNG from the run seed and `key` (a position in the run). burn cannot
@@ -497,6 +539,39 @@ struct MicroBatches<B: TrainBackend> {
     totals: Vec<Tensor<B::InnerBackend, 1>>,
     /// Training units (tokens, images) consumed.
     units: usize,
+}
+
+impl<B: TrainBackend> MicroBatches<B> {
+    /// Average the gradients and the micro-batch losses over `peers` in one all-reduce, with
+    /// this peer's stop request; returns whether any peer asked to stop.
+    fn all_reduce(&mut self, peers: &dyn PeerGroup<B::InnerBackend>, stop: bool) -> Result<bool> {
+        let device = self.losses[0].device();
+        let flag = Tensor::from_floats([if stop { 1.0 } else { 0.0 }], &device);
+        let accum = self.losses.len();
+        let paths: Vec<String> = self.grads.iter().map(|(p, _)| p.to_string()).collect();
+        let parts: Vec<Tensor<B::InnerBackend, 1>> = std::iter::once(flag)
+            .chain(self.losses.drain(..))
+            .chain(self.totals.drain(..))
+            .chain(
+                paths
+                    .iter()
+                    .map(|p| self.grads.get(p).expect("listed").clone()),
+            )
+            .collect();
+        let mut reduced = Packed::new(parts).all_reduce_mean(peers)?.into_iter();
+        let stop = reduced
+            .next()
+            .expect("the flag")
+            .into_scalar()
+            .elem::<f64>()
+            > 0.0;
+        self.losses = reduced.by_ref().take(accum).collect();
+        self.totals = reduced.by_ref().take(accum).collect();
+        for (path, grad) in paths.iter().zip(reduced) {
+            self.grads.insert(path, grad);
+        }
+        Ok(stop)
+    }
 }
 
 /// One step's losses on the host.
