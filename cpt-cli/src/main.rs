@@ -8,6 +8,8 @@ mod data_cmd;
 mod image_sources;
 mod model_cmd;
 mod model_source;
+#[cfg(feature = "collective")]
+mod peers;
 mod run;
 mod run_dir;
 mod sources;
@@ -73,6 +75,26 @@ enum Command {
         /// Override a config value: `--set train.batch_size=8` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Data-parallel peers in this process, one per device (the global `train.batch_size`
+        /// is split between all peers of all nodes).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
+        /// Processes (machines) in a multi-node run.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// This process's index among the nodes (0 coordinates and writes the run directory).
+        #[arg(long, default_value_t = 0)]
+        node_rank: usize,
+        /// HOST:PORT of node 0's orchestrator (multi-node runs).
+        #[arg(long, value_name = "HOST:PORT")]
+        coordinator: Option<String>,
+        /// HOST:PORT where this node serves tensors to the others (default: the coordinator's
+        /// host, port + 1 + node rank: right for one machine; set it on several).
+        #[arg(long, value_name = "HOST:PORT")]
+        node_address: Option<String>,
+        /// Seconds a peer may wait for the others before the run counts one as lost and exits.
+        #[arg(long, default_value_t = 30)]
+        peer_timeout: u64,
     },
     /// Held-out loss and perplexity of a model on Parquet text.
     Eval {
@@ -222,7 +244,7 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line.
-fn chain(error: &anyhow::Error) -> String {
+pub(crate) fn chain(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.chain() {
         let text = cause.to_string();
@@ -242,6 +264,12 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             force,
             backend,
             overrides,
+            devices,
+            nodes,
+            node_rank,
+            coordinator,
+            node_address,
+            peer_timeout,
         } => {
             let resolved = model_source::load_run_config(&config, &overrides)?;
             arch::validate_run(&resolved)?;
@@ -250,11 +278,22 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "run".into());
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
+            if devices == 0 || nodes == 0 {
+                anyhow::bail!("--devices and --nodes must be at least 1");
+            }
             let job = run::RunJob {
                 config: resolved,
                 out,
                 resume,
                 force,
+                parallel: run::Parallel {
+                    devices,
+                    nodes,
+                    node_rank,
+                    coordinator,
+                    node_address,
+                    peer_timeout_secs: peer_timeout,
+                },
             };
             Ok(match dispatch(backend, arch::Train(job))? {
                 run::RunEnd::Finished => ExitCode::SUCCESS,

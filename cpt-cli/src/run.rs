@@ -6,9 +6,10 @@ use crate::run_dir::{RunDirObserver, trim_logs};
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use cpt_continual::distributed::PeerGroup;
 use cpt_continual::{
     AdamWConfig, ContinualModel, ContinualTrainer, Experience, ItemOf, NonFinitePolicy, RunOutcome,
-    TrainerSettings, build_strategies,
+    SilentObserver, TrainerSettings, TrainerState, build_strategies,
 };
 use cpt_core::TrainBackend;
 use cpt_core::atomic::write_atomic;
@@ -18,6 +19,8 @@ use cpt_core::{Evaluator, ItemSource, RunConfig, TaskModel};
 use cpt_eval::{matrix_csv, matrix_table, summarize};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// A run to execute.
 pub struct RunJob {
@@ -29,6 +32,32 @@ pub struct RunJob {
     pub resume: bool,
     /// Resume even under a changed config.
     pub force: bool,
+    /// The data-parallel peers to train on.
+    pub parallel: Parallel,
+}
+
+/// Where a run's data-parallel peers are: devices in this process, processes over machines.
+#[derive(Debug, Clone)]
+pub struct Parallel {
+    /// Peers (devices) in this process.
+    pub devices: usize,
+    /// Processes in the run (one per machine).
+    pub nodes: usize,
+    /// This process's index among them (node 0 coordinates and writes the run directory).
+    pub node_rank: usize,
+    /// `HOST:PORT` of node 0's orchestrator.
+    pub coordinator: Option<String>,
+    /// `HOST:PORT` where this node serves tensors to the others.
+    pub node_address: Option<String>,
+    /// Seconds a collective call may wait before a peer counts as lost.
+    pub peer_timeout_secs: u64,
+}
+
+impl Parallel {
+    /// Peers over all processes.
+    pub fn peers(&self) -> usize {
+        self.devices * self.nodes
+    }
 }
 
 /// What `summary.json` holds.
@@ -148,80 +177,139 @@ pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
 }
 
 impl RunJob {
-    /// Train `stream` under this job's config, into its run directory.
-    pub fn execute<B, M>(self, stream: Stream<B, M>) -> Result<RunEnd>
+    /// Train the stream `build` makes (one per peer, on its device) under this job's config,
+    /// into its run directory.
+    pub fn execute<B, M>(self, build: impl Fn(&B::Device) -> Result<Stream<B, M>>) -> Result<RunEnd>
     where
         B: TrainBackend,
-        M: ContinualModel<B>,
+        M: ContinualModel<B> + Send,
         M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
     {
-        let RunJob {
-            config,
-            out,
-            resume,
-            force,
-        } = self;
-        let Stream {
-            model,
-            experiences,
-            evaluator,
-            reference,
-            lora_targets,
-            held_out,
-            tasks,
-            unit,
-        } = stream;
-        let strategies = build_strategies::<B, M>(&config, reference, &lora_targets)?;
-        prepare_run_dir(&config, &out, resume, force)?;
-        let metric = (
-            evaluator.metric_name().to_string(),
-            evaluator.lower_is_better(),
-        );
-        let mut trainer =
-            ContinualTrainer::new(model, strategies, experiences, evaluator, settings(&config))
-                .with_checkpoints(out.join("checkpoints"));
-
-        if resume {
-            match latest_checkpoint(&out.join("checkpoints"))? {
-                Some(checkpoint) => {
-                    tracing::info!("resuming from {}", checkpoint.path.display());
-                    trainer.resume(&checkpoint)?;
-                    let state = trainer.state();
-                    trim_logs(&out, state.global_step, state.matrix.len())?;
-                }
-                None => tracing::info!(
-                    "no complete checkpoint in {}: starting fresh",
-                    out.display()
-                ),
-            }
+        if self.parallel.peers() > 1 {
+            #[cfg(feature = "collective")]
+            return crate::peers::execute(self, build);
+            #[cfg(not(feature = "collective"))]
+            bail!(
+                "this cpt binary was built without the `collective` feature: rebuild with it for --devices/--nodes"
+            );
         }
+        // Everything is checked before the run directory is touched.
+        let stream = build(&Default::default())?;
+        prepare_run_dir(&self.config, &self.out, self.resume, self.force)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        install_signal_handlers(stop.clone())?;
+        let columns = stream.columns();
+        let (outcome, state) = train_peer(&self, stream, None, stop)?;
+        self.finish(outcome, &state, &columns)
+    }
 
-        install_signal_handlers(trainer.stop_flag())?;
-        let mut observer = RunDirObserver::new(&out);
-        match trainer.run(&mut observer)? {
+    /// Report how a run ended: the resume hint, or the summary of a finished run.
+    pub fn finish(
+        &self,
+        outcome: RunOutcome,
+        state: &TrainerState,
+        columns: &Columns,
+    ) -> Result<RunEnd> {
+        match outcome {
             RunOutcome::Interrupted { checkpoint } => {
                 eprintln!(
                     "interrupted; state saved in {}. Continue with: cpt run <config> --out {} --resume",
                     checkpoint
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
-                    out.display()
+                    self.out.display()
                 );
                 Ok(RunEnd::Interrupted)
             }
             RunOutcome::Finished => {
-                let report = Report {
-                    metric: &metric.0,
-                    lower_is_better: metric.1,
-                    held_out: &held_out,
-                    tasks: &tasks,
-                    unit,
-                };
-                write_summary(&config, &out, trainer.state(), &report)?;
+                write_summary(&self.config, &self.out, state, columns)?;
                 Ok(RunEnd::Finished)
             }
         }
     }
+}
+
+/// How to read and print a run's eval matrix: the metric, and the columns after the stream's.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    metric: String,
+    lower_is_better: bool,
+    /// Held-out sets, scored after the stream's sets in every row.
+    held_out: Vec<String>,
+    /// Downstream tasks, scored after the held-out sets.
+    tasks: Vec<TaskColumn>,
+    unit: &'static str,
+}
+
+impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Stream<B, M> {
+    /// The columns this stream's evaluator scores.
+    pub fn columns(&self) -> Columns {
+        Columns {
+            metric: self.evaluator.metric_name().to_string(),
+            lower_is_better: self.evaluator.lower_is_better(),
+            held_out: self.held_out.clone(),
+            tasks: self.tasks.clone(),
+            unit: self.unit,
+        }
+    }
+}
+
+/// Train one peer's `stream` (or the only one's, without `peers`): resume from the run
+/// directory's newest checkpoint if asked, run, return how it ended and the trainer's state.
+/// Only the peer of rank 0 (or the only one) writes the run directory.
+pub fn train_peer<B, M>(
+    job: &RunJob,
+    stream: Stream<B, M>,
+    peers: Option<Box<dyn PeerGroup<B::InnerBackend>>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(RunOutcome, TrainerState)>
+where
+    B: TrainBackend,
+    M: ContinualModel<B>,
+    M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+{
+    let Stream {
+        model,
+        experiences,
+        evaluator,
+        reference,
+        lora_targets,
+        ..
+    } = stream;
+    let config = &job.config;
+    let strategies = build_strategies::<B, M>(config, reference, &lora_targets)?;
+    let writes = peers.as_ref().is_none_or(|p| p.rank() == 0);
+    let mut trainer =
+        ContinualTrainer::new(model, strategies, experiences, evaluator, settings(config))
+            .with_stop_flag(stop);
+    if writes {
+        trainer = trainer.with_checkpoints(job.out.join("checkpoints"));
+    }
+    if let Some(peers) = peers {
+        trainer = trainer.with_peers(peers)?;
+    }
+    if job.resume {
+        match latest_checkpoint(&job.out.join("checkpoints"))? {
+            Some(checkpoint) => {
+                tracing::info!("resuming from {}", checkpoint.path.display());
+                trainer.resume(&checkpoint)?;
+                if writes {
+                    let state = trainer.state();
+                    trim_logs(&job.out, state.global_step, state.matrix.len())?;
+                }
+            }
+            None => tracing::info!(
+                "no complete checkpoint in {}: starting fresh",
+                job.out.display()
+            ),
+        }
+    }
+    let outcome = if writes {
+        trainer.run(&mut RunDirObserver::new(&job.out))?
+    } else {
+        trainer.run(&mut SilentObserver)?
+    };
+    Ok((outcome, trainer.state().clone()))
 }
 
 fn settings(config: &RunConfig) -> TrainerSettings {
@@ -256,7 +344,7 @@ fn settings(config: &RunConfig) -> TrainerSettings {
 /// First SIGINT/SIGTERM: raise the trainer's stop flag (it finishes the step, checkpoints and
 /// returns); a second one exits at once with status 130. The last complete checkpoint is safe
 /// either way, because checkpoints are only ever renamed into place.
-fn install_signal_handlers(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
+pub fn install_signal_handlers(stop: Arc<AtomicBool>) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for signal in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag as it was before this signal raised it.
@@ -268,7 +356,7 @@ fn install_signal_handlers(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) 
 
 /// Create the run directory and write the resolved config; refuse to overwrite a run unless
 /// resuming, and refuse to resume under a changed config.
-fn prepare_run_dir(
+pub fn prepare_run_dir(
     config: &RunConfig,
     out: &std::path::Path,
     resume: bool,
@@ -335,22 +423,11 @@ fn first_difference(a: &str, b: &str) -> Option<String> {
     walk(&a, &b, "")
 }
 
-/// How to read and print a run's eval matrix.
-struct Report<'a> {
-    metric: &'a str,
-    lower_is_better: bool,
-    /// Held-out sets, scored after the stream's sets in every row.
-    held_out: &'a [String],
-    /// Downstream tasks, scored after the held-out sets.
-    tasks: &'a [TaskColumn],
-    unit: &'a str,
-}
-
 fn write_summary(
     config: &RunConfig,
     out: &std::path::Path,
-    state: &cpt_continual::TrainerState,
-    report: &Report<'_>,
+    state: &TrainerState,
+    report: &Columns,
 ) -> Result<()> {
     let names: Vec<String> = config.experiences.iter().map(|e| e.name.clone()).collect();
     let n = names.len();
@@ -361,11 +438,11 @@ fn write_summary(
     // The square part is the stream; columns after it are the held-out sets.
     let initial = initial_all[..n].to_vec();
     let matrix: Vec<Vec<f64>> = matrix_all.iter().map(|r| r[..n].to_vec()).collect();
-    let metric = report.metric;
+    let metric = report.metric.as_str();
     let summary = summarize(metric, report.lower_is_better, &names, &initial, &matrix);
     // eval_matrix.csv holds the columns of the run's metric; tasks (each its own metric) go to
     // task_matrix.csv.
-    let all_names: Vec<String> = names.iter().chain(report.held_out).cloned().collect();
+    let all_names: Vec<String> = names.iter().chain(&report.held_out).cloned().collect();
     let columns = all_names.len();
     let metric_columns = |row: &[f64]| row[..columns].to_vec();
     let matrix_metric: Vec<Vec<f64>> = matrix_all.iter().map(|r| metric_columns(r)).collect();

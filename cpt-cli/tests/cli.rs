@@ -447,3 +447,32 @@ fn bench_prints_one_json_line_of_throughput_for_every_mode() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("quick"));
 }
+
+/// The final eval matrix of a finished run.
+fn eval_matrix(run: &Path) -> Vec<Vec<f64>> {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    serde_json::from_value(summary["eval_matrix"].clone()).unwrap()
+}
+
+#[test]
+fn two_devices_train_like_one_with_the_global_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    assert!(run(&cfg, &one, &[]).status.success());
+    let out = run(&cfg, &two, &["--devices", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (a, b) in eval_matrix(&one)
+        .iter()
+        .flatten()
+        .zip(eval_matrix(&two).iter().flatten())
+    {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "{a} vs {b}");
+    }
+    // A global batch that does not split over the peers is refused before anything is written.
+    let odd = dir.path().join("odd");
+    let line = error_line(&run(&cfg, &odd, &["--devices", "3"]));
+    assert!(line.contains("train.batch_size"), "{line}");
+    assert!(!odd.exists());
+}

@@ -4,7 +4,7 @@
 use super::Architecture;
 use crate::image_sources::{self, Geometry, image_stream, probe_settings};
 use crate::model_source::RunCheckpoint;
-use crate::run::{RunEnd, RunJob};
+use crate::run::{RunEnd, RunJob, Stream};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use cpt_core::{AdapterModel, RunConfig, TrainBackend};
@@ -29,61 +29,9 @@ impl Architecture for Clip {
         image_sources::validate(run)
     }
 
-    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd> {
-        let config = &job.config;
-        let (model_config, model) = match &config.model.from {
-            Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
-            None => {
-                let c = model_config(config)?;
-                let model = c.init_seeded(config.seed, device);
-                (c, model)
-            }
-        };
-        let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
-        let text = &model_config.text_config;
-        if text.vocab_size < tokenizer.vocab_size() {
-            bail!(
-                "config key `model.config.text_config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
-                text.vocab_size,
-                tokenizer.vocab_size()
-            );
-        }
-        let text_len = config.data.image.text_len;
-        if text_len > text.max_position_embeddings {
-            bail!(
-                "config key `data.image.text_len`: {text_len} exceeds the text model's max_position_embeddings ({})",
-                text.max_position_embeddings
-            );
-        }
-        let captions = CaptionTokenizer::new(tokenizer, text_len)?;
-        if captions.eos != text.eos_token_id {
-            tracing::warn!(
-                "the tokenizer's end-of-text id {} differs from text_config.eos_token_id {}: pooling uses the config's",
-                captions.eos,
-                text.eos_token_id
-            );
-        }
-        let vision = &model_config.vision_config;
-        let geometry = Geometry {
-            size: vision.image_size,
-            channels: vision.num_channels,
-        };
-        let stream = image_stream(
-            config,
-            model,
-            geometry,
-            Some(&captions),
-            Self::lora_targets(),
-            |sets| {
-                Ok(Box::new(ZeroShotEvaluator::<
-                    B::InnerBackend,
-                    ClipModel<B::InnerBackend>,
-                >::new(
-                    sets, probe_settings(config)
-                )?))
-            },
-        )?;
-        job.execute(stream)
+    fn train<B: TrainBackend>(job: RunJob) -> Result<RunEnd> {
+        let config = job.config.clone();
+        job.execute(|device| stream::<B>(&config, device))
     }
 
     fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()> {
@@ -107,4 +55,61 @@ fn model_config(run: &RunConfig) -> Result<ClipConfig> {
         anyhow::anyhow!("config key `model.config.{field}`: {message}")
     })?;
     Ok(c)
+}
+
+/// Model, image streams and evaluator of a run, on `device`.
+fn stream<B: TrainBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Stream<B, ClipModel<B>>> {
+    let (model_config, model) = match &config.model.from {
+        Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
+        None => {
+            let c = model_config(config)?;
+            let model = c.init_seeded(config.seed, device);
+            (c, model)
+        }
+    };
+    let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
+    let text = &model_config.text_config;
+    if text.vocab_size < tokenizer.vocab_size() {
+        bail!(
+            "config key `model.config.text_config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
+            text.vocab_size,
+            tokenizer.vocab_size()
+        );
+    }
+    let text_len = config.data.image.text_len;
+    if text_len > text.max_position_embeddings {
+        bail!(
+            "config key `data.image.text_len`: {text_len} exceeds the text model's max_position_embeddings ({})",
+            text.max_position_embeddings
+        );
+    }
+    let captions = CaptionTokenizer::new(tokenizer, text_len)?;
+    if captions.eos != text.eos_token_id {
+        tracing::warn!(
+            "the tokenizer's end-of-text id {} differs from text_config.eos_token_id {}: pooling uses the config's",
+            captions.eos,
+            text.eos_token_id
+        );
+    }
+    let vision = &model_config.vision_config;
+    let geometry = Geometry {
+        size: vision.image_size,
+        channels: vision.num_channels,
+    };
+    image_stream(
+        config,
+        model,
+        geometry,
+        Some(&captions),
+        Clip::lora_targets(),
+        |sets| {
+            Ok(Box::new(ZeroShotEvaluator::<
+                B::InnerBackend,
+                ClipModel<B::InnerBackend>,
+            >::new(sets, probe_settings(config))?))
+        },
+    )
 }

@@ -47,9 +47,9 @@ impl Architecture for Llama {
         Ok(())
     }
 
-    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd> {
-        let stream = stream::<B>(&job.config, device)?;
-        job.execute(stream)
+    fn train<B: TrainBackend>(job: RunJob) -> Result<RunEnd> {
+        let config = job.config.clone();
+        job.execute(|device| stream::<B>(&config, device))
     }
 
     fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()> {

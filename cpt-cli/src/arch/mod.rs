@@ -34,9 +34,10 @@ pub trait Architecture {
     /// Checks of a run config that depend on the architecture; errors name the key.
     fn validate(run: &RunConfig) -> Result<()>;
 
-    /// Train the run `job` describes on backend `B`: build the model, its streams and its
-    /// evaluator, then hand them to the generic [`RunJob::execute`].
-    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd>;
+    /// Train the run `job` describes on backend `B`: hand the generic [`RunJob::execute`] a
+    /// function that builds the model, its streams and its evaluator on a device (once per
+    /// data-parallel peer).
+    fn train<B: TrainBackend>(job: RunJob) -> Result<RunEnd>;
 
     /// Write the model of checkpoint `saved` (live adapters folded in) as a Hugging Face folder.
     fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()>;
@@ -98,17 +99,17 @@ pub struct Train(pub RunJob);
 impl BackendJob for Train {
     type Output = RunEnd;
 
-    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
-        struct TrainOn<B: TrainBackend>(RunJob, B::Device);
+    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<RunEnd> {
+        struct TrainOn<B: TrainBackend>(RunJob, std::marker::PhantomData<B>);
         impl<B: TrainBackend> ArchitectureJob for TrainOn<B> {
             type Output = RunEnd;
             fn run<A: Architecture>(self) -> Result<RunEnd> {
                 validate::<A>(&self.0.config)?;
-                A::train::<B>(self.0, &self.1)
+                A::train::<B>(self.0)
             }
         }
         let name = self.0.config.model.architecture.clone();
-        with_architecture(&name, TrainOn::<B>(self.0, device))
+        with_architecture(&name, TrainOn::<B>(self.0, std::marker::PhantomData))
     }
 }
 

@@ -4,7 +4,7 @@
 use super::Architecture;
 use crate::image_sources::{self, Geometry, image_stream, probe_settings};
 use crate::model_source::RunCheckpoint;
-use crate::run::{RunEnd, RunJob};
+use crate::run::{RunEnd, RunJob, Stream};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use cpt_core::{AdapterModel, RunConfig, TrainBackend};
@@ -28,48 +28,9 @@ impl Architecture for ViT {
         image_sources::validate(run)
     }
 
-    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd> {
-        let config = &job.config;
-        let (model_config, model) = match &config.model.from {
-            Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
-            None => {
-                let c = model_config(config)?;
-                let model = c.init_seeded(config.seed, device);
-                (c, model)
-            }
-        };
-        for (i, e) in config.experiences.iter().enumerate() {
-            if let Some(bad) = e
-                .classes
-                .iter()
-                .find(|&&c| c < 0 || c >= model_config.num_labels as i64)
-            {
-                bail!(
-                    "config key `experiences[{i}].classes`: class {bad} is outside the classifier's {} labels (model num_labels)",
-                    model_config.num_labels
-                );
-            }
-        }
-        let geometry = Geometry {
-            size: model_config.image_size,
-            channels: model_config.num_channels,
-        };
-        let stream = image_stream(
-            config,
-            model,
-            geometry,
-            None,
-            Self::lora_targets(),
-            |sets| {
-                Ok(Box::new(ClassificationEvaluator::<
-                    B::InnerBackend,
-                    ViTForImageClassification<B::InnerBackend>,
-                >::new(
-                    sets, probe_settings(config)
-                )))
-            },
-        )?;
-        job.execute(stream)
+    fn train<B: TrainBackend>(job: RunJob) -> Result<RunEnd> {
+        let config = job.config.clone();
+        job.execute(|device| stream::<B>(&config, device))
     }
 
     fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()> {
@@ -96,4 +57,41 @@ fn model_config(run: &RunConfig) -> Result<ViTConfig> {
     c.validate()
         .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
     Ok(c)
+}
+
+/// Model, image streams and evaluator of a run, on `device`.
+fn stream<B: TrainBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Stream<B, ViTForImageClassification<B>>> {
+    let (model_config, model) = match &config.model.from {
+        Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
+        None => {
+            let c = model_config(config)?;
+            let model = c.init_seeded(config.seed, device);
+            (c, model)
+        }
+    };
+    for (i, e) in config.experiences.iter().enumerate() {
+        if let Some(bad) = e
+            .classes
+            .iter()
+            .find(|&&c| c < 0 || c >= model_config.num_labels as i64)
+        {
+            bail!(
+                "config key `experiences[{i}].classes`: class {bad} is outside the classifier's {} labels (model num_labels)",
+                model_config.num_labels
+            );
+        }
+    }
+    let geometry = Geometry {
+        size: model_config.image_size,
+        channels: model_config.num_channels,
+    };
+    image_stream(config, model, geometry, None, ViT::lora_targets(), |sets| {
+        Ok(Box::new(ClassificationEvaluator::<
+            B::InnerBackend,
+            ViTForImageClassification<B::InnerBackend>,
+        >::new(sets, probe_settings(config))))
+    })
 }

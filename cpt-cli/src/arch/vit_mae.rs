@@ -4,7 +4,7 @@
 use super::Architecture;
 use crate::image_sources::{self, Geometry, image_stream, probe_settings};
 use crate::model_source::RunCheckpoint;
-use crate::run::{RunEnd, RunJob};
+use crate::run::{RunEnd, RunJob, Stream};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use cpt_core::rng::domain;
@@ -28,39 +28,9 @@ impl Architecture for ViTMAE {
         image_sources::validate(run)
     }
 
-    fn train<B: TrainBackend>(job: RunJob, device: &B::Device) -> Result<RunEnd> {
-        let config = &job.config;
-        let (model_config, model) = match &config.model.from {
-            Some(dir) => hf_vit::load_vit_mae::<B>(dir, device)?,
-            None => {
-                let c = model_config(config)?;
-                let model = c.init_seeded(config.seed, device);
-                (c, model)
-            }
-        };
-        let geometry = Geometry {
-            size: model_config.image_size,
-            channels: model_config.num_channels,
-        };
-        // The evaluation's patch masks are fixed by the run seed, so every evaluation of a run
-        // scores the same reconstruction problem.
-        let seed = SplitMix64::derive(config.seed, &[domain::MAE_EVAL_MASKS]).next_u64();
-        let stream = image_stream(
-            config,
-            model,
-            geometry,
-            None,
-            Self::lora_targets(),
-            |sets| {
-                Ok(Box::new(ReconstructionEvaluator::<
-                    B::InnerBackend,
-                    ViTMAEForPreTraining<B::InnerBackend>,
-                >::new(
-                    sets, probe_settings(config), seed
-                )))
-            },
-        )?;
-        job.execute(stream)
+    fn train<B: TrainBackend>(job: RunJob) -> Result<RunEnd> {
+        let config = job.config.clone();
+        job.execute(|device| stream::<B>(&config, device))
     }
 
     fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()> {
@@ -87,4 +57,41 @@ fn model_config(run: &RunConfig) -> Result<ViTMAEConfig> {
     c.validate()
         .map_err(|m| anyhow::anyhow!("config key `model.config`: {m}"))?;
     Ok(c)
+}
+
+/// Model, image streams and evaluator of a run, on `device`.
+fn stream<B: TrainBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Stream<B, ViTMAEForPreTraining<B>>> {
+    let (model_config, model) = match &config.model.from {
+        Some(dir) => hf_vit::load_vit_mae::<B>(dir, device)?,
+        None => {
+            let c = model_config(config)?;
+            let model = c.init_seeded(config.seed, device);
+            (c, model)
+        }
+    };
+    let geometry = Geometry {
+        size: model_config.image_size,
+        channels: model_config.num_channels,
+    };
+    // The evaluation's patch masks are fixed by the run seed, so every evaluation of a run
+    // scores the same reconstruction problem.
+    let seed = SplitMix64::derive(config.seed, &[domain::MAE_EVAL_MASKS]).next_u64();
+    image_stream(
+        config,
+        model,
+        geometry,
+        None,
+        ViTMAE::lora_targets(),
+        |sets| {
+            Ok(Box::new(ReconstructionEvaluator::<
+                B::InnerBackend,
+                ViTMAEForPreTraining<B::InnerBackend>,
+            >::new(
+                sets, probe_settings(config), seed
+            )))
+        },
+    )
 }

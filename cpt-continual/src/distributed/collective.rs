@@ -10,7 +10,7 @@
 
 use super::PeerGroup;
 use crate::error::{ContinualError, Result};
-use ::burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
+use ::burn_collective::{AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use std::collections::BTreeMap;
@@ -79,6 +79,7 @@ impl Topology {
                 .map_err(|e| invalid("--coordinator", &e))
         };
         Ok(config
+            .with_global_all_reduce_strategy(AllReduceStrategy::Centralized)
             .with_num_nodes(self.nodes as u32)
             .with_global_address(address(coordinator)?)
             .with_node_address(address(&node)?)

@@ -196,6 +196,13 @@ where
         Ok(self)
     }
 
+    /// Stop (after the current step, with a checkpoint) when `flag` is raised, e.g. by a signal
+    /// handler shared by several peers of one process.
+    pub fn with_stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = flag;
+        self
+    }
+
     /// Write checkpoints under `root` (`<run>/checkpoints`).
     pub fn with_checkpoints(mut self, root: PathBuf) -> Self {
         self.checkpoint_root = Some(root);

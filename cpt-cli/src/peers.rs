@@ -1,0 +1,134 @@
+//! `cpt run --devices N` and `--nodes M`: one training thread per device of this process, each a
+//! peer of burn's collective engine (see `cpt_continual::distributed`), and across machines one
+//! process per node meeting at node 0's orchestrator.
+//!
+//! Every peer builds its own replica of the stream on its device; the peer of global rank 0
+//! alone writes the run directory (logs, evaluations, checkpoints, summary), and every peer
+//! resumes from its checkpoints. A peer that fails ends the process at once (the others would
+//! wait for it for ever); a peer lost on another machine is noticed by the collective watchdog
+//! within `--peer-timeout` seconds.
+
+use crate::run::{RunEnd, RunJob, Stream, install_signal_handlers, prepare_run_dir, train_peer};
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
+use cpt_continual::ContinualModel;
+use cpt_continual::distributed::collective::{LocalPeers, Topology, start_orchestrator};
+use cpt_core::{TaskModel, TrainBackend};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Exit status when a peer was lost (died or hung) mid-run.
+pub const EXIT_PEER_LOST: i32 = 4;
+
+/// Device `index` of backend `B` (every peer of the CPU backend shares its one device).
+fn device<B: Backend>(index: usize) -> B::Device {
+    use burn::tensor::backend::DeviceOps;
+    let mut id = B::Device::default().id();
+    id.index_id = index as u16;
+    <B::Device as burn::tensor::backend::Device>::from_id(id)
+}
+
+/// Train `job` on its peers: see the module documentation.
+pub fn execute<B, M>(
+    job: RunJob,
+    build: impl Fn(&B::Device) -> Result<Stream<B, M>>,
+) -> Result<RunEnd>
+where
+    B: TrainBackend,
+    M: ContinualModel<B> + Send,
+    M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+{
+    let p = job.parallel.clone();
+    if p.node_rank >= p.nodes {
+        bail!(
+            "--node-rank {} is not below --nodes {}",
+            p.node_rank,
+            p.nodes
+        );
+    }
+    cpt_continual::distributed::check_batch(job.config.train.batch_size, p.peers())?;
+    let topology = Topology {
+        devices: p.devices,
+        nodes: p.nodes,
+        node_rank: p.node_rank,
+        coordinator: p.coordinator.clone(),
+        node_address: p.node_address.clone(),
+        timeout: Duration::from_secs(p.peer_timeout_secs.max(1)),
+    };
+    // Every replica is built (and so every input checked) before anything is written.
+    let streams = (0..p.devices)
+        .map(|local| build(&device::<B>(local)))
+        .collect::<Result<Vec<_>>>()?;
+    let columns = streams[0].columns();
+    if p.node_rank == 0 {
+        prepare_run_dir(&job.config, &job.out, job.resume, job.force)?;
+    }
+    if p.nodes > 1 && p.node_rank == 0 {
+        let coordinator = p
+            .coordinator
+            .as_deref()
+            .context("a multi-node run needs --coordinator HOST:PORT")?;
+        let port = coordinator
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .with_context(|| format!("--coordinator `{coordinator}`: expected HOST:PORT"))?;
+        start_orchestrator(port)?;
+    }
+    tracing::info!(
+        "data parallel: {} peers ({} per node × {} nodes), global batch {} ({} per peer)",
+        p.peers(),
+        p.devices,
+        p.nodes,
+        job.config.train.batch_size,
+        job.config.train.batch_size / p.peers()
+    );
+    let lost = Arc::new(|message: String| {
+        eprintln!("error: {message}");
+        std::process::exit(EXIT_PEER_LOST);
+    });
+    let peers = Arc::new(LocalPeers::new(topology, lost));
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(stop.clone())?;
+    let job = Arc::new(job);
+    let (done, results) = mpsc::channel();
+    for (local, stream) in streams.into_iter().enumerate() {
+        let (job, peers, stop, done) = (job.clone(), peers.clone(), stop.clone(), done.clone());
+        std::thread::Builder::new()
+            .name(format!("peer-{local}"))
+            .spawn(move || {
+                let result = peers
+                    .register::<B::InnerBackend>(local, device::<B::InnerBackend>(local))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|peer| train_peer(&job, stream, Some(Box::new(peer)), stop));
+                let _ = done.send((local, result));
+            })
+            .context("starting a peer thread")?;
+    }
+    drop(done);
+    let mut rank_zero = None;
+    for (local, result) in results {
+        match result {
+            Ok(ended) => {
+                if local == 0 {
+                    rank_zero = Some(ended);
+                }
+            }
+            // The other peers wait for this one inside an all-reduce: end the process now.
+            Err(error) => {
+                eprintln!("error: peer {local}: {}", crate::chain(&error));
+                std::process::exit(1);
+            }
+        }
+    }
+    let (outcome, state) = rank_zero.context("peer 0 ended without a result")?;
+    if p.node_rank != 0 {
+        // Only node 0 reports; the others just end with the run.
+        return Ok(match outcome {
+            cpt_continual::RunOutcome::Finished => RunEnd::Finished,
+            cpt_continual::RunOutcome::Interrupted { .. } => RunEnd::Interrupted,
+        });
+    }
+    job.finish(outcome, &state, &columns)
+}
