@@ -52,7 +52,12 @@ const BAND: RGBColor = RGBColor(244, 246, 249);
 const BOUNDARY: RGBColor = RGBColor(150, 150, 150);
 
 /// The font family plotters writes; the page's CSS sets the real stack.
-pub const FONT: &str = "sans-serif";
+const FONT: &str = "sans-serif";
+
+/// The font at `px` pixels as the page shows it (plotters writes `font-size` as size / 1.24).
+pub fn font(px: f64) -> FontDesc<'static> {
+    (FONT, px * 1.24).into_font()
+}
 
 /// The colour of experience (or set) `index`.
 pub fn experience_colour(index: usize) -> RGBColor {
@@ -204,8 +209,8 @@ impl LinePanel<'_> {
             .axis_style(BOUNDARY)
             .x_labels(8)
             .y_labels(6)
-            .label_style((FONT, 12).into_font().color(&MUTED))
-            .axis_desc_style((FONT, 13).into_font().color(&INK))
+            .label_style(font(12.5).color(&MUTED))
+            .axis_desc_style(font(13.0).color(&INK))
             .x_label_formatter(&format_x)
             .y_label_formatter(&format_y)
             .y_desc(self.y_desc);
@@ -231,11 +236,7 @@ impl LinePanel<'_> {
             }
             if self.name_segments {
                 let label = EmptyElement::at((start, y_hi))
-                    + Text::new(
-                        segment.name.clone(),
-                        (4, -16),
-                        (FONT, 12).into_font().color(&INK),
-                    );
+                    + Text::new(segment.name.clone(), (4, -16), font(12.5).color(&INK));
                 chart.plotting_area().draw(&label)?;
             }
             start = end;

@@ -3,7 +3,7 @@
 //! in every cell. The colour scale runs from worse (pale) to better (dark) whatever the metric's
 //! direction, on a log scale when the values span a wide positive range (perplexity).
 
-use super::chart::{FONT, INK, MUTED, render_svg};
+use super::chart::{INK, MUTED, font, render_svg};
 use super::stream::EvalMatrix;
 use super::{ReportError, format};
 use plotters::prelude::*;
@@ -23,16 +23,22 @@ const SCALE: [RGBColor; 7] = [
 const EMPTY: RGBColor = RGBColor(238, 238, 238);
 /// Cell height and minimum width in pixels.
 const CELL_HEIGHT: u32 = 34;
-const MIN_CELL_WIDTH: u32 = 92;
+const MIN_CELL_WIDTH: u32 = 84;
 /// Space before the held-out columns.
 const GAP: u32 = 10;
-/// Approximate width of a 12-pixel character (plotters cannot measure text without fonts).
-const CHAR_WIDTH: f64 = 7.2;
+/// Approximate width of a 14-pixel character (plotters cannot measure text without fonts).
+const CHAR_WIDTH: f64 = 7.6;
 /// Values spanning more than this ratio are coloured on a log scale.
 const LOG_SCALE_RATIO: f64 = 3.0;
 
-/// The heatmap of `matrix`, or `None` when it has no row.
-pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, ReportError> {
+/// The heatmap of `matrix`, or `None` when it has no row. Its colour scale spans the values of
+/// every matrix of `peers` with the same metric (the runs of one report), so equal colours mean
+/// equal values across runs.
+pub fn heatmap(
+    title: &str,
+    matrix: &EvalMatrix,
+    peers: &[EvalMatrix],
+) -> Result<Option<String>, ReportError> {
     if matrix.rows.is_empty() || matrix.columns.is_empty() {
         return Ok(None);
     }
@@ -41,7 +47,8 @@ pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, Repor
         .rows
         .iter()
         .map(|(label, _)| text_width(label))
-        .chain(std::iter::once(text_width("after training on")))
+        // The corner's note is set smaller than the labels.
+        .chain(std::iter::once(text_width("after training on") * 9 / 10))
         .max()
         .unwrap_or(0)
         + 20;
@@ -60,26 +67,29 @@ pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, Repor
     let width = column_x(matrix.columns.len()) + 16;
     let top = 12 + header;
     let height = top + matrix.rows.len() as u32 * CELL_HEIGHT + 64;
-    let scale = ColourScale::new(matrix);
+    let same_metric = peers
+        .iter()
+        .filter(|p| p.metric == matrix.metric && p.lower_is_better == matrix.lower_is_better);
+    let scale = ColourScale::new(
+        matrix.lower_is_better,
+        std::iter::once(matrix).chain(same_metric),
+    );
 
     let svg = render_svg(title, (width, height), |area| {
-        let text = |size: u32, colour: &RGBColor, h: HPos| {
-            (FONT, size)
-                .into_font()
-                .color(colour)
-                .pos(Pos::new(h, VPos::Center))
+        let text = |size: f64, colour: &RGBColor, h: HPos| {
+            font(size).color(colour).pos(Pos::new(h, VPos::Center))
         };
         area.draw(&Text::new(
             "after training on ↓",
             (12, (top - 12) as i32),
-            text(12, &MUTED, HPos::Left),
+            text(13.0, &MUTED, HPos::Left),
         ))?;
         if held_out {
             let x = column_x(matrix.stream_len) as i32;
             area.draw(&Text::new(
                 "held out (never trained on)",
                 (x, 18),
-                text(11, &MUTED, HPos::Left),
+                text(12.5, &MUTED, HPos::Left),
             ))?;
         }
         for (j, column) in matrix.columns.iter().enumerate() {
@@ -87,7 +97,7 @@ pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, Repor
             area.draw(&Text::new(
                 column.as_str(),
                 (x, (top - 12) as i32),
-                text(13, &INK, HPos::Center),
+                text(14.0, &INK, HPos::Center),
             ))?;
         }
         for (i, (label, values)) in matrix.rows.iter().enumerate() {
@@ -95,7 +105,7 @@ pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, Repor
             area.draw(&Text::new(
                 label.as_str(),
                 (12, (y + CELL_HEIGHT / 2) as i32),
-                text(13, &INK, HPos::Left),
+                text(14.0, &INK, HPos::Left),
             ))?;
             for (j, value) in values.iter().enumerate().take(matrix.columns.len()) {
                 let x = column_x(j);
@@ -115,7 +125,7 @@ pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, Repor
                 area.draw(&Text::new(
                     written,
                     ((x + cell_width / 2) as i32, (y + CELL_HEIGHT / 2) as i32),
-                    text(13, &ink, HPos::Center),
+                    text(14.0, &ink, HPos::Center),
                 ))?;
             }
         }
@@ -133,12 +143,12 @@ pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, Repor
         area.draw(&Text::new(
             format!("worse {}", format::value(worse)),
             (x0 - 6, y + 6),
-            text(12, &MUTED, HPos::Right),
+            text(13.0, &MUTED, HPos::Right),
         ))?;
         area.draw(&Text::new(
             format!("{} better", format::value(better)),
             (x0 + ramp + 6, y + 6),
-            text(12, &MUTED, HPos::Left),
+            text(13.0, &MUTED, HPos::Left),
         ))?;
         let direction = if matrix.lower_is_better {
             "lower is better"
@@ -148,7 +158,7 @@ pub fn heatmap(title: &str, matrix: &EvalMatrix) -> Result<Option<String>, Repor
         area.draw(&Text::new(
             format!("{}: {direction}{}", matrix.metric, scale.log_note()),
             (x0, y + 30),
-            text(12, &MUTED, HPos::Left),
+            text(13.0, &MUTED, HPos::Left),
         ))?;
         Ok(())
     })?;
@@ -163,21 +173,17 @@ struct ColourScale {
 }
 
 impl ColourScale {
-    fn new(matrix: &EvalMatrix) -> Self {
-        let values: Vec<f64> = matrix
-            .rows
-            .iter()
+    /// The scale over the values of `matrices`.
+    fn new<'a>(lower_is_better: bool, matrices: impl Iterator<Item = &'a EvalMatrix>) -> Self {
+        let values: Vec<f64> = matrices
+            .flat_map(|m| m.rows.iter())
             .flat_map(|(_, v)| v.iter().flatten().copied())
             .filter(|v| v.is_finite())
             .collect();
         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let log = lo > 0.0 && hi / lo > LOG_SCALE_RATIO;
-        let (worst, best) = if matrix.lower_is_better {
-            (hi, lo)
-        } else {
-            (lo, hi)
-        };
+        let (worst, best) = if lower_is_better { (hi, lo) } else { (lo, hi) };
         Self { worst, best, log }
     }
 
@@ -237,10 +243,10 @@ mod tests {
 
     #[test]
     fn better_is_dark_in_either_direction() {
-        let lower = ColourScale::new(&matrix(true));
+        let lower = ColourScale::new(true, [matrix(true)].iter());
         assert_eq!(lower.position(1.0), Some(1.0));
         assert_eq!(lower.position(2.0), Some(0.0));
-        let higher = ColourScale::new(&matrix(false));
+        let higher = ColourScale::new(false, [matrix(false)].iter());
         assert_eq!(higher.position(2.0), Some(1.0));
         assert_eq!(higher.colour(1.0), SCALE[6]);
         assert_eq!(higher.colour(0.0), SCALE[0]);

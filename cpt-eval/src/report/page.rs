@@ -9,7 +9,7 @@ use super::curves::{Curve, Palette, curve_chart};
 use super::format::{self, escape};
 use super::heatmap::heatmap;
 use super::run::Run;
-use super::stream::{Segment, Series, TaskSeries};
+use super::stream::{EvalMatrix, Segment, Series, TaskSeries};
 use super::training::{penalties_differ, training_chart};
 use super::transfer::transfer_chart;
 
@@ -33,6 +33,7 @@ p.lead { margin: 0 0 14px; color: var(--muted); font-size: 14px; }
 figure { margin: 18px 0 0; }
 figcaption { font-size: 14px; margin-bottom: 6px; }
 figcaption b { font-weight: 600; margin-right: 10px; }
+.side { display: flex; flex-wrap: wrap; gap: 0 28px; }
 figure svg { display: block; max-width: 100%; height: auto; }
 .legend { display: inline-flex; flex-wrap: wrap; gap: 4px 14px; color: var(--muted);
   font-size: 13px; vertical-align: middle; }
@@ -272,17 +273,23 @@ fn training_section(runs: &[Run], shared: Option<&[Segment]>) -> Result<String, 
 }
 
 fn matrix_section(runs: &[Run]) -> Result<String, ReportError> {
-    let mut html = String::new();
-    for run in runs {
+    let matrices: Vec<Option<EvalMatrix>> = runs.iter().map(Run::eval_matrix).collect();
+    let peers: Vec<EvalMatrix> = matrices.iter().flatten().cloned().collect();
+    let mut figures = String::new();
+    let mut notes = String::new();
+    for (run, matrix) in runs.iter().zip(&matrices) {
         let title = run.label();
-        let drawn = match run.eval_matrix() {
-            Some(matrix) => heatmap(&title, &matrix)?,
+        let drawn = match matrix {
+            Some(matrix) => heatmap(&title, matrix, &peers)?,
             None => None,
         };
         match drawn {
-            Some(svg) => html.push_str(&figure(&title, "", &svg)),
-            None => html.push_str(&note(&format!("{title}: no evaluation yet."))),
+            Some(svg) => figures.push_str(&figure(&title, "", &svg)),
+            None => notes.push_str(&note(&format!("{title}: no evaluation yet."))),
         }
+    }
+    let mut html = format!("<div class=\"side\">{figures}</div>\n{notes}");
+    for run in runs {
         html.push_str(&extras_table(run));
     }
     Ok(section(
@@ -415,9 +422,8 @@ fn transfer_section(runs: &[Run]) -> Result<String, ReportError> {
         .iter()
         .map(|(i, _)| (css(run_colour(*i)), runs[*i].label(), false))
         .collect();
-    let title = "Forgetting and transfer";
-    let html = match transfer_chart(title, &finished)? {
-        Some(svg) => figure(title, &legend(&keys), &svg),
+    let html = match transfer_chart("Forgetting and transfer", &finished)? {
+        Some(svg) => figure("", &legend(&keys), &svg),
         None => note("Needs at least two finished runs (with summary.json)."),
     };
     Ok(section(

@@ -3,7 +3,7 @@
 //! average. Signs follow `matrix.rs`: forgetting > 0 is worse, BWT < 0 is forgetting, FWT > 0
 //! means earlier experiences helped.
 
-use super::chart::{Area, DrawResult, FONT, INK, MUTED, render_svg, run_colour};
+use super::chart::{Area, DrawResult, INK, MUTED, font, render_svg, run_colour};
 use super::run::Summary;
 use super::{ReportError, format};
 use plotters::prelude::*;
@@ -82,7 +82,7 @@ fn bars(area: &Area<'_>, caption: &str, groups: &[Group], colours: &[RGBColor]) 
     let pad = ((hi - lo) * 0.15).max(1e-9);
     let (y_lo, y_hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, hi + pad);
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 14).into_font().color(&INK))
+        .caption(caption, font(14.0).color(&INK))
         .margin(10)
         .x_label_area_size(26)
         .y_label_area_size(56)
@@ -95,17 +95,14 @@ fn bars(area: &Area<'_>, caption: &str, groups: &[Group], colours: &[RGBColor]) 
         .axis_style(RGBColor(150, 150, 150))
         .x_labels(0)
         .y_labels(5)
-        .label_style((FONT, 12).into_font().color(&MUTED))
+        .label_style(font(12.5).color(&MUTED))
         .y_label_formatter(&|y| format::tick(*y))
         .draw()?;
     let runs = colours.len() as f64;
     let slot = 0.8 / runs;
     let value_style = |v: f64| {
         let v_pos = if v >= 0.0 { VPos::Bottom } else { VPos::Top };
-        (FONT, 11)
-            .into_font()
-            .color(&INK)
-            .pos(Pos::new(HPos::Center, v_pos))
+        font(12.0).color(&INK).pos(Pos::new(HPos::Center, v_pos))
     };
     for (g, group) in groups.iter().enumerate() {
         for (r, value) in group.values.iter().enumerate() {
@@ -128,8 +125,7 @@ fn bars(area: &Area<'_>, caption: &str, groups: &[Group], colours: &[RGBColor]) 
             + Text::new(
                 group.name.clone(),
                 (0, 8),
-                (FONT, 12)
-                    .into_font()
+                font(13.0)
                     .color(&INK)
                     .pos(Pos::new(HPos::Center, VPos::Top)),
             );
