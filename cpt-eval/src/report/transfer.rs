@@ -56,16 +56,11 @@ pub fn transfer_chart(
     let fwt = [one("FWT", |s| s.forward_transfer)];
 
     let svg = render_svg(title, SIZE, |area| {
-        let (left, right) = area.split_horizontally(SIZE.0 / 2);
-        let (middle, last) = right.split_horizontally(SIZE.0 / 4);
-        bars(&left, "forgetting (lower is better)", &forgetting, &colours)?;
-        bars(
-            &middle,
-            "backward transfer (higher is better)",
-            &bwt,
-            &colours,
-        )?;
-        bars(&last, "forward transfer (higher is better)", &fwt, &colours)
+        let (left, right) = area.split_horizontally(SIZE.0 * 2 / 5);
+        let (middle, last) = right.split_horizontally(SIZE.0 * 3 / 10);
+        bars(&left, "forgetting (↓ better)", &forgetting, &colours)?;
+        bars(&middle, "backward transfer (↑ better)", &bwt, &colours)?;
+        bars(&last, "forward transfer (↑ better)", &fwt, &colours)
     })?;
     Ok(Some(svg))
 }
