@@ -4,6 +4,7 @@
 use super::ReportError;
 use super::stream::Segment;
 use plotters::coord::Shift;
+use plotters::coord::combinators::BindKeyPoints;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
@@ -172,12 +173,9 @@ impl LinePanel<'_> {
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
         if self.log_y && lo > 0.0 {
             let pad = (hi / lo).powf(0.06).max(1.05);
-            self.draw_on(
-                area,
-                x_max,
-                (lo / pad..hi * pad).log_scale(),
-                (lo / pad, hi * pad),
-            )
+            let (lo, hi) = (lo / pad, hi * pad);
+            let y_spec = (lo..hi).log_scale().with_key_points(log_ticks(lo, hi));
+            self.draw_on(area, x_max, y_spec, (lo, hi))
         } else {
             let pad = ((hi - lo) * 0.06).max(hi.abs() * 0.02).max(1e-12);
             self.draw_on(area, x_max, lo - pad..hi + pad, (lo - pad, hi + pad))
@@ -264,5 +262,49 @@ impl LinePanel<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Ticks of a log axis over `[lo, hi]`: round numbers, from powers of ten alone to finer steps
+/// until at least four fall in the range (plotters' own log ticks are powers of ten, too few
+/// for a perplexity falling from 1000 to 200).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    const MANTISSAS: [&[f64]; 4] = [
+        &[1.0],
+        &[1.0, 2.0, 5.0],
+        &[1.0, 1.5, 2.0, 3.0, 5.0, 7.0],
+        &[1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+    ];
+    let mut ticks = Vec::new();
+    for mantissas in MANTISSAS {
+        ticks.clear();
+        for exponent in lo.log10().floor() as i32..=hi.log10().ceil() as i32 {
+            let decade = 10f64.powi(exponent);
+            ticks.extend(
+                mantissas
+                    .iter()
+                    .map(|m| m * decade)
+                    .filter(|t| (lo..=hi).contains(t)),
+            );
+        }
+        if ticks.len() >= 4 {
+            break;
+        }
+    }
+    ticks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ticks_are_round_and_enough() {
+        assert_eq!(log_ticks(90.0, 1100.0), vec![100.0, 200.0, 500.0, 1000.0]);
+        assert_eq!(
+            log_ticks(180.0, 1600.0),
+            vec![200.0, 300.0, 500.0, 700.0, 1000.0, 1500.0]
+        );
+        assert_eq!(log_ticks(0.5, 2000.0), vec![1.0, 10.0, 100.0, 1000.0]);
     }
 }

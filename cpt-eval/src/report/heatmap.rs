@@ -1,7 +1,7 @@
 //! The eval matrix as a heatmap: rows are the initial model and the model after each
 //! experience, columns the sets evaluated (the stream's, then held-out ones), the value written
 //! in every cell. The colour scale runs from worse (pale) to better (dark) whatever the metric's
-//! direction, on a log scale when the values span a wide positive range (perplexity).
+//! direction, on a log scale when a lower-is-better metric spans a wide range (perplexity).
 
 use super::chart::{INK, MUTED, font, render_svg};
 use super::stream::EvalMatrix;
@@ -28,6 +28,8 @@ const MIN_CELL_WIDTH: u32 = 84;
 const GAP: u32 = 10;
 /// Approximate width of a 14-pixel character (plotters cannot measure text without fonts).
 const CHAR_WIDTH: f64 = 7.6;
+/// Written above the held-out columns.
+const HELD_OUT_NOTE: &str = "held out (never trained on)";
 /// Values spanning more than this ratio are coloured on a log scale.
 const LOG_SCALE_RATIO: f64 = 3.0;
 
@@ -64,7 +66,11 @@ pub fn heatmap(
     let left = 12 + label_width;
     let column_x =
         |j: usize| left + j as u32 * cell_width + if j >= matrix.stream_len { GAP } else { 0 };
-    let width = column_x(matrix.columns.len()) + 16;
+    // Wide enough for the cells, the note above the held-out columns and the one below.
+    let legend_note = format!("{}: higher is better (log colour scale)", matrix.metric);
+    let width = (column_x(matrix.columns.len()) + 16)
+        .max(column_x(matrix.stream_len) + text_width(HELD_OUT_NOTE) * 9 / 10 + 16)
+        .max(left + text_width(&legend_note) * 9 / 10 + 16);
     let top = 12 + header;
     let height = top + matrix.rows.len() as u32 * CELL_HEIGHT + 64;
     let same_metric = peers
@@ -87,7 +93,7 @@ pub fn heatmap(
         if held_out {
             let x = column_x(matrix.stream_len) as i32;
             area.draw(&Text::new(
-                "held out (never trained on)",
+                HELD_OUT_NOTE,
                 (x, 18),
                 text(12.5, &MUTED, HPos::Left),
             ))?;
@@ -182,7 +188,9 @@ impl ColourScale {
             .collect();
         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let log = lo > 0.0 && hi / lo > LOG_SCALE_RATIO;
+        // Perplexity-like metrics (lower is better, positive, spanning a wide range) are compared
+        // by ratio; accuracies by difference.
+        let log = lower_is_better && lo > 0.0 && hi / lo > LOG_SCALE_RATIO;
         let (worst, best) = if lower_is_better { (hi, lo) } else { (lo, hi) };
         Self { worst, best, log }
     }
@@ -193,11 +201,7 @@ impl ColourScale {
     }
 
     fn log_note(&self) -> &'static str {
-        if self.log {
-            " (colour on a log scale)"
-        } else {
-            ""
-        }
+        if self.log { " (log colour scale)" } else { "" }
     }
 
     /// Where `v` sits between the worst (0) and best (1) values.

@@ -43,13 +43,15 @@ figure svg { display: block; max-width: 100%; height: auto; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 3px;
   margin-right: 7px; vertical-align: baseline; }
 table { border-collapse: collapse; font-size: 13.5px; width: 100%; }
-th, td { padding: 6px 8px; border-bottom: 1px solid var(--line); text-align: right;
+th, td { padding: 6px 7px; border-bottom: 1px solid var(--line); text-align: right;
   white-space: nowrap; }
 th { font-weight: 600; color: var(--muted); font-size: 12.5px; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2), table.diff td,
   table.diff th { text-align: left; }
 .scroll { overflow-x: auto; }
 td.name { font-weight: 600; }
+td:nth-child(2) { white-space: normal; }
+table.extras { width: auto; margin-top: 4px; }
 ul.notes { margin: 12px 0 0; padding-left: 18px; color: var(--muted); font-size: 13px; }
 p.note { color: var(--muted); font-size: 13.5px; font-style: italic; margin: 10px 0 0; }
 .configs { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr));
@@ -237,9 +239,17 @@ fn training_section(runs: &[Run], shared: Option<&[Segment]>) -> Result<String, 
     let mut html = String::new();
     let penalties = runs.iter().any(penalties_differ);
     let keys = |runs: &[(usize, &Run)]| {
+        // A chart of one run is titled by it; its legend need not repeat the name.
+        let name = |r: &Run| {
+            if runs.len() == 1 {
+                "loss".to_string()
+            } else {
+                r.label()
+            }
+        };
         let mut keys: Vec<(String, String, bool)> = runs
             .iter()
-            .map(|(i, r)| (css(run_colour(*i)), format!("{} loss", r.label()), false))
+            .map(|(i, r)| (css(run_colour(*i)), name(r), false))
             .collect();
         if penalties {
             keys.push((
@@ -251,14 +261,15 @@ fn training_section(runs: &[Run], shared: Option<&[Segment]>) -> Result<String, 
         keys
     };
     let indexed: Vec<(usize, &Run)> = runs.iter().enumerate().collect();
-    let groups: Vec<(String, Vec<(usize, &Run)>, Vec<Segment>)> = match shared {
+    // One chart for runs sharing a stream, else one per run: (title, runs, their spans).
+    let charts = match shared {
         Some(segments) => vec![("All runs".to_string(), indexed, segments.to_vec())],
         None => indexed
             .into_iter()
             .map(|(i, r)| (r.label(), vec![(i, r)], r.segments()))
             .collect(),
     };
-    for (title, group, segments) in groups {
+    for (title, group, segments) in charts {
         match training_chart(&title, &group, &segments)? {
             Some(svg) => html.push_str(&figure(&title, &legend(&keys(&group)), &svg)),
             None => html.push_str(&note(&format!("{title}: no training steps logged yet."))),
@@ -309,23 +320,25 @@ fn extras_table(run: &Run) -> String {
     if extras.is_empty() {
         return String::new();
     }
+    // Metrics down, sets across: there are usually more metrics than sets.
     let mut metrics: Vec<&String> = extras.values().flat_map(|m| m.keys()).collect();
     metrics.sort();
     metrics.dedup();
-    let mut html =
-        String::from("<div class=\"scroll\"><table><thead><tr><th>after the last experience</th>");
-    for m in &metrics {
-        html.push_str(&format!("<th>{}</th>", escape(m)));
+    let mut html = format!(
+        "<p class=\"lead\">{}: further metrics after the last experience</p>\
+         <div class=\"scroll\"><table class=\"extras\"><thead><tr><th>metric</th>",
+        escape(&run.label())
+    );
+    for set in extras.keys() {
+        html.push_str(&format!("<th>{}</th>", escape(set)));
     }
     html.push_str("</tr></thead><tbody>");
-    for (set, values) in extras {
-        html.push_str(&format!("<tr><td>{}</td>", escape(set)));
-        for m in &metrics {
-            let v = values.get(*m).copied().flatten();
-            html.push_str(&format!(
-                "<td>{}</td>",
-                v.map_or("—".to_string(), format::value)
-            ));
+    for metric in &metrics {
+        html.push_str(&format!("<tr><td>{}</td>", escape(metric)));
+        for values in extras.values() {
+            let v = values.get(*metric).copied().flatten();
+            let shown = v.map_or("—".to_string(), format::value);
+            html.push_str(&format!("<td>{shown}</td>"));
         }
         html.push_str("</tr>");
     }

@@ -31,12 +31,21 @@ pub struct Run {
     pub steps: Vec<StepLine>,
     /// `eval.jsonl`, one entry per evaluation.
     pub evals: Vec<EvalLine>,
-    /// `eval_matrix.csv`: header and rows (first cell the row label).
-    pub matrix_csv: Option<(Vec<String>, Vec<(String, Vec<Option<f64>>)>)>,
+    /// `eval_matrix.csv`.
+    pub matrix_csv: Option<MatrixCsv>,
     /// `summary.json`, present once the run finished.
     pub summary: Option<Summary>,
     /// What was missing or skipped, for the reader of the report.
     pub notes: Vec<String>,
+}
+
+/// `eval_matrix.csv`: the sets named in its header, then one row per stage.
+#[derive(Debug, Clone)]
+pub struct MatrixCsv {
+    /// The sets (the header without its first cell).
+    pub header: Vec<String>,
+    /// Each row's label (`initial`, then experiences) and values.
+    pub rows: Vec<(String, Vec<Option<f64>>)>,
 }
 
 /// One line of `metrics.jsonl` (the fields the report draws).
@@ -263,7 +272,7 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(
 }
 
 /// `eval_matrix.csv`: a header (`after,<set>...`) and rows (`<label>,<value>...`).
-fn parse_csv(text: &str) -> Option<(Vec<String>, Vec<(String, Vec<Option<f64>>)>)> {
+fn parse_csv(text: &str) -> Option<MatrixCsv> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<String> = lines
         .next()?
@@ -278,5 +287,5 @@ fn parse_csv(text: &str) -> Option<(Vec<String>, Vec<(String, Vec<Option<f64>>)>
             (label, cells.map(|c| c.trim().parse().ok()).collect())
         })
         .collect();
-    Some((header, rows))
+    Some(MatrixCsv { header, rows })
 }

@@ -5,7 +5,7 @@
 //! the config's `[[eval.held_out]]` or the summary's `held_out`) and downstream tasks (every
 //! other extra column).
 
-use super::run::{EvalLine, Run};
+use super::run::{EvalLine, MatrixCsv, Run};
 use std::collections::BTreeMap;
 
 /// One experience's span: global steps `(previous end, end]`.
@@ -277,7 +277,7 @@ impl Run {
                 rows,
             });
         }
-        let (header, rows) = self.matrix_csv.clone()?;
+        let MatrixCsv { header, rows } = self.matrix_csv.clone()?;
         Some(EvalMatrix {
             metric,
             lower_is_better,
