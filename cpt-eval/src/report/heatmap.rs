@@ -66,13 +66,6 @@ pub fn heatmap(
     let left = 12 + label_width;
     let column_x =
         |j: usize| left + j as u32 * cell_width + if j >= matrix.stream_len { GAP } else { 0 };
-    // Wide enough for the cells, the note above the held-out columns and the one below.
-    let legend_note = format!("{}: higher is better (log colour scale)", matrix.metric);
-    let width = (column_x(matrix.columns.len()) + 16)
-        .max(column_x(matrix.stream_len) + text_width(HELD_OUT_NOTE) * 9 / 10 + 16)
-        .max(left + text_width(&legend_note) * 9 / 10 + 16);
-    let top = 12 + header;
-    let height = top + matrix.rows.len() as u32 * CELL_HEIGHT + 64;
     let same_metric = peers
         .iter()
         .filter(|p| p.metric == matrix.metric && p.lower_is_better == matrix.lower_is_better);
@@ -80,6 +73,22 @@ pub fn heatmap(
         matrix.lower_is_better,
         std::iter::once(matrix).chain(same_metric),
     );
+    let direction = if matrix.lower_is_better {
+        "lower is better"
+    } else {
+        "higher is better"
+    };
+    let legend_note = format!("{}: {direction}{}", matrix.metric, scale.log_note());
+    // Wide enough for the cells, the note above the held-out columns and the one below.
+    let width = (column_x(matrix.columns.len()) + 16)
+        .max(if held_out {
+            column_x(matrix.stream_len) + text_width(HELD_OUT_NOTE) * 9 / 10 + 16
+        } else {
+            0
+        })
+        .max(left + text_width(&legend_note) * 9 / 10 + 16);
+    let top = 12 + header;
+    let height = top + matrix.rows.len() as u32 * CELL_HEIGHT + 64;
 
     let svg = render_svg(title, (width, height), |area| {
         let text = |size: f64, colour: &RGBColor, h: HPos| {
@@ -156,13 +165,8 @@ pub fn heatmap(
             (x0 + ramp + 6, y + 6),
             text(13.0, &MUTED, HPos::Left),
         ))?;
-        let direction = if matrix.lower_is_better {
-            "lower is better"
-        } else {
-            "higher is better"
-        };
         area.draw(&Text::new(
-            format!("{}: {direction}{}", matrix.metric, scale.log_note()),
+            legend_note.as_str(),
             (x0, y + 30),
             text(13.0, &MUTED, HPos::Left),
         ))?;
