@@ -10,6 +10,7 @@ mod model_cmd;
 mod model_source;
 #[cfg(feature = "collective")]
 mod peers;
+mod report_cmd;
 mod run;
 mod run_dir;
 mod sources;
@@ -170,6 +171,15 @@ enum Command {
         /// Run directories.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
+    },
+    /// One self-contained HTML page of one or more runs (charts, eval matrix, configs).
+    Report {
+        /// Run directories (finished or in progress).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
     },
     /// Data preparation.
     Data {
@@ -355,6 +365,9 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             format: ExportFormat::Peft { model, out },
         } => dispatch(None, model_cmd::ExportPeftJob { model, out }).map(|()| ExitCode::SUCCESS),
         Command::Compare { runs } => compare::compare(&runs).map(|()| ExitCode::SUCCESS),
+        Command::Report { runs, out } => {
+            report_cmd::report(&runs, &out).map(|()| ExitCode::SUCCESS)
+        }
         Command::Data { command } => data_cmd::data(command).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer { command } => data_cmd::tokenizer(command).map(|()| ExitCode::SUCCESS),
         Command::Bench {

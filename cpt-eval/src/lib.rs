@@ -6,6 +6,7 @@ pub mod loss;
 pub mod masked;
 pub mod matrix;
 pub mod probe;
+pub mod report;
 pub mod vision;
 pub mod zero_shot;
 
