@@ -534,7 +534,7 @@ mod tests {
         let env = Environment::new();
         let items = serde_json::json!(["it's", "say \"hi\"", "back\\slash", "é"]);
         let rendered = env
-            .render_str("{{ x }}", minijinja::context! { x => items })
+            .render_str("{{ x }}", minijinja::context! { x => minijinja::value::Serde(&items) })
             .unwrap();
         assert_eq!(parse_literal(&rendered).unwrap(), items);
     }
