@@ -14,7 +14,12 @@ use std::path::{Path, PathBuf};
 
 type B = Flex;
 
-const TASKS: [&str; 4] = ["continuation_mc", "author_mc", "ending_ll", "passages_rolling"];
+const TASKS: [&str; 4] = [
+    "continuation_mc",
+    "author_mc",
+    "ending_ll",
+    "passages_rolling",
+];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tasks")
@@ -140,7 +145,11 @@ fn scores_and_metrics_match_lm_eval() {
                         got.loglik
                     );
                     if let Some(&greedy) = greedy.get(i) {
-                        assert_eq!(got.greedy, greedy, "{name} doc {} request {i}", sample["doc_id"]);
+                        assert_eq!(
+                            got.greedy, greedy,
+                            "{name} doc {} request {i}",
+                            sample["doc_id"]
+                        );
                     }
                 }
             }
@@ -200,7 +209,10 @@ fn primary_metric_is_the_first_listed() {
         let result =
             cpt_eval::evaluate_task(&model, &task, &encoder(), &settings(2), &mut |_, _| {})
                 .unwrap();
-        assert_eq!((result.primary.as_str(), result.higher_is_better), (primary, higher));
+        assert_eq!(
+            (result.primary.as_str(), result.higher_is_better),
+            (primary, higher)
+        );
         assert_eq!(result.num_fewshot, 0);
     }
 }
@@ -210,11 +222,13 @@ fn primary_metric_is_the_first_listed() {
 fn batching_does_not_change_scores() {
     let model = model();
     let encoder = encoder();
-    let task = load("continuation_mc", 2);
-    let requests: Vec<TokenRequest> = task
+    // Zero-shot prompts of several lengths, and two-shot ones truncated to max_length.
+    let (zero, two) = (load("continuation_mc", 0), load("continuation_mc", 2));
+    let requests: Vec<TokenRequest> = zero
         .docs
         .iter()
         .take(6)
+        .chain(two.docs.iter().take(2))
         .flat_map(|doc| {
             doc.continuations
                 .iter()
@@ -226,11 +240,18 @@ fn batching_does_not_change_scores() {
         .iter()
         .map(|r| (r.context.len() + r.continuation.len()).min(65))
         .collect();
-    assert!(lengths.len() > 3, "requests of several lengths: {lengths:?}");
+    assert!(
+        lengths.len() > 3,
+        "requests of several lengths: {lengths:?}"
+    );
+    assert!(lengths.contains(&65), "and some that are truncated");
     let one = score_requests(&model, &requests, &settings(1), &mut |_, _| {});
     let batched = score_requests(&model, &requests, &settings(7), &mut |_, _| {});
     for (i, (a, b)) in one.iter().zip(&batched).enumerate() {
-        assert!((a.loglik - b.loglik).abs() < 1e-5, "request {i}: {a:?} vs {b:?}");
+        assert!(
+            (a.loglik - b.loglik).abs() < 1e-5,
+            "request {i}: {a:?} vs {b:?}"
+        );
         assert_eq!(a.greedy, b.greedy);
     }
 }
@@ -257,7 +278,11 @@ fn the_seed_changes_the_examples_not_the_layout() {
     );
     for doc in &b.docs {
         assert!(doc.context.starts_with("Pick the continuation.\n\n"));
-        assert_eq!(doc.context.matches("\nContinuation:").count(), 3, "two examples + the doc");
+        assert_eq!(
+            doc.context.matches("\nContinuation:").count(),
+            3,
+            "two examples + the doc"
+        );
         assert!(doc.context.ends_with("\nContinuation:"));
     }
 }
@@ -310,11 +335,16 @@ fn the_good_file_loads() {
 fn python_functions_are_refused_by_key() {
     let err = error_of(
         &format!("{GOOD}process_docs: !function utils.process_docs\n"),
-        &["bad.yaml: key `process_docs` is not supported (cpt scores log-likelihood tasks on local data)"],
+        &[
+            "bad.yaml: key `process_docs` is not supported (cpt scores log-likelihood tasks on local data)",
+        ],
     );
     assert!(matches!(err, TaskError::UnsupportedKey { .. }));
     let err = error_of(
-        &GOOD.replace("doc_to_text: \"{{ q }}\"", "doc_to_text: !function utils.doc_to_text"),
+        &GOOD.replace(
+            "doc_to_text: \"{{ q }}\"",
+            "doc_to_text: !function utils.doc_to_text",
+        ),
         &["bad.yaml", "key `doc_to_text`", "!function"],
     );
     assert!(matches!(err, TaskError::PythonFunction { .. }));
@@ -322,9 +352,16 @@ fn python_functions_are_refused_by_key() {
 
 #[test]
 fn generation_and_unknown_keys_are_refused() {
-    for key in ["generation_kwargs:\n  until: [\"\\n\"]", "filter_list: []", "repeats: 2"] {
+    for key in [
+        "generation_kwargs:\n  until: [\"\\n\"]",
+        "filter_list: []",
+        "repeats: 2",
+    ] {
         let name = key.split(':').next().unwrap();
-        let err = error_of(&format!("{GOOD}{key}\n"), &["bad.yaml", &format!("key `{name}`")]);
+        let err = error_of(
+            &format!("{GOOD}{key}\n"),
+            &["bad.yaml", &format!("key `{name}`")],
+        );
         assert!(matches!(err, TaskError::UnsupportedKey { .. }), "{err}");
     }
     error_of(
@@ -350,7 +387,10 @@ fn unknown_output_type_is_refused() {
 fn missing_keys_are_named() {
     let err = error_of(
         &GOOD.replace("doc_to_choice: [\"a\", \"b\"]\n", ""),
-        &["bad.yaml: key `doc_to_choice` is missing", "multiple_choice"],
+        &[
+            "bad.yaml: key `doc_to_choice` is missing",
+            "multiple_choice",
+        ],
     );
     assert!(matches!(err, TaskError::MissingKey { .. }));
     error_of(&GOOD.replace("task: t\n", ""), &["key `task` is missing"]);
@@ -364,14 +404,17 @@ fn missing_keys_are_named() {
 fn missing_data_names_the_file_and_key() {
     let err = error_of(
         &GOOD.replace("test: data.jsonl", "test: nowhere.jsonl"),
-        &["bad.yaml", "key `dataset_kwargs.data_files.test`", "nowhere.jsonl"],
+        &[
+            "bad.yaml",
+            "key `dataset_kwargs.data_files.test`",
+            "nowhere.jsonl",
+        ],
     );
     assert!(matches!(err, TaskError::MissingData { .. }));
     error_of(
-        &GOOD.replace("dataset_path: json", "dataset_path: cais/mmlu").replace(
-            "dataset_kwargs:\n  data_files:\n    test: data.jsonl\n",
-            "",
-        ),
+        &GOOD
+            .replace("dataset_path: json", "dataset_path: cais/mmlu")
+            .replace("dataset_kwargs:\n  data_files:\n    test: data.jsonl\n", ""),
         &["bad.yaml", "key `dataset_path`", "cais/mmlu", "local"],
     );
     error_of(
@@ -388,7 +431,12 @@ fn missing_data_names_the_file_and_key() {
 fn template_errors_name_the_template_and_document() {
     let err = error_of(
         &GOOD.replace("{{ q }}", "{{ question }}"),
-        &["bad.yaml", "key `doc_to_text`", "document 0", "{{ question }}"],
+        &[
+            "bad.yaml",
+            "key `doc_to_text`",
+            "document 0",
+            "{{ question }}",
+        ],
     );
     assert!(matches!(err, TaskError::Template { doc: 0, .. }));
     let err = error_of(
@@ -397,8 +445,15 @@ fn template_errors_name_the_template_and_document() {
     );
     assert!(matches!(err, TaskError::InvalidValue { .. }));
     error_of(
-        &GOOD.replace("doc_to_choice: [\"a\", \"b\"]", "doc_to_choice: \"{{ q }}\""),
-        &["bad.yaml", "key `doc_to_choice`", "not a Python list literal"],
+        &GOOD.replace(
+            "doc_to_choice: [\"a\", \"b\"]",
+            "doc_to_choice: \"{{ q }}\"",
+        ),
+        &[
+            "bad.yaml",
+            "key `doc_to_choice`",
+            "not a Python list literal",
+        ],
     );
 }
 
@@ -414,7 +469,10 @@ fn bad_metrics_are_named() {
     );
     error_of(
         &format!("{GOOD}metric_list:\n  - metric: acc\n    ignore_case: true\n"),
-        &["bad.yaml", "key `metric_list[0].ignore_case` is not supported"],
+        &[
+            "bad.yaml",
+            "key `metric_list[0].ignore_case` is not supported",
+        ],
     );
 }
 
@@ -428,7 +486,11 @@ fn malformed_yaml_names_the_file() {
 #[test]
 fn too_few_fewshot_documents_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("data.jsonl"), "{\"q\": \"one\", \"label\": 0}\n").unwrap();
+    std::fs::write(
+        dir.path().join("data.jsonl"),
+        "{\"q\": \"one\", \"label\": 0}\n",
+    )
+    .unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, GOOD).unwrap();
     let options = TaskOptions {
@@ -436,5 +498,8 @@ fn too_few_fewshot_documents_is_an_error() {
         ..TaskOptions::default()
     };
     let message = Task::load(&path, &options).unwrap_err().to_string();
-    assert!(message.contains("bad.yaml: document 0") && message.contains("few-shot"), "{message}");
+    assert!(
+        message.contains("bad.yaml: document 0") && message.contains("few-shot"),
+        "{message}"
+    );
 }

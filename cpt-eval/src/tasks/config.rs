@@ -210,7 +210,9 @@ impl TaskConfig {
     fn from_map(path: &Path, mut map: Map<String, Value>) -> Result<TaskConfig, TaskError> {
         map.remove("include");
         let keys = Keys { path, map };
-        let name = keys.string("task")?.ok_or_else(|| missing(path, "task", ""))?;
+        let name = keys
+            .string("task")?
+            .ok_or_else(|| missing(path, "task", ""))?;
         let output_type = match keys.string("output_type")?.as_deref() {
             Some("multiple_choice") => OutputType::MultipleChoice,
             Some("loglikelihood") => OutputType::Loglikelihood,
@@ -276,7 +278,9 @@ impl TaskConfig {
             doc_to_text,
             doc_to_choice,
             doc_to_target,
-            target_delimiter: keys.string("target_delimiter")?.unwrap_or_else(|| " ".into()),
+            target_delimiter: keys
+                .string("target_delimiter")?
+                .unwrap_or_else(|| " ".into()),
             fewshot_delimiter: keys
                 .string("fewshot_delimiter")?
                 .unwrap_or_else(|| "\n\n".into()),
@@ -374,9 +378,13 @@ impl Keys<'_> {
 fn data_source(keys: &Keys) -> Result<DataSource, TaskError> {
     let path = keys.path;
     let folder = path.parent().unwrap_or(Path::new("."));
-    let dataset_path = keys
-        .string("dataset_path")?
-        .ok_or_else(|| missing(path, "dataset_path", ": json, parquet, csv or a local folder"))?;
+    let dataset_path = keys.string("dataset_path")?.ok_or_else(|| {
+        missing(
+            path,
+            "dataset_path",
+            ": json, parquet, csv or a local folder",
+        )
+    })?;
     let format = match dataset_path.as_str() {
         "json" => Some(DataFormat::Json),
         "parquet" => Some(DataFormat::Parquet),
@@ -446,7 +454,9 @@ fn data_source(keys: &Keys) -> Result<DataSource, TaskError> {
     };
     let splits = match files {
         // A bare file or list is the `train` split, as in `datasets.load_dataset`.
-        Value::String(_) | Value::Array(_) => vec![("train".to_string(), file_list("train", files)?)],
+        Value::String(_) | Value::Array(_) => {
+            vec![("train".to_string(), file_list("train", files)?)]
+        }
         Value::Object(map) => map
             .iter()
             .map(|(split, value)| Ok((split.clone(), file_list(split, value)?)))
@@ -488,7 +498,11 @@ fn metrics(keys: &Keys, output_type: OutputType) -> Result<Vec<MetricSpec>, Task
     for (i, entry) in entries.iter().enumerate() {
         let key = format!("metric_list[{i}]");
         let Value::Object(entry) = entry else {
-            return Err(invalid(path, &key, format!("expected a mapping, found {entry}")));
+            return Err(invalid(
+                path,
+                &key,
+                format!("expected a mapping, found {entry}"),
+            ));
         };
         if let Some(other) = entry
             .keys()
@@ -546,7 +560,11 @@ fn metrics(keys: &Keys, output_type: OutputType) -> Result<Vec<MetricSpec>, Task
             }
         };
         if specs.iter().any(|s| s.name == name) {
-            return Err(invalid(path, &format!("{key}.metric"), format!("`{name}` twice")));
+            return Err(invalid(
+                path,
+                &format!("{key}.metric"),
+                format!("`{name}` twice"),
+            ));
         }
         specs.push(MetricSpec {
             name,
@@ -760,7 +778,10 @@ mod tests {
         assert_eq!(names, ["acc", "acc_norm"]);
         assert_eq!(config.eval_split(), "test");
         assert_eq!(config.fewshot_pool_split(), "test");
-        assert!(!config.excludes_eval_doc(), "fewshot_split None != test_split test");
+        assert!(
+            !config.excludes_eval_doc(),
+            "fewshot_split None != test_split test"
+        );
     }
 
     #[test]
@@ -773,7 +794,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.eval_split(), "validation");
         assert_eq!(config.fewshot_pool_split(), "train");
-        assert!(config.excludes_eval_doc(), "fewshot_split None == test_split None");
+        assert!(
+            config.excludes_eval_doc(),
+            "fewshot_split None == test_split None"
+        );
     }
 
     #[test]
@@ -785,7 +809,11 @@ mod tests {
         )
         .unwrap();
         let path = dir.path().join("t.yaml");
-        std::fs::write(&path, "include: base.yaml\ntask: child\ndoc_to_text: other\n").unwrap();
+        std::fs::write(
+            &path,
+            "include: base.yaml\ntask: child\ndoc_to_text: other\n",
+        )
+        .unwrap();
         let config = TaskConfig::read(&path).unwrap();
         assert_eq!(config.name, "child");
         assert_eq!(config.doc_to_text, Some(Field::Text("other".into())));

@@ -51,7 +51,10 @@ pub(crate) fn load_split(config: &TaskConfig, split: &str, key: &str) -> Result<
                     ),
                 ));
             };
-            (files.iter().map(|f| (*format, f.clone())).collect(), data_key)
+            (
+                files.iter().map(|f| (*format, f.clone())).collect(),
+                data_key,
+            )
         }
         DataSource::Folder(dir) => {
             let candidates = [
@@ -145,7 +148,10 @@ fn read_json(file: &Path) -> Result<Vec<Doc>, TaskError> {
             .enumerate()
             .map(|(i, item)| match item {
                 Value::Object(doc) => Ok(doc),
-                other => Err(data_error(file, format!("item {i} is not an object: {other}"))),
+                other => Err(data_error(
+                    file,
+                    format!("item {i} is not an object: {other}"),
+                )),
             })
             .collect();
     }
@@ -184,7 +190,12 @@ fn read_csv(file: &Path) -> Result<Vec<Doc>, TaskError> {
     }
     let typed: Vec<fn(&str) -> Option<Value>> = (0..headers.len())
         .map(|c| {
-            let present = || cells.iter().map(|r| r[c].as_str()).filter(|s| !s.is_empty());
+            let present = || {
+                cells
+                    .iter()
+                    .map(|r| r[c].as_str())
+                    .filter(|s| !s.is_empty())
+            };
             if present().all(|s| s.parse::<i64>().is_ok()) {
                 (|s: &str| s.parse::<i64>().ok().map(Value::from)) as fn(&str) -> Option<Value>
             } else if present().all(|s| s.parse::<f64>().is_ok()) {
@@ -311,7 +322,11 @@ mod tests {
         assert_eq!(rows[0]["a"], Value::from(1));
         assert_eq!(rows[0]["b"], Value::from(2.5));
         assert_eq!(rows[1]["b"], Value::Null);
-        assert_eq!(rows[1]["c"], Value::from("3"), "a column with text stays text");
+        assert_eq!(
+            rows[1]["c"],
+            Value::from("3"),
+            "a column with text stays text"
+        );
     }
 
     #[test]
@@ -334,6 +349,9 @@ mod tests {
         let file = dir.path().join("a.jsonl");
         std::fs::write(&file, "{\"x\": 1}\n[1]\n").unwrap();
         let message = read_json(&file).unwrap_err().to_string();
-        assert!(message.contains("a.jsonl") && message.contains("line 2"), "{message}");
+        assert!(
+            message.contains("a.jsonl") && message.contains("line 2"),
+            "{message}"
+        );
     }
 }

@@ -27,9 +27,7 @@ pub enum TaskError {
     },
 
     /// A key lm-evaluation-harness knows but cpt does not run.
-    #[error(
-        "{path}: key `{key}` is not supported (cpt scores log-likelihood tasks on local data)"
-    )]
+    #[error("{path}: key `{key}` is not supported (cpt scores log-likelihood tasks on local data)")]
     UnsupportedKey {
         /// The task file.
         path: PathBuf,
@@ -93,21 +91,17 @@ pub enum TaskError {
         message: String,
     },
 
-    /// A template failed to compile or render, or a document gave a value of the wrong kind.
-    #[error("{path}: key `{key}`: document {doc} of split `{split}`: {message} (template: {template:?})")]
+    /// A template failed to render, or a document gave a value of the wrong kind.
+    #[error("{path}: key `{key}`: document {doc} {detail}")]
     Template {
         /// The task file.
         path: PathBuf,
         /// The key holding the template (`doc_to_text`, ...).
         key: String,
-        /// The template or field name.
-        template: String,
-        /// The split the document is from.
-        split: String,
         /// The document's index in its split.
         doc: usize,
-        /// What went wrong.
-        message: String,
+        /// The split, what went wrong and the template or field name.
+        detail: String,
     },
 
     /// A document cannot be scored as lm-evaluation-harness would (empty continuation, too few

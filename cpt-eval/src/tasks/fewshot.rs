@@ -30,7 +30,12 @@ impl FewshotSampler {
     /// `default`: `sample(pool, n)`, or with `eval_doc`: `sample(pool, n + 1)` minus copies of
     /// the document, cut to `n`, and when more than one copy was drawn, `sample(pool without
     /// the document, n)`. `first_n`: the first `n` of the pool without the document.
-    pub fn sample(&mut self, n: usize, pool: &[Doc], eval_doc: Option<&Doc>) -> Result<Vec<usize>, String> {
+    pub fn sample(
+        &mut self,
+        n: usize,
+        pool: &[Doc],
+        eval_doc: Option<&Doc>,
+    ) -> Result<Vec<usize>, String> {
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -69,7 +74,12 @@ impl FewshotSampler {
                             kept.len()
                         ));
                     }
-                    picked = self.rng.sample(kept.len(), n).into_iter().map(|i| kept[i]).collect();
+                    picked = self
+                        .rng
+                        .sample(kept.len(), n)
+                        .into_iter()
+                        .map(|i| kept[i])
+                        .collect();
                 }
                 Ok(picked)
             }
@@ -132,8 +142,8 @@ impl PyRandom {
         }
         for _ in 0..623 {
             let prev = mt[i - 1];
-            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941))
-                .wrapping_sub(i as u32);
+            mt[i] =
+                (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
             i += 1;
             if i >= 624 {
                 mt[0] = mt[623];
@@ -200,10 +210,12 @@ impl PyRandom {
         } else {
             let mut selected = std::collections::HashSet::new();
             (0..k)
-                .map(|_| loop {
-                    let j = self.below(n);
-                    if selected.insert(j) {
-                        return j;
+                .map(|_| {
+                    loop {
+                        let j = self.below(n);
+                        if selected.insert(j) {
+                            return j;
+                        }
                     }
                 })
                 .collect()

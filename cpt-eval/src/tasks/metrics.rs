@@ -42,7 +42,12 @@ pub(crate) enum DocValue {
 }
 
 /// The value of `metric` for a multiple-choice document.
-pub(crate) fn multiple_choice(metric: &str, logliks: &[f64], choices: &[String], gold: &Gold) -> DocValue {
+pub(crate) fn multiple_choice(
+    metric: &str,
+    logliks: &[f64],
+    choices: &[String],
+    gold: &Gold,
+) -> DocValue {
     let normalised: Vec<f64> = match metric {
         "acc" => logliks.to_vec(),
         "acc_norm" => logliks
@@ -80,7 +85,11 @@ pub(crate) fn rolling(metric: &str, loglik: f64, text: &str) -> DocValue {
 }
 
 /// Aggregate one metric over documents; the standard error where lm-eval has a closed form.
-pub(crate) fn aggregate(metric: &str, output_type: OutputType, values: &[DocValue]) -> (f64, Option<f64>) {
+pub(crate) fn aggregate(
+    metric: &str,
+    output_type: OutputType,
+    values: &[DocValue],
+) -> (f64, Option<f64>) {
     let scalars = || -> Vec<f64> {
         values
             .iter()
@@ -178,7 +187,10 @@ mod tests {
             DocValue::Scalar(x) => x,
             DocValue::Weighted(..) => unreachable!(),
         };
-        assert_eq!((value("acc"), value("acc_norm"), value("acc_bytes")), (0.0, 1.0, 0.0));
+        assert_eq!(
+            (value("acc"), value("acc_norm"), value("acc_bytes")),
+            (0.0, 1.0, 0.0)
+        );
     }
 
     #[test]

@@ -168,15 +168,20 @@ impl Task {
                                 |message| TaskError::Document {
                                     path: config.path.clone(),
                                     doc: index,
-                                    message: format!(
-                                        "few-shot split `{}`: {message}",
-                                        pool.name
-                                    ),
+                                    message: format!("few-shot split `{}`: {message}", pool.name),
                                 },
                             )?;
                             picked
                                 .into_iter()
-                                .map(|i| (&pool.docs[i], DocRef { split: &pool.name, index: i }))
+                                .map(|i| {
+                                    (
+                                        &pool.docs[i],
+                                        DocRef {
+                                            split: &pool.name,
+                                            index: i,
+                                        },
+                                    )
+                                })
                                 .collect()
                         }
                         None => Vec::new(),
@@ -296,7 +301,8 @@ pub fn score_task<B: Backend, M: TaskModel<B, Batch = TokenBatch>>(
         for (r, continuation) in doc.continuations.iter().enumerate() {
             if task.output_type == OutputType::LoglikelihoodRolling {
                 let tokens = encoder.encode(continuation)?;
-                for window in rolling_windows(&tokens, encoder.prefix_token(), settings.max_length) {
+                for window in rolling_windows(&tokens, encoder.prefix_token(), settings.max_length)
+                {
                     requests.push(window);
                     owners.push((d, r));
                 }
@@ -392,7 +398,12 @@ impl Render<'_> {
     }
 
     /// A multiple-choice or `loglikelihood` document with its few-shot `examples`.
-    fn doc(&self, doc: &Doc, at: DocRef, examples: &[(&Doc, DocRef)]) -> Result<TaskDoc, TaskError> {
+    fn doc(
+        &self,
+        doc: &Doc,
+        at: DocRef,
+        examples: &[(&Doc, DocRef)],
+    ) -> Result<TaskDoc, TaskError> {
         let config = self.config;
         let mut context = self.prompts.description(doc, at)?;
         for &(example, example_at) in examples {
@@ -454,7 +465,12 @@ impl Render<'_> {
                     .and_then(|i| choices.get(i))
                     .cloned()
                     .map(Some)
-                    .ok_or_else(|| bad(format!("index {i} is out of range of {} choices", choices.len())))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "index {i} is out of range of {} choices",
+                            choices.len()
+                        ))
+                    })
             }
             Value::Array(items) => match items.first() {
                 Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -475,7 +491,11 @@ impl Render<'_> {
         match &target {
             Value::Number(_) => index(&target).map(Gold::One),
             Value::String(s) => Some(Gold::One(choices.iter().position(|c| c == s))),
-            Value::Array(items) => items.iter().map(index).collect::<Option<Vec<_>>>().map(Gold::Many),
+            Value::Array(items) => items
+                .iter()
+                .map(index)
+                .collect::<Option<Vec<_>>>()
+                .map(Gold::Many),
             _ => None,
         }
         .ok_or_else(|| {

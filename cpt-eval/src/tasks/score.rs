@@ -127,7 +127,10 @@ pub fn score_requests<B: Backend, M: TaskModel<B, Batch = TokenBatch>>(
     let mut order: Vec<usize> = (0..requests.len()).collect();
     let whole = |i: usize| {
         let r = &requests[i];
-        (std::cmp::Reverse(r.context.len() + r.continuation.len()), r.context.iter().chain(&r.continuation))
+        (
+            std::cmp::Reverse(r.context.len() + r.continuation.len()),
+            r.context.iter().chain(&r.continuation),
+        )
     };
     order.sort_by(|&a, &b| {
         let (len_a, toks_a) = whole(a);
@@ -144,7 +147,10 @@ pub fn score_requests<B: Backend, M: TaskModel<B, Batch = TokenBatch>>(
     let mut done = 0;
     for chunk in order.chunks(settings.batch_size) {
         let batch: Vec<&TokenRequest> = chunk.iter().map(|&i| &requests[i]).collect();
-        for (&i, score) in chunk.iter().zip(score_batch(model, &batch, settings.max_length)) {
+        for (&i, score) in chunk
+            .iter()
+            .zip(score_batch(model, &batch, settings.max_length))
+        {
             scores[i] = score;
         }
         done += chunk.len();
@@ -162,8 +168,14 @@ fn score_batch<B: Backend, M: TaskModel<B, Batch = TokenBatch>>(
     let inputs: Vec<Vec<u32>> = batch
         .iter()
         .map(|r| {
-            assert!(!r.context.is_empty(), "a request has at least one context token");
-            assert!(!r.continuation.is_empty(), "a request scores at least one token");
+            assert!(
+                !r.context.is_empty(),
+                "a request has at least one context token"
+            );
+            assert!(
+                !r.continuation.is_empty(),
+                "a request scores at least one token"
+            );
             assert!(
                 r.continuation.len() <= max_length,
                 "a continuation of {} tokens does not fit in max_length {max_length}",

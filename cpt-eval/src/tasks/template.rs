@@ -37,7 +37,12 @@ pub(crate) struct Prompts<'c> {
     columns: Vec<String>,
 }
 
-const KEYS: [&str; 4] = ["doc_to_text", "doc_to_choice", "doc_to_target", "description"];
+const KEYS: [&str; 4] = [
+    "doc_to_text",
+    "doc_to_choice",
+    "doc_to_target",
+    "description",
+];
 
 impl<'c> Prompts<'c> {
     /// Compile the templates of `config` for documents with `columns`.
@@ -109,10 +114,11 @@ impl<'c> Prompts<'c> {
         TaskError::Template {
             path: self.config.path.clone(),
             key: key.into(),
-            template,
-            split: at.split.into(),
             doc: at.index,
-            message,
+            detail: format!(
+                "of split `{}`: {message} (template: {template:?})",
+                at.split
+            ),
         }
     }
 
@@ -216,7 +222,10 @@ impl<'c> Prompts<'c> {
         };
         items
             .iter()
-            .map(|item| python_str(item).ok_or_else(|| self.error(key, at, format!("choice {item} is not text"))))
+            .map(|item| {
+                python_str(item)
+                    .ok_or_else(|| self.error(key, at, format!("choice {item} is not text")))
+            })
             .collect()
     }
 
@@ -248,7 +257,11 @@ pub(crate) fn python_str(value: &Value) -> Option<String> {
         Value::Number(n) if n.is_f64() => {
             let f = n.as_f64()?;
             let text = f.to_string();
-            Some(if text.contains(['.', 'e', 'i', 'N']) { text } else { format!("{text}.0") })
+            Some(if text.contains(['.', 'e', 'i', 'N']) {
+                text
+            } else {
+                format!("{text}.0")
+            })
         }
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -389,7 +402,12 @@ impl Literal {
             match self.peek() {
                 Some(',') => self.at += 1,
                 Some(c) if c == close => {}
-                _ => return Err(format!("expected ',' or {close:?} at character {}", self.at)),
+                _ => {
+                    return Err(format!(
+                        "expected ',' or {close:?} at character {}",
+                        self.at
+                    ));
+                }
             }
         }
     }
@@ -534,7 +552,10 @@ mod tests {
         let env = Environment::new();
         let items = serde_json::json!(["it's", "say \"hi\"", "back\\slash", "é"]);
         let rendered = env
-            .render_str("{{ x }}", minijinja::context! { x => minijinja::value::Serde(&items) })
+            .render_str(
+                "{{ x }}",
+                minijinja::context! { x => minijinja::value::Serde(&items) },
+            )
             .unwrap();
         assert_eq!(parse_literal(&rendered).unwrap(), items);
     }
