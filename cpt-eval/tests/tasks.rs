@@ -484,6 +484,30 @@ fn malformed_yaml_names_the_file() {
 }
 
 #[test]
+fn empty_choices_and_empty_splits_are_errors() {
+    error_of(
+        &GOOD.replace("doc_to_choice: [\"a\", \"b\"]", "doc_to_choice: []"),
+        &[
+            "bad.yaml",
+            "key `doc_to_choice`",
+            "document 0",
+            "no choices",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.jsonl"), "\n").unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, GOOD).unwrap();
+    let message = Task::load(&path, &TaskOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("bad.yaml: key `test_split`: no documents"),
+        "{message}"
+    );
+}
+
+#[test]
 fn too_few_fewshot_documents_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -139,6 +139,13 @@ impl Task {
         let count = options
             .limit
             .map_or(eval.docs.len(), |limit| limit.min(eval.docs.len()));
+        if count == 0 {
+            return Err(TaskError::InvalidValue {
+                path: config.path.clone(),
+                key: eval_key.into(),
+                message: format!("no documents to evaluate in split `{}`", eval.name),
+            });
+        }
         let mut docs = Vec::with_capacity(count);
         for (index, doc) in eval.docs.iter().enumerate().take(count) {
             let at = DocRef {
@@ -419,6 +426,9 @@ impl Render<'_> {
         Ok(match config.output_type {
             OutputType::MultipleChoice => {
                 let choices = self.prompts.choices(doc, at)?;
+                if choices.is_empty() {
+                    return Err(self.bad("doc_to_choice", at, "gives no choices".into()));
+                }
                 let gold = self.gold(doc, at, &choices)?;
                 TaskDoc {
                     index: at.index,
