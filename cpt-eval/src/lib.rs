@@ -7,6 +7,7 @@ pub mod masked;
 pub mod matrix;
 pub mod probe;
 pub mod report;
+pub mod tasks;
 pub mod vision;
 pub mod zero_shot;
 
@@ -16,5 +17,9 @@ pub use loss::{EvalSet, PerplexityEvaluator, mean_loss};
 pub use masked::ReconstructionEvaluator;
 pub use matrix::{MatrixSummary, matrix_csv, matrix_table, summarize};
 pub use probe::{LabelledFeatures, NearestMean, RidgeProbe};
+pub use tasks::{
+    DocScore, OutputType, ScoreSettings, Task, TaskError, TaskOptions, TaskResult, TextEncoder,
+    evaluate_task, score_task,
+};
 pub use vision::{ClassPrompts, ImageEvalSet, ProbeScope, ProbeSettings};
 pub use zero_shot::ZeroShotEvaluator;
