@@ -78,7 +78,9 @@ pub struct EvalScores {
 }
 
 /// serde_json writes NaN as `null`; read it back as NaN, so a record round-trips.
-fn nan_when_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<f64, D::Error> {
+fn nan_when_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<f64, D::Error> {
     Ok(<Option<f64> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
