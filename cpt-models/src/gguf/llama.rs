@@ -316,7 +316,7 @@ pub fn llama_weights<R: Read + Seek>(
         })?;
         let mut tensor = file.tensor_f32(&name)?;
         if let Some(heads) = rotary_heads(&hf, config) {
-            if tensor.shape[0] % (2 * heads) != 0 {
+            if !tensor.shape[0].is_multiple_of(2 * heads) {
                 return Err(file.tensor_err(
                     &name,
                     format!(
@@ -504,7 +504,7 @@ pub fn save_llama_gguf<B: Backend>(
         let row = *tensor.shape.last().expect("tensors have a shape");
         let stored = if tensor.shape.len() == 1 {
             GgmlType::F32
-        } else if row % ty.block_size() == 0 {
+        } else if row.is_multiple_of(ty.block_size()) {
             ty
         } else {
             // llama.cpp's converter falls back the same way for rows that are not whole blocks.

@@ -350,7 +350,7 @@ impl<R: Read + Seek> GgufReader<R> {
                 .try_fold(1u64, |n, &d| n.checked_mul(d))
                 .filter(|&n| n > 0 && n <= len.saturating_mul(8))
                 .ok_or_else(|| terr(format!("dimensions {dims:?} are empty or too large")))?;
-            if dims[0] % ty.block_size() as u64 != 0 {
+            if !dims[0].is_multiple_of(ty.block_size() as u64) {
                 return Err(terr(format!(
                     "rows of {} values are not whole {} blocks of {}",
                     dims[0],
@@ -359,7 +359,7 @@ impl<R: Read + Seek> GgufReader<R> {
                 )));
             }
             let bytes = elements / ty.block_size() as u64 * ty.block_bytes() as u64;
-            if offset % alignment != 0 {
+            if !offset.is_multiple_of(alignment) {
                 return Err(terr(format!(
                     "offset {offset} is not a multiple of the alignment {alignment}"
                 )));

@@ -49,7 +49,7 @@ impl GgufWriter {
         path: &Path,
     ) -> Result<()> {
         let row = shape.last().copied().unwrap_or(1);
-        if row % ty.block_size() != 0 || shape.iter().product::<usize>() != values.len() {
+        if !row.is_multiple_of(ty.block_size()) || shape.iter().product::<usize>() != values.len() {
             return Err(ModelError::GgufTensor {
                 path: path.to_path_buf(),
                 tensor: name.to_string(),
