@@ -165,6 +165,11 @@ enum Command {
         #[command(subcommand)]
         format: ExportFormat,
     },
+    /// Import a model from another ecosystem.
+    Import {
+        #[command(subcommand)]
+        format: ImportFormat,
+    },
     /// A Markdown table comparing finished runs (final perplexity, forgetting, transfer,
     /// throughput, memory).
     Compare {
@@ -227,6 +232,31 @@ enum ExportFormat {
     Hf {
         /// A run directory, checkpoint or model folder.
         model: PathBuf,
+        /// Output folder (written whole or not at all).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A GGUF file for llama.cpp, Ollama and LM Studio (LoRA adapters merged, tokenizer
+    /// embedded).
+    Gguf {
+        /// A run directory, checkpoint, model folder or GGUF file.
+        model: PathBuf,
+        /// Output file (written whole or not at all).
+        #[arg(long)]
+        out: PathBuf,
+        /// Storage type of the weight matrices (norms stay f32).
+        #[arg(long, value_enum, default_value = "f16")]
+        dtype: model_cmd::GgufDtype,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFormat {
+    /// A LLaMA GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) as a Hugging Face
+    /// folder: config.json, model.safetensors (f32), tokenizer.json.
+    Gguf {
+        /// The GGUF file.
+        file: PathBuf,
         /// Output folder (written whole or not at all).
         #[arg(long)]
         out: PathBuf,
@@ -364,6 +394,13 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         Command::Export {
             format: ExportFormat::Peft { model, out },
         } => dispatch(None, model_cmd::ExportPeftJob { model, out }).map(|()| ExitCode::SUCCESS),
+        Command::Export {
+            format: ExportFormat::Gguf { model, out, dtype },
+        } => dispatch(None, model_cmd::ExportGgufJob { model, out, dtype })
+            .map(|()| ExitCode::SUCCESS),
+        Command::Import {
+            format: ImportFormat::Gguf { file, out },
+        } => model_cmd::import_gguf(&file, &out).map(|()| ExitCode::SUCCESS),
         Command::Compare { runs } => compare::compare(&runs).map(|()| ExitCode::SUCCESS),
         Command::Report { runs, out } => {
             report_cmd::report(&runs, &out).map(|()| ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
-//! Commands on a trained or published model: `cpt eval`, `cpt score`, `cpt generate` and
-//! `cpt export hf`. The model may be a Hugging Face folder, a run directory or a checkpoint.
+//! Commands on a trained or published model: `cpt eval`, `cpt score`, `cpt generate`,
+//! `cpt export hf|peft|gguf` and `cpt import gguf`. The model may be a GGUF file, a Hugging Face
+//! folder, a run directory or a checkpoint.
 
 use crate::arch::llama::{self, LoadedModel};
 use crate::backend::BackendJob;
@@ -11,6 +12,7 @@ use cpt_core::TrainBackend;
 use cpt_data::{ParquetTextSource, TextSourceOptions, Tokenizer, eval_sequences, expand_paths};
 use cpt_eval::{mean_loss, score_continuation};
 use cpt_models::generate::{Sampling, generate};
+use cpt_models::gguf::GgmlType;
 use cpt_models::hf_llama;
 use serde_json::{Value, json};
 use std::io::BufRead;
@@ -21,7 +23,7 @@ type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 fn load<B: AutodiffBackend>(path: &std::path::Path) -> Result<(LoadedModel<Inner<B>>, Tokenizer)> {
     let device: burn::tensor::Device<Inner<B>> = Default::default();
     let loaded = llama::load::<Inner<B>>(path, &device)?;
-    let tokenizer = Tokenizer::from_file(&loaded.tokenizer)
+    let tokenizer = llama::open_tokenizer(&loaded.tokenizer)
         .with_context(|| format!("the tokenizer of {}", path.display()))?;
     Ok((loaded, tokenizer))
 }
@@ -215,7 +217,7 @@ impl BackendJob for ExportJob {
         let device: burn::tensor::Device<Inner<B>> = Default::default();
         // A Hugging Face folder is a language model (re-written through LLaMA's loader); a run
         // or checkpoint is exported by the architecture its config names.
-        if self.model.join("config.json").exists() {
+        if self.model.join("config.json").exists() || cpt_models::gguf::is_gguf(&self.model) {
             let loaded = llama::load::<Inner<B>>(&self.model, &device)?;
             llama::save_hf(&loaded, &self.out)?;
             println!("{} → {}", loaded.source.display(), self.out.display());
@@ -258,4 +260,58 @@ impl BackendJob for ExportPeftJob {
         );
         Ok(())
     }
+}
+
+/// `cpt export gguf`: a GGUF file for llama.cpp and Ollama from any model reference.
+pub struct ExportGgufJob {
+    /// GGUF file, model folder, run directory or checkpoint.
+    pub model: PathBuf,
+    /// Output file.
+    pub out: PathBuf,
+    /// Storage type of the matrices.
+    pub dtype: GgufDtype,
+}
+
+/// Storage types `cpt export gguf` offers.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GgufDtype {
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// llama.cpp's 8-bit blocks (an f16 scale per 32 values).
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+impl BackendJob for ExportGgufJob {
+    type Output = ();
+
+    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
+        let device: burn::tensor::Device<Inner<B>> = Default::default();
+        let loaded = llama::load::<Inner<B>>(&self.model, &device)?;
+        let dtype = match self.dtype {
+            GgufDtype::F16 => GgmlType::F16,
+            GgufDtype::Bf16 => GgmlType::BF16,
+            GgufDtype::Q8_0 => GgmlType::Q8_0,
+        };
+        llama::save_gguf(&loaded, &self.out, dtype)?;
+        println!("{} → {}", loaded.source.display(), self.out.display());
+        Ok(())
+    }
+}
+
+/// `cpt import gguf`: a GGUF file as a Hugging Face folder (config.json, model.safetensors in
+/// f32, tokenizer.json), written whole or not at all.
+pub fn import_gguf(file: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let config = cpt_models::gguf::import_gguf(file, out)?;
+    println!(
+        "{} → {} ({} layers, width {}, vocabulary {})",
+        file.display(),
+        out.display(),
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.vocab_size
+    );
+    Ok(())
 }

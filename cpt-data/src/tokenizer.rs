@@ -46,9 +46,15 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        Self::from_json_bytes(&bytes, path)
+    }
+
+    /// A tokenizer from the bytes of a `tokenizer.json` that `path` holds or describes (a GGUF
+    /// file's tokenizer is built in memory); `path` names it in errors.
+    pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         DataError::guard(path, "tokenizer.json", || {
             let inner =
-                tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| DataError::Tokenizer {
+                tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| DataError::Tokenizer {
                     path: path.to_path_buf(),
                     message: format!("not a valid tokenizer.json: {e}"),
                 })?;

@@ -26,6 +26,24 @@ pub enum ModelError {
         /// What was wrong.
         message: String,
     },
+    /// A GGUF file is malformed, truncated or uses something cpt does not read.
+    #[error("{path}: {message}")]
+    Gguf {
+        /// The GGUF file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// One tensor of a GGUF file is malformed, truncated or of an unsupported type.
+    #[error("{path}: tensor `{tensor}`: {message}")]
+    GgufTensor {
+        /// The GGUF file.
+        path: PathBuf,
+        /// The tensor's GGUF name.
+        tensor: String,
+        /// What was wrong.
+        message: String,
+    },
 }
 
 /// Result alias for cpt-models.

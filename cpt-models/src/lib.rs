@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod clip;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod hf_clip;
 pub mod hf_folder;
 pub mod hf_llama;

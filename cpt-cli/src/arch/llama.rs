@@ -1,5 +1,9 @@
 //! LLaMA: causal language modelling on packed Parquet text, perplexity per experience. Also the
 //! model the language commands (`cpt eval`, `score`, `generate`, `export peft`) load.
+//!
+//! `model.from` may name a GGUF file (llama.cpp, Ollama): its weights are dequantised on load
+//! and, unless `data.tokenizer` is given, its embedded tokenizer is built in memory each time it
+//! is needed, so nothing is written beside the model file and a run stays tied to that file.
 
 use super::Architecture;
 use crate::model_source::{RunCheckpoint, model_table};
@@ -12,6 +16,7 @@ use cpt_continual::strategies::DistillSettings;
 use cpt_core::{AdapterModel, RunConfig, TrainBackend};
 use cpt_data::Tokenizer;
 use cpt_eval::{EvalSet, PerplexityEvaluator};
+use cpt_models::gguf::{self, GgmlType, is_gguf};
 use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +67,7 @@ impl Architecture for Llama {
 fn model_config(run: &RunConfig) -> Result<LlamaConfig> {
     let model = match (&run.model.config, &run.model.from) {
         (Some(table), _) => model_table::<LlamaConfig>(table)?,
+        (None, Some(file)) if is_gguf(file) => gguf::llama_config(&mut gguf::open(file)?)?,
         (None, Some(dir)) => hf_llama::read_config(dir)?,
         (None, None) => unreachable!("RunConfig::validate requires one"),
     };
@@ -79,6 +85,7 @@ fn initial_model<B: Backend>(
     device: &B::Device,
 ) -> Result<LlamaForCausalLM<B>> {
     let (config, model) = match &run.model.from {
+        Some(file) if is_gguf(file) => gguf::load_llama_gguf::<B>(file, device)?,
         Some(dir) => hf_llama::load_llama::<B>(dir, device)?,
         None => {
             let config = model_config(run)?;
@@ -101,7 +108,7 @@ fn stream<B: TrainBackend>(
     run: &RunConfig,
     device: &B::Device,
 ) -> Result<Stream<B, LlamaForCausalLM<B>>> {
-    let tokenizer = Arc::new(Tokenizer::from_file(run.tokenizer_path())?);
+    let tokenizer = Arc::new(open_tokenizer(&tokenizer_path(run))?);
     // Checks the model config (or folder) before anything is written.
     let model = initial_model::<B>(run, &tokenizer, device)?;
     let mut experiences = Vec::new();
@@ -156,9 +163,36 @@ pub struct LoadedModel<B: Backend> {
     pub source: PathBuf,
 }
 
-/// Load `path`: a Hugging Face folder (`config.json`), a run directory (its newest complete
-/// checkpoint) or a checkpoint directory (`manifest.json`).
+/// The tokenizer of a run: `data.tokenizer`, the GGUF file of `model.from`, or the
+/// `tokenizer.json` in its folder.
+fn tokenizer_path(run: &RunConfig) -> PathBuf {
+    match (&run.data.tokenizer, &run.model.from) {
+        (None, Some(file)) if is_gguf(file) => file.clone(),
+        _ => run.tokenizer_path(),
+    }
+}
+
+/// The tokenizer at `path`: a `tokenizer.json`, or the one a GGUF file embeds.
+pub fn open_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if is_gguf(path) {
+        let json = gguf::read_tokenizer_json(path)?;
+        return Ok(Tokenizer::from_json_bytes(&json, path)?);
+    }
+    Ok(Tokenizer::from_file(path)?)
+}
+
+/// Load `path`: a GGUF file, a Hugging Face folder (`config.json`), a run directory (its newest
+/// complete checkpoint) or a checkpoint directory (`manifest.json`).
 pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    if is_gguf(path) {
+        let (config, model) = gguf::load_llama_gguf::<B>(path, device)?;
+        return Ok(LoadedModel {
+            config,
+            model,
+            tokenizer: path.into(),
+            source: path.into(),
+        });
+    }
     if path.join("config.json").exists() {
         let (config, model) = hf_llama::load_llama::<B>(path, device)?;
         return Ok(LoadedModel {
@@ -187,7 +221,7 @@ fn from_checkpoint<B: Backend>(
     Ok(LoadedModel {
         config,
         model,
-        tokenizer: saved.run.tokenizer_path(),
+        tokenizer: tokenizer_path(&saved.run),
         source: saved.checkpoint.path.clone(),
     })
 }
@@ -195,10 +229,68 @@ fn from_checkpoint<B: Backend>(
 /// Write `loaded` as a Hugging Face folder at `out`, live LoRA adapters folded in: the folder
 /// holds the function the run ended with.
 pub fn save_hf<B: Backend>(loaded: &LoadedModel<B>, out: &Path) -> Result<()> {
-    let tokenizer = Tokenizer::from_file(&loaded.tokenizer)
+    let tokenizer = open_tokenizer(&loaded.tokenizer)
         .with_context(|| format!("the tokenizer of {}", loaded.source.display()))?;
-    let ids = (tokenizer.bos_id(), tokenizer.eos_id());
+    let ids = special_ids(loaded, &tokenizer)?;
     let model = loaded.model.clone().merge_adapters();
-    hf_llama::save_llama(&model, &loaded.config, Some(&loaded.tokenizer), ids, out)?;
+    if !is_gguf(&loaded.tokenizer) {
+        hf_llama::save_llama(&model, &loaded.config, Some(&loaded.tokenizer), ids, out)?;
+        return Ok(());
+    }
+    // A GGUF file's tokenizer exists in memory only: write it to a scratch file beside the
+    // output for the folder writer to copy, and remove it afterwards.
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    let scratch = out.with_file_name(format!(".{}.tokenizer.json", name.unwrap_or_default()));
+    tokenizer.save(&scratch)?;
+    let saved = hf_llama::save_llama(&model, &loaded.config, Some(&scratch), ids, out);
+    let _ = std::fs::remove_file(&scratch);
+    Ok(saved?)
+}
+
+/// Beginning- and end-of-text ids of a model: those a GGUF file states, or the tokenizer's.
+fn special_ids<B: Backend>(
+    loaded: &LoadedModel<B>,
+    tokenizer: &Tokenizer,
+) -> Result<(Option<u32>, Option<u32>)> {
+    if is_gguf(&loaded.tokenizer) {
+        let file = gguf::open(&loaded.tokenizer)?;
+        let id = |key: &str| {
+            file.get(key)
+                .and_then(gguf::MetaValue::as_u64)
+                .map(|v| v as u32)
+        };
+        return Ok((
+            id("tokenizer.ggml.bos_token_id"),
+            id("tokenizer.ggml.eos_token_id"),
+        ));
+    }
+    Ok((tokenizer.bos_id(), tokenizer.eos_id()))
+}
+
+/// Write `loaded` as a GGUF file at `out` that llama.cpp and Ollama read: live LoRA adapters
+/// folded in, matrices stored as `dtype` (`f16`, `bf16` or `q8_0`), its tokenizer embedded.
+pub fn save_gguf<B: Backend>(loaded: &LoadedModel<B>, out: &Path, dtype: GgmlType) -> Result<()> {
+    let tokenizer = open_tokenizer(&loaded.tokenizer)
+        .with_context(|| format!("the tokenizer of {}", loaded.source.display()))?;
+    let json: serde_json::Value = if is_gguf(&loaded.tokenizer) {
+        gguf::tokenizer_json(&gguf::open(&loaded.tokenizer)?)?
+    } else {
+        let bytes = std::fs::read(&loaded.tokenizer)
+            .with_context(|| format!("{}", loaded.tokenizer.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not valid JSON", loaded.tokenizer.display()))?
+    };
+    let export = gguf::ExportTokenizer {
+        json: &json,
+        path: &loaded.tokenizer,
+        special_ids: special_ids(loaded, &tokenizer)?,
+    };
+    let name = loaded
+        .source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cpt".into());
+    let model = loaded.model.clone().merge_adapters();
+    gguf::save_llama_gguf(&model, &loaded.config, &export, dtype, &name, out)?;
     Ok(())
 }
