@@ -14,6 +14,7 @@ mod report_cmd;
 mod run;
 mod run_dir;
 mod sources;
+mod task_eval;
 
 use anyhow::Result;
 use backend::{BackendChoice, dispatch};
@@ -97,14 +98,27 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         peer_timeout: u64,
     },
-    /// Held-out loss and perplexity of a model on Parquet text.
+    /// Held-out loss and perplexity of a model on Parquet text, and downstream tasks
+    /// (lm-evaluation-harness task files over local data).
     Eval {
         /// A Hugging Face folder, run directory or checkpoint.
         #[arg(long)]
         model: PathBuf,
-        /// Parquet files or globs.
-        #[arg(long, required = true, num_args = 1..)]
+        /// Parquet files or globs to score perplexity on.
+        #[arg(long, num_args = 1.., required_unless_present = "tasks")]
         data: Vec<String>,
+        /// Task files (lm-evaluation-harness YAML pointing at local data).
+        #[arg(long, num_args = 1..)]
+        tasks: Vec<PathBuf>,
+        /// Few-shot examples per prompt (overrides the task files' `num_fewshot`).
+        #[arg(long)]
+        num_fewshot: Option<usize>,
+        /// Score only the first N documents of each task.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Write the task results as JSON here.
+        #[arg(long)]
+        output: Option<PathBuf>,
         /// Text column.
         #[arg(long, default_value = "text")]
         column: String,
@@ -343,6 +357,10 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         Command::Eval {
             model,
             data,
+            tasks,
+            num_fewshot,
+            limit,
+            output,
             column,
             seq_len,
             max_sequences,
@@ -352,6 +370,10 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             let job = model_cmd::EvalJob {
                 model,
                 data,
+                tasks,
+                num_fewshot,
+                limit,
+                output,
                 column,
                 seq_len,
                 max_sequences,

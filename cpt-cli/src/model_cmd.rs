@@ -5,12 +5,14 @@
 use crate::arch::llama::{self, LoadedModel};
 use crate::backend::BackendJob;
 use crate::model_source::RunCheckpoint;
+use crate::task_eval::{FEWSHOT_SEED, TokenizerEncoder, load_task, progress_bars, results_table};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::AutodiffBackend;
 use cpt_core::TokenBatch;
 use cpt_core::TrainBackend;
 use cpt_data::{ParquetTextSource, TextSourceOptions, Tokenizer, eval_sequences, expand_paths};
-use cpt_eval::{mean_loss, score_continuation};
+use cpt_eval::tasks::encode_pair;
+use cpt_eval::{ScoreSettings, TaskOptions, evaluate_task, mean_loss, score_continuation};
 use cpt_models::generate::{Sampling, generate};
 use cpt_models::gguf::GgmlType;
 use cpt_models::hf_llama;
@@ -28,12 +30,20 @@ fn load<B: AutodiffBackend>(path: &std::path::Path) -> Result<(LoadedModel<Inner
     Ok((loaded, tokenizer))
 }
 
-/// `cpt eval`: held-out loss and perplexity of a model on Parquet text.
+/// `cpt eval`: held-out loss and perplexity of a model on Parquet text, and downstream tasks.
 pub struct EvalJob {
     /// Model folder, run directory or checkpoint.
     pub model: PathBuf,
-    /// Parquet files or globs.
+    /// Parquet files or globs (perplexity; may be empty when tasks are given).
     pub data: Vec<String>,
+    /// Task files.
+    pub tasks: Vec<PathBuf>,
+    /// Few-shot examples per prompt (overrides the files).
+    pub num_fewshot: Option<usize>,
+    /// Documents per task.
+    pub limit: Option<usize>,
+    /// Where to write the task results as JSON.
+    pub output: Option<PathBuf>,
     /// Text column.
     pub column: String,
     /// Tokens per sequence.
@@ -49,6 +59,73 @@ impl BackendJob for EvalJob {
 
     fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
         let (loaded, tokenizer) = load::<B>(&self.model)?;
+        // Every task file is read and rendered before any model runs.
+        let options = TaskOptions {
+            num_fewshot: self.num_fewshot,
+            limit: self.limit,
+            seed: FEWSHOT_SEED,
+        };
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|path| load_task(path, None, &options))
+            .collect::<Result<Vec<_>>>()?;
+        if !self.data.is_empty() {
+            self.perplexity(&loaded, &tokenizer)?;
+        }
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let encoder = TokenizerEncoder(std::sync::Arc::new(tokenizer));
+        let settings = ScoreSettings {
+            batch_size: self.batch_size.max(1),
+            max_length: loaded.config.max_position_embeddings,
+        };
+        let mut progress = progress_bars();
+        let results = tasks
+            .iter()
+            .map(|task| {
+                evaluate_task(
+                    &loaded.model,
+                    task,
+                    &encoder,
+                    &settings,
+                    &mut |done, total| progress(&task.name, done, total),
+                )
+                .with_context(|| format!("task `{}` ({})", task.name, task.path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        println!("{}", results_table(&results));
+        if let Some(path) = &self.output {
+            let json = json!({
+                "model": loaded.source,
+                "num_fewshot": self.num_fewshot,
+                "limit": self.limit,
+                "results": results.iter().map(|r| (r.name.clone(), json!({
+                    "task_file": tasks.iter().find(|t| t.name == r.name).map(|t| t.path.clone()),
+                    "num_fewshot": r.num_fewshot,
+                    "samples": r.samples,
+                    "primary": r.primary,
+                    "higher_is_better": r.higher_is_better,
+                    "metrics": r.metrics,
+                    "stderr": r.stderr,
+                }))).collect::<serde_json::Map<_, _>>(),
+            });
+            let bytes = serde_json::to_vec_pretty(&json).expect("results serialise");
+            cpt_core::atomic::write_atomic(path, &bytes)?;
+            println!("results written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+impl EvalJob {
+    /// Held-out perplexity on `--data`, one JSON line.
+    fn perplexity<B: cpt_core::FusedOps>(
+        &self,
+        loaded: &LoadedModel<B>,
+        tokenizer: &Tokenizer,
+    ) -> Result<()> {
         let paths = expand_paths(&self.data)?;
         let options = TextSourceOptions {
             column: self.column.clone(),
@@ -57,7 +134,7 @@ impl BackendJob for EvalJob {
             ..Default::default()
         };
         let source = ParquetTextSource::open(&paths, options)?;
-        let sequences = eval_sequences(source, &tokenizer, self.seq_len, self.max_sequences)?;
+        let sequences = eval_sequences(source, tokenizer, self.seq_len, self.max_sequences)?;
         let batches: Vec<TokenBatch> = sequences
             .chunks(self.batch_size.max(1))
             .map(TokenBatch::from_sequences)
@@ -78,7 +155,8 @@ pub struct ScoreJob {
 }
 
 /// Token ids of one score request and where the scored part starts.
-fn request_ids(request: &Value, tokenizer: &Tokenizer) -> Result<(Vec<u32>, usize)> {
+fn request_ids(request: &Value, encoder: &TokenizerEncoder) -> Result<(Vec<u32>, usize)> {
+    let tokenizer = encoder.0.as_ref();
     let text = |key: &str| request.get(key).and_then(Value::as_str);
     let ids = |key: &str| -> Option<Result<Vec<u32>>> {
         let list = request.get(key)?.as_array()?;
@@ -95,11 +173,14 @@ fn request_ids(request: &Value, tokenizer: &Tokenizer) -> Result<(Vec<u32>, usiz
     let bos: Vec<u32> = tokenizer.bos_id().into_iter().collect();
     let eos = tokenizer.eos_id();
     if let (Some(context), Some(continuation)) = (text("context"), text("continuation")) {
-        // Encoded separately and joined, as the LM evaluation harness does.
-        let mut all = bos.clone();
-        all.extend(tokenizer.encode(context)?);
-        let start = all.len();
-        all.extend(tokenizer.encode(continuation)?);
+        // As the LM evaluation harness encodes a pair: the context's trailing whitespace moves
+        // to the continuation, whose tokens are those of context + continuation after the
+        // context's (so a context cut mid-word scores what the model would read), and an empty
+        // context becomes the prefix token (BOS, else EOS).
+        let pair = encode_pair(encoder, context, continuation)?;
+        let start = pair.context.len();
+        let mut all = pair.context;
+        all.extend(pair.continuation);
         return Ok((all, start));
     }
     if let (Some(context), Some(continuation)) = (ids("context_ids"), ids("continuation_ids")) {
@@ -131,6 +212,7 @@ impl BackendJob for ScoreJob {
 
     fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<()> {
         let (loaded, tokenizer) = load::<B>(&self.model)?;
+        let encoder = TokenizerEncoder(std::sync::Arc::new(tokenizer));
         let file = std::fs::File::open(&self.input)
             .with_context(|| format!("{}", self.input.display()))?;
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -140,7 +222,7 @@ impl BackendJob for ScoreJob {
                 continue;
             }
             let request: Value = serde_json::from_str(&line).with_context(at)?;
-            let (ids, start) = request_ids(&request, &tokenizer).with_context(at)?;
+            let (ids, start) = request_ids(&request, &encoder).with_context(at)?;
             if start == 0 || start >= ids.len() {
                 bail!("{}: nothing to score (empty context or continuation)", at());
             }

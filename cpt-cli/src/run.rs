@@ -16,7 +16,7 @@ use cpt_core::atomic::write_atomic;
 use cpt_core::checkpoint::{checksum, latest_checkpoint};
 use cpt_core::config::NonFiniteSetting;
 use cpt_core::{Evaluator, ItemSource, RunConfig, TaskModel};
-use cpt_eval::{matrix_csv, matrix_table, summarize};
+use cpt_eval::{matrix_csv, matrix_table, scores_csv, summarize};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -461,7 +461,7 @@ fn write_summary(
         let task_rows: Vec<Vec<f64>> = matrix_all.iter().map(|r| task_columns(r)).collect();
         write_atomic(
             &out.join("task_matrix.csv"),
-            matrix_csv(&headers, &task_columns(&initial_all), &task_rows).as_bytes(),
+            scores_csv(&headers, &names, &task_columns(&initial_all), &task_rows).as_bytes(),
         )?;
         for (k, column) in report.tasks.iter().enumerate() {
             let values: Vec<f64> = task_rows.iter().map(|r| r[k]).collect();

@@ -476,3 +476,103 @@ fn two_devices_train_like_one_with_the_global_batch() {
     assert!(line.contains("train.batch_size"), "{line}");
     assert!(!odd.exists());
 }
+
+#[test]
+fn downstream_tasks_are_scored_in_runs_and_by_cpt_eval_and_score_encodes_pairs_as_lm_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = repo().join("examples/tasks");
+    let cfg = config(dir.path(), |t| {
+        format!(
+            "{t}\n[[eval.tasks]]\nfile = \"{}\"\nlimit = 4\n[[eval.tasks]]\nname = \"rolling\"\nfile = \"{}\"\nlimit = 2\n",
+            tasks.join("cloze_austen.yaml").display(),
+            tasks.join("rust_docs_rolling.yaml").display()
+        )
+    });
+    let out = dir.path().join("run");
+    let o = run(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // One column per task after the stream's sets, in every evaluation...
+    let last_eval = std::fs::read_to_string(out.join("eval.jsonl")).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(last_eval.lines().last().unwrap()).unwrap();
+    let names: Vec<&str> = record["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["experience"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["austen", "rust", "cloze_austen", "rolling"]);
+    assert!(record["scores"][2]["extras"]["acc_norm"].is_number());
+    // ...a task matrix, and per-task forgetting in the summary.
+    let matrix = std::fs::read_to_string(out.join("task_matrix.csv")).unwrap();
+    assert!(
+        matrix.starts_with("after,cloze_austen (acc),rolling (word_perplexity)\ninitial,"),
+        "{matrix}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["tasks"][1]["name"], "rolling");
+    assert_eq!(summary["tasks"][1]["values"].as_array().unwrap().len(), 2);
+
+    // `cpt eval --tasks` on the run: the table and the JSON file.
+    let json = dir.path().join("results.json");
+    let o = cpt(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--tasks",
+        tasks.join("cloze_austen.yaml").to_str().unwrap(),
+        "--limit",
+        "4",
+        "--num-fewshot",
+        "1",
+        "--output",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("|cloze_austen|1|acc|↑|"), "{table}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(results["results"]["cloze_austen"]["samples"], 4);
+
+    // `cpt score` splits a context cut mid-word as lm-eval does: the continuation is scored on
+    // the tokens of the whole text after the context's own.
+    let tokenizer = cpt_data::Tokenizer::from_file(data("tokenizer.json")).unwrap();
+    let (context, continuation) = (
+        "It is a truth universally acknow",
+        "ledged, that a single man",
+    );
+    let whole = tokenizer
+        .encode(&format!("{context}{continuation}"))
+        .unwrap()
+        .len();
+    let expected = whole - tokenizer.encode(context).unwrap().len();
+    let input = dir.path().join("score.jsonl");
+    std::fs::write(
+        &input,
+        serde_json::json!({"context": context, "continuation": continuation}).to_string(),
+    )
+    .unwrap();
+    let o = cpt(&[
+        "score",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["tokens"], expected);
+
+    // A bad task file is named with the config key, before anything is written.
+    let bad = config(dir.path(), |t| {
+        format!("{t}\n[[eval.tasks]]\nfile = \"nowhere.yaml\"\n")
+    });
+    let line = error_line(&run(&bad, &dir.path().join("bad"), &[]));
+    assert!(
+        line.contains("eval.tasks[0]") && line.contains("nowhere.yaml"),
+        "{line}"
+    );
+    assert!(!dir.path().join("bad").exists());
+}

@@ -15,11 +15,11 @@ pub use classify::ClassificationEvaluator;
 pub use loglik::{ContinuationScore, score_continuation};
 pub use loss::{EvalSet, PerplexityEvaluator, mean_loss};
 pub use masked::ReconstructionEvaluator;
-pub use matrix::{MatrixSummary, matrix_csv, matrix_table, summarize};
+pub use matrix::{MatrixSummary, matrix_csv, matrix_table, scores_csv, summarize};
 pub use probe::{LabelledFeatures, NearestMean, RidgeProbe};
 pub use tasks::{
-    DocScore, OutputType, ScoreSettings, Task, TaskError, TaskOptions, TaskResult, TextEncoder,
-    evaluate_task, score_task,
+    DocScore, LanguageEvaluator, OutputType, ScoreSettings, Task, TaskError, TaskOptions,
+    TaskProgress, TaskResult, TextEncoder, evaluate_task, score_task,
 };
 pub use vision::{ClassPrompts, ImageEvalSet, ProbeScope, ProbeSettings};
 pub use zero_shot::ZeroShotEvaluator;

@@ -90,13 +90,24 @@ pub fn summarize(
 /// The matrix as CSV: a header naming the experiences, a row `initial`, then one row per
 /// trained experience.
 pub fn matrix_csv(experiences: &[String], initial: &[f64], matrix: &[Vec<f64>]) -> String {
-    let mut out = format!("after,{}\n", experiences.join(","));
+    scores_csv(experiences, experiences, initial, matrix)
+}
+
+/// Scores over a run as CSV: a header naming the `columns`, a row `initial`, then one row per
+/// trained experience, labelled by `experiences`.
+pub fn scores_csv(
+    columns: &[String],
+    experiences: &[String],
+    initial: &[f64],
+    rows: &[Vec<f64>],
+) -> String {
+    let mut out = format!("after,{}\n", columns.join(","));
     let row = |name: &str, values: &[f64]| {
         let cells: Vec<String> = values.iter().map(|v| format!("{v:.6}")).collect();
         format!("{name},{}\n", cells.join(","))
     };
     out += &row("initial", initial);
-    for (name, values) in experiences.iter().zip(matrix) {
+    for (name, values) in experiences.iter().zip(rows) {
         out += &row(name, values);
     }
     out

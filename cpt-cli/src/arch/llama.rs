@@ -7,15 +7,16 @@
 
 use super::Architecture;
 use crate::model_source::{RunCheckpoint, model_table};
-use crate::run::{RunEnd, RunJob, Stream};
+use crate::run::{RunEnd, RunJob, Stream, TaskColumn};
 use crate::sources::{eval_batches, reference_source, training_source};
+use crate::task_eval::{TokenizerEncoder, progress_bars, run_tasks};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
 use cpt_continual::Experience;
 use cpt_continual::strategies::DistillSettings;
-use cpt_core::{AdapterModel, RunConfig, TrainBackend};
+use cpt_core::{AdapterModel, Evaluator, RunConfig, TrainBackend};
 use cpt_data::Tokenizer;
-use cpt_eval::{EvalSet, PerplexityEvaluator};
+use cpt_eval::{EvalSet, LanguageEvaluator, PerplexityEvaluator, ScoreSettings};
 use cpt_models::gguf::{self, GgmlType, is_gguf};
 use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama};
 use std::path::{Path, PathBuf};
@@ -83,7 +84,7 @@ fn initial_model<B: Backend>(
     run: &RunConfig,
     tokenizer: &Tokenizer,
     device: &B::Device,
-) -> Result<LlamaForCausalLM<B>> {
+) -> Result<(LlamaConfig, LlamaForCausalLM<B>)> {
     let (config, model) = match &run.model.from {
         Some(file) if is_gguf(file) => gguf::load_llama_gguf::<B>(file, device)?,
         Some(dir) => hf_llama::load_llama::<B>(dir, device)?,
@@ -100,7 +101,7 @@ fn initial_model<B: Backend>(
             tokenizer.vocab_size()
         );
     }
-    Ok(model)
+    Ok((config, model))
 }
 
 /// Model, packed token streams and perplexity evaluation of a run.
@@ -110,7 +111,7 @@ fn stream<B: TrainBackend>(
 ) -> Result<Stream<B, LlamaForCausalLM<B>>> {
     let tokenizer = Arc::new(open_tokenizer(&tokenizer_path(run))?);
     // Checks the model config (or folder) before anything is written.
-    let model = initial_model::<B>(run, &tokenizer, device)?;
+    let (model_config, model) = initial_model::<B>(run, &tokenizer, device)?;
     let mut experiences = Vec::new();
     let mut eval_sets = Vec::new();
     for (i, (e, steps)) in run
@@ -136,17 +137,43 @@ fn stream<B: TrainBackend>(
         true => None,
         false => Some(reference_source(run, &distill.reference, &tokenizer)?),
     };
+    let perplexity =
+        PerplexityEvaluator::<B::InnerBackend, LlamaForCausalLM<B::InnerBackend>>::new(eval_sets);
+    let tasks = run_tasks(run)?;
+    let columns = tasks
+        .iter()
+        .map(|t| {
+            let (metric, higher_is_better) = t.metrics().next().expect("a task has a metric");
+            TaskColumn {
+                name: t.name.clone(),
+                metric: metric.to_string(),
+                higher_is_better,
+            }
+        })
+        .collect();
+    let evaluator: Box<dyn Evaluator<LlamaForCausalLM<B::InnerBackend>>> = if tasks.is_empty() {
+        Box::new(perplexity)
+    } else {
+        let settings = ScoreSettings {
+            batch_size: run.eval.batch_size.max(1),
+            max_length: model_config.max_position_embeddings,
+        };
+        Box::new(LanguageEvaluator::new(
+            perplexity,
+            tasks,
+            Box::new(TokenizerEncoder(tokenizer.clone())),
+            settings,
+            progress_bars(),
+        ))
+    };
     Ok(Stream {
         model,
         experiences,
-        evaluator: Box::new(PerplexityEvaluator::<
-            B::InnerBackend,
-            LlamaForCausalLM<B::InnerBackend>,
-        >::new(eval_sets)),
+        evaluator,
         reference,
         lora_targets: LORA_TARGETS.to_vec(),
         held_out: Vec::new(),
-        tasks: Vec::new(),
+        tasks: columns,
         unit: "tokens",
     })
 }

@@ -30,6 +30,7 @@
 mod config;
 mod data;
 mod error;
+mod evaluator;
 mod fewshot;
 mod metrics;
 mod score;
@@ -37,6 +38,7 @@ mod template;
 
 pub use config::OutputType;
 pub use error::TaskError;
+pub use evaluator::{LanguageEvaluator, TaskProgress};
 pub use score::{
     RequestScore, ScoreSettings, TokenRequest, encode_pair, rolling_windows, score_requests,
 };
