@@ -62,6 +62,10 @@ where
         .map(|local| build(&device::<B>(local)))
         .collect::<Result<Vec<_>>>()?;
     let columns = streams[0].columns();
+    let parts = streams
+        .into_iter()
+        .map(|stream| stream.into_parts(&job.config))
+        .collect::<Result<Vec<_>>>()?;
     if p.node_rank == 0 {
         prepare_run_dir(&job.config, &job.out, job.resume, job.force)?;
     }
@@ -93,7 +97,7 @@ where
     install_signal_handlers(stop.clone())?;
     let job = Arc::new(job);
     let (done, results) = mpsc::channel();
-    for (local, stream) in streams.into_iter().enumerate() {
+    for (local, parts) in parts.into_iter().enumerate() {
         let (job, peers, stop, done) = (job.clone(), peers.clone(), stop.clone(), done.clone());
         std::thread::Builder::new()
             .name(format!("peer-{local}"))
@@ -101,7 +105,7 @@ where
                 let result = peers
                     .register::<B::InnerBackend>(local, device::<B::InnerBackend>(local))
                     .map_err(anyhow::Error::from)
-                    .and_then(|peer| train_peer(&job, stream, Some(Box::new(peer)), stop));
+                    .and_then(|peer| train_peer(&job, parts, Some(Box::new(peer)), stop));
                 let _ = done.send((local, result));
             })
             .context("starting a peer thread")?;

@@ -195,11 +195,12 @@ impl RunJob {
         }
         // Everything is checked before the run directory is touched.
         let stream = build(&Default::default())?;
+        let columns = stream.columns();
+        let parts = stream.into_parts(&self.config)?;
         prepare_run_dir(&self.config, &self.out, self.resume, self.force)?;
         let stop = Arc::new(AtomicBool::new(false));
         install_signal_handlers(stop.clone())?;
-        let columns = stream.columns();
-        let (outcome, state) = train_peer(&self, stream, None, stop)?;
+        let (outcome, state) = train_peer(&self, parts, None, stop)?;
         self.finish(outcome, &state, &columns)
     }
 
@@ -254,12 +255,37 @@ impl<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> Stream<B, M> {
     }
 }
 
-/// Train one peer's `stream` (or the only one's, without `peers`): resume from the run
-/// directory's newest checkpoint if asked, run, return how it ended and the trainer's state.
-/// Only the peer of rank 0 (or the only one) writes the run directory.
+/// What a trainer is made of: a stream's model, experiences and evaluator, and the configured
+/// strategies built for it.
+pub struct TrainerParts<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
+    model: M,
+    experiences: Vec<Experience<ItemOf<B, M>>>,
+    evaluator: Box<dyn Evaluator<M::InnerModule>>,
+    strategies: Vec<Box<dyn cpt_continual::Strategy<B, M>>>,
+}
+
+impl<B: AutodiffBackend, M: ContinualModel<B>> Stream<B, M>
+where
+    M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
+{
+    /// The trainer's parts, the strategies built (and so checked) from `config`.
+    pub fn into_parts(self, config: &RunConfig) -> Result<TrainerParts<B, M>> {
+        let strategies = build_strategies::<B, M>(config, self.reference, &self.lora_targets)?;
+        Ok(TrainerParts {
+            model: self.model,
+            experiences: self.experiences,
+            evaluator: self.evaluator,
+            strategies,
+        })
+    }
+}
+
+/// Train one peer (or the only one, without `peers`): resume from the run directory's newest
+/// checkpoint if asked, run, return how it ended and the trainer's state. Only the peer of rank
+/// 0 (or the only one) writes the run directory.
 pub fn train_peer<B, M>(
     job: &RunJob,
-    stream: Stream<B, M>,
+    parts: TrainerParts<B, M>,
     peers: Option<Box<dyn PeerGroup<B::InnerBackend>>>,
     stop: Arc<AtomicBool>,
 ) -> Result<(RunOutcome, TrainerState)>
@@ -268,16 +294,13 @@ where
     M: ContinualModel<B>,
     M::InnerModule: TaskModel<B::InnerBackend, Batch = M::Batch>,
 {
-    let Stream {
+    let TrainerParts {
         model,
         experiences,
         evaluator,
-        reference,
-        lora_targets,
-        ..
-    } = stream;
+        strategies,
+    } = parts;
     let config = &job.config;
-    let strategies = build_strategies::<B, M>(config, reference, &lora_targets)?;
     let writes = peers.as_ref().is_none_or(|p| p.rank() == 0);
     let mut trainer =
         ContinualTrainer::new(model, strategies, experiences, evaluator, settings(config))
