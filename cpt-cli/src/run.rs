@@ -38,6 +38,7 @@ pub struct RunJob {
 
 /// Where a run's data-parallel peers are: devices in this process, processes over machines.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "collective"), allow(dead_code))]
 pub struct Parallel {
     /// Peers (devices) in this process.
     pub devices: usize,

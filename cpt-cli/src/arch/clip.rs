@@ -62,14 +62,12 @@ fn stream<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
 ) -> Result<Stream<B, ClipModel<B>>> {
-    let (model_config, model) = match &config.model.from {
-        Some(dir) => hf_clip::load_clip::<B>(dir, device)?,
-        None => {
-            let c = model_config(config)?;
-            let model = c.init_seeded(config.seed, device);
-            (c, model)
-        }
-    };
+    let (model_config, model) = super::starting_model(
+        config,
+        |dir| Ok(hf_clip::load_clip::<B>(dir, device)?),
+        model_config,
+        |c, seed| c.init_seeded(seed, device),
+    )?;
     let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
     let text = &model_config.text_config;
     if text.vocab_size < tokenizer.vocab_size() {

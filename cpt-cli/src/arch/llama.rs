@@ -85,15 +85,15 @@ fn initial_model<B: Backend>(
     tokenizer: &Tokenizer,
     device: &B::Device,
 ) -> Result<(LlamaConfig, LlamaForCausalLM<B>)> {
-    let (config, model) = match &run.model.from {
-        Some(file) if is_gguf(file) => gguf::load_llama_gguf::<B>(file, device)?,
-        Some(dir) => hf_llama::load_llama::<B>(dir, device)?,
-        None => {
-            let config = model_config(run)?;
-            let model = config.init_seeded(run.seed, device);
-            (config, model)
-        }
-    };
+    let (config, model) = super::starting_model(
+        run,
+        |from| match is_gguf(from) {
+            true => Ok(gguf::load_llama_gguf::<B>(from, device)?),
+            false => Ok(hf_llama::load_llama::<B>(from, device)?),
+        },
+        model_config,
+        |c, seed| c.init_seeded(seed, device),
+    )?;
     if config.vocab_size < tokenizer.vocab_size() {
         bail!(
             "config key `model.config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",

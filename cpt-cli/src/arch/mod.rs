@@ -73,6 +73,25 @@ pub fn with_architecture<J: ArchitectureJob>(name: &str, job: J) -> Result<J::Ou
     }
 }
 
+/// The model a run starts from, with its config: the Hugging Face folder of `model.from`
+/// (`load`), else a fresh model from the run's model config (`config`) drawn from the run's
+/// seed (`init`).
+fn starting_model<C, M>(
+    run: &RunConfig,
+    load: impl FnOnce(&Path) -> Result<(C, M)>,
+    config: impl FnOnce(&RunConfig) -> Result<C>,
+    init: impl FnOnce(&C, u64) -> M,
+) -> Result<(C, M)> {
+    match &run.model.from {
+        Some(from) => load(from),
+        None => {
+            let c = config(run)?;
+            let model = init(&c, run.seed);
+            Ok((c, model))
+        }
+    }
+}
+
 /// The checks every architecture shares, then its own.
 fn validate<A: Architecture>(run: &RunConfig) -> Result<()> {
     if A::READS_TEXT && run.data.tokenizer.is_none() && run.model.from.is_none() {

@@ -64,14 +64,12 @@ fn stream<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
 ) -> Result<Stream<B, ViTForImageClassification<B>>> {
-    let (model_config, model) = match &config.model.from {
-        Some(dir) => hf_vit::load_vit::<B>(dir, device)?,
-        None => {
-            let c = model_config(config)?;
-            let model = c.init_seeded(config.seed, device);
-            (c, model)
-        }
-    };
+    let (model_config, model) = super::starting_model(
+        config,
+        |dir| Ok(hf_vit::load_vit::<B>(dir, device)?),
+        model_config,
+        |c, seed| c.init_seeded(seed, device),
+    )?;
     for (i, e) in config.experiences.iter().enumerate() {
         if let Some(bad) = e
             .classes

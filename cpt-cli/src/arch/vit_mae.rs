@@ -64,14 +64,12 @@ fn stream<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
 ) -> Result<Stream<B, ViTMAEForPreTraining<B>>> {
-    let (model_config, model) = match &config.model.from {
-        Some(dir) => hf_vit::load_vit_mae::<B>(dir, device)?,
-        None => {
-            let c = model_config(config)?;
-            let model = c.init_seeded(config.seed, device);
-            (c, model)
-        }
-    };
+    let (model_config, model) = super::starting_model(
+        config,
+        |dir| Ok(hf_vit::load_vit_mae::<B>(dir, device)?),
+        model_config,
+        |c, seed| c.init_seeded(seed, device),
+    )?;
     let geometry = Geometry {
         size: model_config.image_size,
         channels: model_config.num_channels,
