@@ -108,7 +108,17 @@ pub fn eval_batches(
     tokenizer: &Tokenizer,
 ) -> Result<Vec<TokenBatch>> {
     let experience = &config.experiences[index];
-    let paths = expand_paths(&experience.eval)?;
+    held_out_batches(config, &experience.eval, tokenizer)
+        .with_context(|| format!("eval set of experience `{}`", experience.name))
+}
+
+/// The first `eval.max_sequences` packed sequences of `files` in file order, batched.
+pub fn held_out_batches(
+    config: &RunConfig,
+    files: &[String],
+    tokenizer: &Tokenizer,
+) -> Result<Vec<TokenBatch>> {
+    let paths = expand_paths(files)?;
     let options = TextSourceOptions {
         shuffle: false,
         ..text_options(config, 0)
@@ -119,8 +129,7 @@ pub fn eval_batches(
         tokenizer,
         config.data.seq_len,
         config.eval.max_sequences,
-    )
-    .with_context(|| format!("eval set of experience `{}`", experience.name))?;
+    )?;
     Ok(sequences
         .chunks(config.eval.batch_size.max(1))
         .map(TokenBatch::from_sequences)

@@ -576,3 +576,31 @@ fn downstream_tasks_are_scored_in_runs_and_by_cpt_eval_and_score_encodes_pairs_a
     );
     assert!(!dir.path().join("bad").exists());
 }
+
+#[test]
+fn held_out_text_is_scored_beside_the_stream_as_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| {
+        format!(
+            "{t}\n[[eval.held_out]]\nname = \"shakespeare\"\nfiles = [\"{}\"]\n",
+            data("shakespeare/eval.parquet")
+        )
+    });
+    let out = dir.path().join("run");
+    let o = run(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let matrix = std::fs::read_to_string(out.join("eval_matrix.csv")).unwrap();
+    assert!(
+        matrix.starts_with("after,austen,rust,shakespeare\n"),
+        "{matrix}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["held_out"][0]["name"], "shakespeare");
+    assert_eq!(
+        summary["held_out"][0]["values"].as_array().unwrap().len(),
+        3
+    );
+    // The square matrix (and so forgetting and transfer) stays the stream's.
+    assert_eq!(summary["eval_matrix"][0].as_array().unwrap().len(), 2);
+}

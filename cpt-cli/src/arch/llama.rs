@@ -8,7 +8,7 @@
 use super::Architecture;
 use crate::model_source::{RunCheckpoint, model_table};
 use crate::run::{RunEnd, RunJob, Stream, TaskColumn};
-use crate::sources::{eval_batches, reference_source, training_source};
+use crate::sources::{eval_batches, held_out_batches, reference_source, training_source};
 use crate::task_eval::{TokenizerEncoder, progress_bars, run_tasks};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
@@ -47,8 +47,18 @@ impl Architecture for Llama {
                 );
             }
         }
-        if !run.eval.held_out.is_empty() {
-            bail!("config key `eval.held_out`: held-out sets are for image streams");
+        for (i, h) in run.eval.held_out.iter().enumerate() {
+            if run.experiences.iter().any(|e| e.name == h.name) {
+                bail!(
+                    "config key `eval.held_out[{i}].name`: `{}` is already an experience's name",
+                    h.name
+                );
+            }
+            if !(h.classes.is_empty() && h.class_names.is_empty()) {
+                bail!(
+                    "config key `eval.held_out[{i}].classes`: class filters apply to image sets only"
+                );
+            }
         }
         Ok(())
     }
@@ -132,6 +142,17 @@ fn stream<B: TrainBackend>(
             batches: eval_batches(run, i, &tokenizer)?,
         });
     }
+    // Held-out text never trained on (general prose while adapting to code, say): retention
+    // columns after the stream's.
+    let mut held_out = Vec::new();
+    for h in &run.eval.held_out {
+        eval_sets.push(EvalSet {
+            name: h.name.clone(),
+            batches: held_out_batches(run, &h.files, &tokenizer)
+                .with_context(|| format!("held-out set `{}`", h.name))?,
+        });
+        held_out.push(h.name.clone());
+    }
     let distill: DistillSettings = cpt_continual::settings(run)?;
     let reference = match distill.reference.is_empty() {
         true => None,
@@ -172,7 +193,7 @@ fn stream<B: TrainBackend>(
         evaluator,
         reference,
         lora_targets: LORA_TARGETS.to_vec(),
-        held_out: Vec::new(),
+        held_out,
         tasks: columns,
         unit: "tokens",
     })
