@@ -17,7 +17,7 @@ mod sources;
 mod task_eval;
 
 use anyhow::Result;
-use backend::{BackendChoice, dispatch};
+use backend::{BackendChoice, dispatch, dispatch_training};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -225,6 +225,10 @@ enum Command {
         /// Full training steps or forward passes only.
         #[arg(long, value_enum, default_value = "train")]
         mode: bench_cmd::BenchMode,
+        /// Activation checkpointing of training steps: `none` or `balanced` (as
+        /// `train.activation_checkpointing`).
+        #[arg(long, default_value = "none")]
+        checkpointing: cpt_core::config::ActivationCheckpointing,
         /// Backend to run on.
         #[arg(long, value_enum)]
         backend: Option<BackendChoice>,
@@ -349,7 +353,8 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                     peer_timeout_secs: peer_timeout,
                 },
             };
-            Ok(match dispatch(backend, arch::Train(job))? {
+            let checkpointing = job.config.train.activation_checkpointing;
+            Ok(match dispatch_training(backend, checkpointing, arch::Train(job))? {
                 run::RunEnd::Finished => ExitCode::SUCCESS,
                 run::RunEnd::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
             })
@@ -434,6 +439,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             steps,
             warmup,
             mode,
+            checkpointing,
             backend,
         } => {
             let job = bench_cmd::BenchJob {
@@ -441,8 +447,9 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 mode,
                 steps,
                 warmup,
+                checkpointing,
             };
-            dispatch(backend, job).map(|()| ExitCode::SUCCESS)
+            dispatch_training(backend, checkpointing, job).map(|()| ExitCode::SUCCESS)
         }
     }
 }
