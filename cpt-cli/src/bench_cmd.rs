@@ -170,7 +170,7 @@ impl BackendJob for BenchJob {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             steps: self.steps,
             tokens_per_sec: (self.steps * tokens_per_step) as f64 / seconds,
-            peak_rss_mib: crate::run::peak_rss_mib(),
+            peak_rss_mib: cpt_core::memory::peak_rss_mib(),
         };
         println!("{}", serde_json::to_string(&result)?);
         Ok(())

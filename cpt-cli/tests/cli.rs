@@ -133,6 +133,10 @@ fn a_tiny_run_writes_the_whole_run_directory_and_resumes_to_the_same_summary() {
     assert_eq!(csv.lines().count(), 4);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
+    for line in metrics.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(record["peak_rss_mib"].as_f64().unwrap() > 0.0, "{line}");
+    }
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
 
     // Running again into the same directory without --resume is refused...
