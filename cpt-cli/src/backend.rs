@@ -4,9 +4,9 @@
 //! the chosen backend among those compiled in.
 
 use anyhow::{Result, bail};
-use clap::ValueEnum;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use clap::ValueEnum;
 use cpt_core::config::ActivationCheckpointing;
 use cpt_core::{FusedOps, TrainBackend};
 

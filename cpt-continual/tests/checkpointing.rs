@@ -5,9 +5,9 @@
 mod common;
 
 use burn::backend::Autodiff;
-use burn::tensor::ElementConversion;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::tensor::ElementConversion;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::params::named_tensors;
 use cpt_core::{TaskModel, TokenBatch, TrainBackend};
@@ -64,7 +64,10 @@ fn train<B: TrainBackend>(tied: bool) -> Trace {
 
 fn assert_identical(a: &Trace, b: &Trace) {
     assert_eq!(a.losses, b.losses);
-    assert_eq!(a.grads.keys().collect::<Vec<_>>(), b.grads.keys().collect::<Vec<_>>());
+    assert_eq!(
+        a.grads.keys().collect::<Vec<_>>(),
+        b.grads.keys().collect::<Vec<_>>()
+    );
     assert!(!a.grads.is_empty());
     for (path, grad) in &a.grads {
         assert_eq!(grad, &b.grads[path], "gradient of {path}");

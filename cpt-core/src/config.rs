@@ -680,7 +680,10 @@ peak_lr = 0.01
     #[test]
     fn activation_checkpointing_defaults_to_none_and_names_bad_values() {
         let c = parse(MINIMAL, &[]).unwrap();
-        assert_eq!(c.train.activation_checkpointing, ActivationCheckpointing::None);
+        assert_eq!(
+            c.train.activation_checkpointing,
+            ActivationCheckpointing::None
+        );
         let c = parse(MINIMAL, &["train.activation_checkpointing=\"balanced\""]).unwrap();
         assert_eq!(
             c.train.activation_checkpointing,
