@@ -4,8 +4,11 @@
 //! the chosen backend among those compiled in.
 
 use anyhow::{Result, bail};
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use clap::ValueEnum;
-use cpt_core::TrainBackend;
+use cpt_core::config::ActivationCheckpointing;
+use cpt_core::{FusedOps, TrainBackend};
 
 /// A burn backend cpt can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,8 +59,58 @@ pub trait BackendJob {
     fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<Self::Output>;
 }
 
-/// Run `job` on `choice` (or the default backend).
+/// Run `job` on `choice` (or the default backend), without activation checkpointing: for
+/// commands that only evaluate or convert, so the training stack is not compiled twice for them.
 pub fn dispatch<J: BackendJob>(choice: Option<BackendChoice>, job: J) -> Result<J::Output> {
+    on_backend(choice, KeepActivations, job)
+}
+
+/// Run a training `job` on `choice` (or the default backend) with `checkpointing`.
+///
+/// `balanced` is burn's `BalancedCheckpointing`: the autodiff graph keeps the outputs of
+/// compute-bound operations and recomputes memory-bound ones during the backward pass. Each
+/// strategy is a separate instantiation of the whole training stack, which is why only the
+/// commands that train (`cpt run`, `cpt bench`) come here.
+pub fn dispatch_training<J: BackendJob>(
+    choice: Option<BackendChoice>,
+    checkpointing: ActivationCheckpointing,
+    job: J,
+) -> Result<J::Output> {
+    tracing::info!("activation checkpointing: {}", checkpointing.name());
+    on_backend(choice, checkpointing, job)
+}
+
+/// How a job is instantiated over an inner backend: which autodiff checkpoint strategy wraps it.
+trait Autodiffs<J: BackendJob> {
+    fn run<B: FusedOps>(self, job: J) -> Result<J::Output>;
+}
+
+/// burn's default: every activation the backward pass reads is kept.
+struct KeepActivations;
+
+impl<J: BackendJob> Autodiffs<J> for KeepActivations {
+    fn run<B: FusedOps>(self, job: J) -> Result<J::Output> {
+        job.run::<Autodiff<B>>(Default::default())
+    }
+}
+
+impl<J: BackendJob> Autodiffs<J> for ActivationCheckpointing {
+    fn run<B: FusedOps>(self, job: J) -> Result<J::Output> {
+        match self {
+            ActivationCheckpointing::None => KeepActivations.run::<B>(job),
+            ActivationCheckpointing::Balanced => {
+                job.run::<Autodiff<B, BalancedCheckpointing>>(Default::default())
+            }
+        }
+    }
+}
+
+/// The one `match` from a backend name to a concrete backend.
+fn on_backend<J: BackendJob, A: Autodiffs<J>>(
+    choice: Option<BackendChoice>,
+    autodiff: A,
+    job: J,
+) -> Result<J::Output> {
     let Some(choice) = choice.or_else(BackendChoice::default_compiled) else {
         bail!(
             "this cpt binary was built without any backend; rebuild with --features flex, wgpu or cuda"
@@ -66,17 +119,11 @@ pub fn dispatch<J: BackendJob>(choice: Option<BackendChoice>, job: J) -> Result<
     tracing::info!("backend: {}", choice.name());
     match choice {
         #[cfg(feature = "flex")]
-        BackendChoice::Flex => {
-            job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
-        }
+        BackendChoice::Flex => autodiff.run::<burn::backend::Flex>(job),
         #[cfg(feature = "wgpu")]
-        BackendChoice::Wgpu => {
-            job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default())
-        }
+        BackendChoice::Wgpu => autodiff.run::<burn::backend::Wgpu>(job),
         #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => {
-            job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default())
-        }
+        BackendChoice::Cuda => autodiff.run::<burn::backend::Cuda>(job),
         #[allow(unreachable_patterns)]
         other => {
             let compiled: Vec<&str> = BackendChoice::compiled()

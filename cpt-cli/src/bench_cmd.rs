@@ -11,6 +11,7 @@ use burn::module::AutodiffModule;
 use clap::ValueEnum;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::TrainBackend;
+use cpt_core::config::ActivationCheckpointing;
 use cpt_core::{TaskModel, TokenBatch};
 use cpt_models::generate::{Sampling, generate};
 use cpt_models::{LlamaConfig, LlamaForCausalLM};
@@ -84,6 +85,8 @@ pub struct BenchJob {
     pub mode: BenchMode,
     pub steps: usize,
     pub warmup: usize,
+    /// The autodiff checkpoint strategy the job was dispatched with (reported, not applied here).
+    pub checkpointing: ActivationCheckpointing,
 }
 
 /// One line of JSON, the same keys as the PyTorch script prints.
@@ -92,6 +95,7 @@ struct BenchResult {
     engine: String,
     shape: BenchShape,
     mode: BenchMode,
+    checkpointing: &'static str,
     threads: usize,
     steps: usize,
     tokens_per_sec: f64,
@@ -162,10 +166,11 @@ impl BackendJob for BenchJob {
             engine: format!("cpt {}", env!("CARGO_PKG_VERSION")),
             shape: self.shape,
             mode: self.mode,
+            checkpointing: self.checkpointing.name(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             steps: self.steps,
             tokens_per_sec: (self.steps * tokens_per_step) as f64 / seconds,
-            peak_rss_mib: crate::run::peak_rss_mib(),
+            peak_rss_mib: cpt_core::memory::peak_rss_mib(),
         };
         println!("{}", serde_json::to_string(&result)?);
         Ok(())

@@ -10,6 +10,7 @@ mod model_cmd;
 mod model_source;
 #[cfg(feature = "collective")]
 mod peers;
+mod plan;
 mod report_cmd;
 mod run;
 mod run_dir;
@@ -17,7 +18,7 @@ mod sources;
 mod task_eval;
 
 use anyhow::Result;
-use backend::{BackendChoice, dispatch};
+use backend::{BackendChoice, dispatch, dispatch_training};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +98,15 @@ enum Command {
         /// Seconds a peer may wait for the others before the run counts one as lost and exits.
         #[arg(long, default_value_t = 30)]
         peer_timeout: u64,
+    },
+    /// The memory a run will need, from its config alone: parameters per component, fp32
+    /// weights, gradients and AdamW moments, and (LLaMA) activations per micro-batch.
+    Plan {
+        /// The run config (TOML).
+        config: PathBuf,
+        /// Override a config value, as for `cpt run` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Held-out loss and perplexity of a model on Parquet text, and downstream tasks
     /// (lm-evaluation-harness task files over local data).
@@ -225,6 +235,10 @@ enum Command {
         /// Full training steps or forward passes only.
         #[arg(long, value_enum, default_value = "train")]
         mode: bench_cmd::BenchMode,
+        /// Activation checkpointing of training steps: `none` or `balanced` (as
+        /// `train.activation_checkpointing`).
+        #[arg(long, default_value = "none")]
+        checkpointing: cpt_core::config::ActivationCheckpointing,
         /// Backend to run on.
         #[arg(long, value_enum)]
         backend: Option<BackendChoice>,
@@ -309,6 +323,17 @@ pub(crate) fn chain(error: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// `cpt plan` on the inner (non-autodiff) backend: architectures without a closed form count
+/// the parameters of a bare model.
+struct PlanJob<'a>(&'a cpt_core::RunConfig);
+
+impl backend::BackendJob for PlanJob<'_> {
+    type Output = plan::Plan;
+    fn run<B: cpt_core::TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<plan::Plan> {
+        arch::plan_run::<B::InnerBackend>(self.0, &device)
+    }
+}
+
 fn run_cli(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run {
@@ -349,10 +374,20 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                     peer_timeout_secs: peer_timeout,
                 },
             };
-            Ok(match dispatch(backend, arch::Train(job))? {
-                run::RunEnd::Finished => ExitCode::SUCCESS,
-                run::RunEnd::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
-            })
+            let checkpointing = job.config.train.activation_checkpointing;
+            Ok(
+                match dispatch_training(backend, checkpointing, arch::Train(job))? {
+                    run::RunEnd::Finished => ExitCode::SUCCESS,
+                    run::RunEnd::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+                },
+            )
+        }
+        Command::Plan { config, overrides } => {
+            let resolved = model_source::load_run_config(&config, &overrides)?;
+            arch::validate_run(&resolved)?;
+            let plan = dispatch(None, PlanJob(&resolved))?;
+            print!("{}", plan.render(&resolved));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Eval {
             model,
@@ -434,6 +469,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             steps,
             warmup,
             mode,
+            checkpointing,
             backend,
         } => {
             let job = bench_cmd::BenchJob {
@@ -441,8 +477,9 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 mode,
                 steps,
                 warmup,
+                checkpointing,
             };
-            dispatch(backend, job).map(|()| ExitCode::SUCCESS)
+            dispatch_training(backend, checkpointing, job).map(|()| ExitCode::SUCCESS)
         }
     }
 }

@@ -140,14 +140,6 @@ pub struct TaskColumn {
     pub higher_is_better: bool,
 }
 
-/// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 /// How the run ended, for the exit status.
 pub enum RunEnd {
     /// The stream was trained through.
@@ -565,7 +557,7 @@ fn write_summary(
         steps: state.global_step,
         wall_time_secs: state.elapsed_secs,
         tokens_per_sec: rate,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: cpt_core::memory::peak_rss_mib(),
     };
     let json = serde_json::to_vec_pretty(&full).expect("a summary serialises");
     write_atomic(&out.join("summary.json"), &json)?;

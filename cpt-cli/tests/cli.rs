@@ -133,6 +133,10 @@ fn a_tiny_run_writes_the_whole_run_directory_and_resumes_to_the_same_summary() {
     assert_eq!(csv.lines().count(), 4);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
+    for line in metrics.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(record["peak_rss_mib"].as_f64().unwrap() > 0.0, "{line}");
+    }
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
 
     // Running again into the same directory without --resume is refused...
@@ -603,4 +607,65 @@ fn held_out_text_is_scored_beside_the_stream_as_retention() {
     );
     // The square matrix (and so forgetting and transfer) stays the stream's.
     assert_eq!(summary["eval_matrix"][0].as_array().unwrap().len(), 2);
+
+fn balanced_activation_checkpointing_trains_to_the_same_eval_matrix_and_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let plain = dir.path().join("plain");
+    let balanced = dir.path().join("balanced");
+    let o = run(&cfg, &plain, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        &cfg,
+        &balanced,
+        &["--set", "train.activation_checkpointing=balanced"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |p: &Path, f: &str| std::fs::read_to_string(p.join(f)).unwrap();
+    assert_eq!(
+        read(&plain, "eval_matrix.csv"),
+        read(&balanced, "eval_matrix.csv")
+    );
+    let losses = |p: &Path| -> Vec<(f64, f64)> {
+        read(p, "metrics.jsonl")
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    r["loss"].as_f64().unwrap(),
+                    r["grad_norm"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(losses(&plain).len(), 6);
+    assert_eq!(losses(&plain), losses(&balanced));
+    assert!(read(&balanced, "config.toml").contains("activation_checkpointing = \"balanced\""));
+}
+
+#[test]
+fn plan_prints_parameters_and_memory_of_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let o = cpt(&["plan", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    // vocab 1024, hidden 16, FFN 32, 1 layer, 2 heads of 8, tied: embeddings 16,384; attention
+    // 4 · 16 · 16 = 1,024; MLP 3 · 16 · 32 = 1,536; norms 3 · 16 = 48.
+    let total = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("total") && !l.contains("MiB"))
+        .unwrap_or_else(|| panic!("no parameter total: {text}"));
+    assert!(total.ends_with(" 18992"), "{text}");
+    for row in [
+        "weights (fp32)",
+        "AdamW moments",
+        "activations per micro-batch",
+    ] {
+        assert!(text.contains(row), "{row}: {text}");
+    }
+    // Nothing is written: a plan is not a run.
+    assert!(!dir.path().join("runs").exists());
+    let bad = cpt(&["plan", cfg.to_str().unwrap(), "--set", "train.batch_size=0"]);
+    assert!(!bad.status.success());
 }

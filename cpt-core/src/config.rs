@@ -266,6 +266,43 @@ pub struct TrainSection {
     /// losses is not applied (counted against `max_skipped_steps`). Off when absent.
     #[serde(default)]
     pub loss_spike_factor: Option<f64>,
+    /// Activation checkpointing: `none` keeps every activation the backward pass reads;
+    /// `balanced` keeps only the outputs of compute-heavy operations (matmuls, fused kernels)
+    /// and recomputes the cheap element-wise ones during the backward pass.
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
+}
+
+/// The `train.activation_checkpointing` setting: which activations the backward pass keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationCheckpointing {
+    /// Keep every activation (burn's `NoCheckpointing`).
+    #[default]
+    None,
+    /// Recompute memory-bound operations in the backward pass (burn's `BalancedCheckpointing`).
+    Balanced,
+}
+
+impl ActivationCheckpointing {
+    /// The setting's name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Balanced => "balanced",
+        }
+    }
+}
+
+impl std::str::FromStr for ActivationCheckpointing {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Self::None, Self::Balanced]
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("`{s}` is not an activation checkpointing (none, balanced)"))
+    }
 }
 
 /// The `train.non_finite` setting.
@@ -638,6 +675,26 @@ peak_lr = 0.01
         assert_eq!(c.tokens_per_step(), 24);
         // 100 tokens at 24 per step round up to 5 steps.
         assert_eq!(c.experience_steps(), vec![5, 7]);
+    }
+
+    #[test]
+    fn activation_checkpointing_defaults_to_none_and_names_bad_values() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            c.train.activation_checkpointing,
+            ActivationCheckpointing::None
+        );
+        let c = parse(MINIMAL, &["train.activation_checkpointing=\"balanced\""]).unwrap();
+        assert_eq!(
+            c.train.activation_checkpointing,
+            ActivationCheckpointing::Balanced
+        );
+        let err = parse(MINIMAL, &["train.activation_checkpointing=\"full\""])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("full"), "{err}");
+        assert_eq!("balanced".parse(), Ok(ActivationCheckpointing::Balanced));
+        assert!("full".parse::<ActivationCheckpointing>().is_err());
     }
 
     #[test]

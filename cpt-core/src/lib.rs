@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fused;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod params;

@@ -32,6 +32,10 @@ pub struct StepRecord {
     /// The step's loss or gradient was not finite and its update was not applied.
     #[serde(default)]
     pub skipped: bool,
+    /// Peak resident memory of the process so far, in MiB (Linux; `null` elsewhere, absent in
+    /// logs written before it was recorded).
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// When an evaluation was taken.

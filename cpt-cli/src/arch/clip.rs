@@ -4,6 +4,7 @@
 use super::Architecture;
 use crate::image_sources::{self, Geometry, image_stream, probe_settings};
 use crate::model_source::RunCheckpoint;
+use crate::plan::Plan;
 use crate::run::{RunEnd, RunJob, Stream};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
@@ -42,6 +43,10 @@ impl Architecture for Clip {
         let tokenizer = saved.run.tokenizer_path();
         hf_clip::save_clip(&model, &config, Some(&tokenizer), out)?;
         Ok(())
+    }
+
+    fn plan<B: Backend>(run: &RunConfig, device: &B::Device) -> Result<Plan> {
+        Ok(crate::plan::counted(&model_config(run)?.init::<B>(device)))
     }
 }
 

@@ -7,6 +7,7 @@
 
 use super::Architecture;
 use crate::model_source::{RunCheckpoint, model_table};
+use crate::plan::Plan;
 use crate::run::{RunEnd, RunJob, Stream, TaskColumn};
 use crate::sources::{eval_batches, held_out_batches, reference_source, training_source};
 use crate::task_eval::{TokenizerEncoder, progress_bars, run_tasks};
@@ -71,6 +72,14 @@ impl Architecture for Llama {
     fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()> {
         let loaded = from_checkpoint::<B>(saved, device)?;
         save_hf(&loaded, out)
+    }
+
+    fn plan<B: Backend>(run: &RunConfig, _device: &B::Device) -> Result<Plan> {
+        Ok(crate::plan::llama(
+            &model_config(run)?,
+            run.train.batch_size,
+            run.data.seq_len,
+        ))
     }
 }
 
@@ -341,4 +350,28 @@ pub fn save_gguf<B: Backend>(loaded: &LoadedModel<B>, out: &Path, dtype: GgmlTyp
     let model = loaded.model.clone().merge_adapters();
     gguf::save_llama_gguf(&model, &loaded.config, &export, dtype, &name, out)?;
     Ok(())
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::module::Module;
+
+    /// `cpt plan`'s parameter count is the trained model's, on the bundled examples.
+    #[test]
+    fn plan_counts_the_parameters_of_the_built_model() {
+        for example in ["quickstart.toml", "tiny.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples")
+                .join(example);
+            let run = crate::model_source::load_run_config(&path, &[]).unwrap();
+            let device = Default::default();
+            let plan = Llama::plan::<Flex>(&run, &device).unwrap();
+            let model = model_config(&run)
+                .unwrap()
+                .init_seeded::<Flex>(run.seed, &device);
+            assert_eq!(plan.parameters() as usize, model.num_params(), "{example}");
+        }
+    }
 }

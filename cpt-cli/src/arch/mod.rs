@@ -15,6 +15,7 @@ pub mod vit_mae;
 
 use crate::backend::BackendJob;
 use crate::model_source::RunCheckpoint;
+use crate::plan::Plan;
 use crate::run::{RunEnd, RunJob};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
@@ -41,6 +42,11 @@ pub trait Architecture {
 
     /// Write the model of checkpoint `saved` (live adapters folded in) as a Hugging Face folder.
     fn export<B: Backend>(saved: &RunCheckpoint, out: &Path, device: &B::Device) -> Result<()>;
+
+    /// The memory plan of a run (`cpt plan`): parameters per component and, where the
+    /// architecture has one, an activation estimate. Architectures without a closed form build
+    /// the bare model on `device` (no data, no optimizer) and count its parameters.
+    fn plan<B: Backend>(run: &RunConfig, device: &B::Device) -> Result<Plan>;
 }
 
 /// Work to do with a concrete architecture.
@@ -130,6 +136,18 @@ impl BackendJob for Train {
         let name = self.0.config.model.architecture.clone();
         with_architecture(&name, TrainOn::<B>(self.0, std::marker::PhantomData))
     }
+}
+
+/// The memory plan of a validated run config (`cpt plan`).
+pub fn plan_run<B: Backend>(run: &RunConfig, device: &B::Device) -> Result<Plan> {
+    struct PlanOf<'a, B: Backend>(&'a RunConfig, &'a B::Device);
+    impl<B: Backend> ArchitectureJob for PlanOf<'_, B> {
+        type Output = Plan;
+        fn run<A: Architecture>(self) -> Result<Plan> {
+            A::plan::<B>(self.0, self.1)
+        }
+    }
+    with_architecture(&run.model.architecture, PlanOf::<B>(run, device))
 }
 
 /// Export the model of the run or checkpoint `path` as a Hugging Face folder at `out`.

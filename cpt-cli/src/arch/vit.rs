@@ -4,6 +4,7 @@
 use super::Architecture;
 use crate::image_sources::{self, Geometry, image_stream, probe_settings};
 use crate::model_source::RunCheckpoint;
+use crate::plan::Plan;
 use crate::run::{RunEnd, RunJob, Stream};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
@@ -40,6 +41,10 @@ impl Architecture for ViT {
             .merge_adapters();
         hf_vit::save_vit(&model, &config, out)?;
         Ok(())
+    }
+
+    fn plan<B: Backend>(run: &RunConfig, device: &B::Device) -> Result<Plan> {
+        Ok(crate::plan::counted(&model_config(run)?.init::<B>(device)))
     }
 }
 
@@ -92,4 +97,25 @@ fn stream<B: TrainBackend>(
             ViTForImageClassification<B::InnerBackend>,
         >::new(sets, probe_settings(config))))
     })
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::module::Module;
+
+    /// `cpt plan`'s parameter count is the trained model's, on the bundled examples.
+    #[test]
+    fn plan_counts_the_parameters_of_the_built_model() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vit_class_incremental.toml");
+        let run = crate::model_source::load_run_config(&path, &[]).unwrap();
+        let device = Default::default();
+        let plan = ViT::plan::<Flex>(&run, &device).unwrap();
+        let model = model_config(&run)
+            .unwrap()
+            .init_seeded::<Flex>(run.seed, &device);
+        assert_eq!(plan.parameters() as usize, model.num_params());
+    }
 }

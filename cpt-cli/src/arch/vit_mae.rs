@@ -4,6 +4,7 @@
 use super::Architecture;
 use crate::image_sources::{self, Geometry, image_stream, probe_settings};
 use crate::model_source::RunCheckpoint;
+use crate::plan::Plan;
 use crate::run::{RunEnd, RunJob, Stream};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
@@ -40,6 +41,10 @@ impl Architecture for ViTMAE {
             .merge_adapters();
         hf_vit::save_vit_mae(&model, &config, out)?;
         Ok(())
+    }
+
+    fn plan<B: Backend>(run: &RunConfig, device: &B::Device) -> Result<Plan> {
+        Ok(crate::plan::counted(&model_config(run)?.init::<B>(device)))
     }
 }
 

@@ -425,6 +425,7 @@ where
             tokens_seen: self.state.tokens_seen,
             tokens_per_sec: units as f64 / seconds,
             skipped,
+            peak_rss_mib: cpt_core::memory::peak_rss_mib(),
         })
     }
 

@@ -87,6 +87,11 @@ impl<B: FusedOps> Backward<B, 2> for SwiGlu {
 
 /// The `*_backward` methods keep the trait's defaults: on `Autodiff` they are differentiable
 /// composites, so gradients of gradients still work.
+///
+/// Under any checkpoint strategy `C` each node is declared compute-bound (as burn marks its
+/// matmuls): it is never recomputed, and it keeps what its backward reads in its own state
+/// rather than asking the checkpointer, so `BalancedCheckpointing` changes neither its outputs
+/// nor its gradients; a memory-bound op downstream backs up its output like a matmul's.
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         match CausalSoftmax
