@@ -607,7 +607,9 @@ fn held_out_text_is_scored_beside_the_stream_as_retention() {
     );
     // The square matrix (and so forgetting and transfer) stays the stream's.
     assert_eq!(summary["eval_matrix"][0].as_array().unwrap().len(), 2);
+}
 
+#[test]
 fn balanced_activation_checkpointing_trains_to_the_same_eval_matrix_and_losses() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), |t| t);
