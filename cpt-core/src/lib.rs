@@ -10,6 +10,7 @@ pub mod fused;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod precision;
 pub mod reservoir;
 pub mod rng;
 pub mod schedule;
@@ -25,5 +26,6 @@ pub use model::{
     ImageTextModel, ItemSource, LoraSpec, MaskedImageModel, StepOutput, TaskModel,
 };
 pub use params::{HostTensor, NamedTensors};
+pub use precision::{LossScaler, LossScalerConfig, Precision};
 pub use rng::SplitMix64;
 pub use schedule::{ScheduleConfig, ScheduleKind};
