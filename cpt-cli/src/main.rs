@@ -225,6 +225,9 @@ enum Command {
         /// Full training steps or forward passes only.
         #[arg(long, value_enum, default_value = "train")]
         mode: bench_cmd::BenchMode,
+        /// fp32, bf16-mixed or f16-mixed (as `train.precision`).
+        #[arg(long, default_value = "fp32", value_parser = bench_cmd::parse_precision)]
+        precision: cpt_core::Precision,
         /// Backend to run on.
         #[arg(long, value_enum)]
         backend: Option<BackendChoice>,
@@ -434,6 +437,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             steps,
             warmup,
             mode,
+            precision,
             backend,
         } => {
             let job = bench_cmd::BenchJob {
@@ -441,6 +445,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 mode,
                 steps,
                 warmup,
+                precision,
             };
             dispatch(backend, job).map(|()| ExitCode::SUCCESS)
         }
