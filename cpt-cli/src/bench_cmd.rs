@@ -12,7 +12,8 @@ use clap::ValueEnum;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::TrainBackend;
 use cpt_core::config::ActivationCheckpointing;
-use cpt_core::{TaskModel, TokenBatch};
+use cpt_core::precision::autocast;
+use cpt_core::{Precision, TaskModel, TokenBatch};
 use cpt_models::generate::{Sampling, generate};
 use cpt_models::{LlamaConfig, LlamaForCausalLM};
 use serde::Serialize;
@@ -87,6 +88,15 @@ pub struct BenchJob {
     pub warmup: usize,
     /// The autodiff checkpoint strategy the job was dispatched with (reported, not applied here).
     pub checkpointing: ActivationCheckpointing,
+    /// Precision of the forward (and backward) passes. `f16-mixed` times the low-precision
+    /// products without loss scaling, whose cost is one scalar per step.
+    pub precision: Precision,
+}
+
+/// A `--precision` value, spelled as `train.precision`.
+pub fn parse_precision(value: &str) -> std::result::Result<Precision, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| format!("`{value}`: expected fp32, bf16-mixed or f16-mixed"))
 }
 
 /// One line of JSON, the same keys as the PyTorch script prints.
@@ -96,6 +106,7 @@ struct BenchResult {
     shape: BenchShape,
     mode: BenchMode,
     checkpointing: &'static str,
+    precision: &'static str,
     threads: usize,
     steps: usize,
     tokens_per_sec: f64,
@@ -115,7 +126,9 @@ impl BackendJob for BenchJob {
             eps: 1e-8,
             weight_decay: 0.01,
         });
+        let precision = self.precision;
         let mut step = |model: LlamaForCausalLM<B>| -> LlamaForCausalLM<B> {
+            let _scope = autocast(precision);
             match self.mode {
                 BenchMode::Forward => {
                     let inference = model.valid();
@@ -167,6 +180,7 @@ impl BackendJob for BenchJob {
             shape: self.shape,
             mode: self.mode,
             checkpointing: self.checkpointing.name(),
+            precision: self.precision.name(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             steps: self.steps,
             tokens_per_sec: (self.steps * tokens_per_step) as f64 / seconds,

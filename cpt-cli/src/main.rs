@@ -239,6 +239,9 @@ enum Command {
         /// `train.activation_checkpointing`).
         #[arg(long, default_value = "none")]
         checkpointing: cpt_core::config::ActivationCheckpointing,
+        /// fp32, bf16-mixed or f16-mixed (as `train.precision`).
+        #[arg(long, default_value = "fp32", value_parser = bench_cmd::parse_precision)]
+        precision: cpt_core::Precision,
         /// Backend to run on.
         #[arg(long, value_enum)]
         backend: Option<BackendChoice>,
@@ -470,6 +473,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             warmup,
             mode,
             checkpointing,
+            precision,
             backend,
         } => {
             let job = bench_cmd::BenchJob {
@@ -478,6 +482,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 steps,
                 warmup,
                 checkpointing,
+                precision,
             };
             dispatch_training(backend, checkpointing, job).map(|()| ExitCode::SUCCESS)
         }

@@ -15,7 +15,7 @@ use cpt_core::TrainBackend;
 use cpt_core::atomic::write_atomic;
 use cpt_core::checkpoint::{checksum, latest_checkpoint};
 use cpt_core::config::NonFiniteSetting;
-use cpt_core::{Evaluator, ItemSource, RunConfig, TaskModel};
+use cpt_core::{Evaluator, ItemSource, LossScalerConfig, RunConfig, TaskModel};
 use cpt_eval::{matrix_csv, matrix_table, scores_csv, summarize};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -348,6 +348,9 @@ fn settings(config: &RunConfig) -> TrainerSettings {
         config_hash: checksum(config.to_toml().as_bytes()),
         loss_spike_factor: t.loss_spike_factor,
         seed: config.seed,
+        precision: t.precision,
+        eval_precision: config.eval.precision.unwrap_or(t.precision),
+        loss_scaler: LossScalerConfig::default(),
         non_finite: match t.non_finite {
             NonFiniteSetting::Fail => NonFinitePolicy::Fail,
             NonFiniteSetting::Skip => NonFinitePolicy::Skip {

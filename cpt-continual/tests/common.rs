@@ -133,6 +133,9 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
         non_finite: cpt_continual::NonFinitePolicy::Fail,
         loss_spike_factor: None,
         seed: 5,
+        precision: cpt_core::Precision::Fp32,
+        eval_precision: cpt_core::Precision::Fp32,
+        loss_scaler: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! registry reads, checks and resolves each one (an unknown table is an error there).
 
 use crate::error::{CoreError, Result};
+use crate::precision::Precision;
 use crate::schedule::ScheduleConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -266,6 +267,10 @@ pub struct TrainSection {
     /// losses is not applied (counted against `max_skipped_steps`). Off when absent.
     #[serde(default)]
     pub loss_spike_factor: Option<f64>,
+    /// `fp32`, `bf16-mixed` or `f16-mixed` (f32 master weights and moments, linear-layer
+    /// products in the low precision; see [`crate::precision`]).
+    #[serde(default)]
+    pub precision: Precision,
     /// Activation checkpointing: `none` keeps every activation the backward pass reads;
     /// `balanced` keeps only the outputs of compute-heavy operations (matmuls, fused kernels)
     /// and recomputes the cheap element-wise ones during the backward pass.
@@ -372,6 +377,8 @@ pub struct EvalSection {
     /// Downstream tasks (lm-evaluation-harness task files) scored at every evaluation beside
     /// perplexity (language models).
     pub tasks: Vec<EvalTask>,
+    /// Precision of evaluation forward passes (default: `train.precision`).
+    pub precision: Option<Precision>,
 }
 
 /// A downstream task of `[[eval.tasks]]`.
@@ -402,6 +409,7 @@ impl Default for EvalSection {
             probe_scope: "per_set".into(),
             held_out: Vec::new(),
             tasks: Vec::new(),
+            precision: None,
         }
     }
 }

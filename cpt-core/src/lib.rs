@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod precision;
 pub mod reservoir;
 pub mod rng;
 pub mod schedule;
@@ -26,5 +27,6 @@ pub use model::{
     ImageTextModel, ItemSource, LoraSpec, MaskedImageModel, StepOutput, TaskModel,
 };
 pub use params::{HostTensor, NamedTensors};
+pub use precision::{LossScaler, LossScalerConfig, Precision};
 pub use rng::SplitMix64;
 pub use schedule::{ScheduleConfig, ScheduleKind};

@@ -8,7 +8,7 @@
 
 use crate::blocks::Init;
 use burn::module::{Module, Param};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
 use cpt_core::SplitMix64;
 
 pub use cpt_core::LoraSpec;
@@ -50,13 +50,26 @@ impl<B: Backend> Linear<B> {
     /// Leading dimensions are flattened into one so every product is a single 2-D matmul: a
     /// batched matmul against the weight broadcast over the batch would, in its backward pass,
     /// materialise one `[in, out]` weight gradient per batch row and then sum them.
+    ///
+    /// Inside a mixed-precision scope ([`cpt_core::precision::autocast`]) the input, weight,
+    /// bias and adapter are cast to the compute dtype and the output back to the input's dtype,
+    /// as `torch.autocast` runs `F.linear`: this is the one place a model changes precision, so
+    /// the residual stream, norms, softmax and loss around it stay `f32`. The casts are
+    /// differentiable and hand the gradients back in the parameters' own dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let mut dims = x.dims();
         let d_in = dims[D - 1];
         let x = x.reshape([dims[..D - 1].iter().product::<usize>(), d_in]);
-        let mut y = x.clone().matmul(self.weight.val());
+        let source = x.dtype();
+        let compute = cpt_core::precision::compute_dtype().filter(|&d| DType::from(d) != source);
+        let low = |t: Tensor<B, 2>| match compute {
+            Some(dtype) => t.cast(dtype),
+            None => t,
+        };
+        let x = low(x);
+        let mut y = x.clone().matmul(low(self.weight.val()));
         if let Some(bias) = &self.bias {
-            y = y + bias.val().unsqueeze::<2>();
+            y = y + low(bias.val().unsqueeze::<2>());
         }
         if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
             let p = self.lora_dropout;
@@ -67,8 +80,11 @@ impl<B: Backend> Linear<B> {
             } else {
                 x
             };
-            let low = x.matmul(a.val()).matmul(b.val());
-            y = y + low.mul_scalar(self.lora_scaling);
+            let low_rank = x.matmul(low(a.val())).matmul(low(b.val()));
+            y = y + low_rank.mul_scalar(self.lora_scaling);
+        }
+        if compute.is_some() {
+            y = y.cast(FloatDType::from(source));
         }
         dims[D - 1] = y.dims()[1];
         y.reshape(dims)
@@ -119,5 +135,65 @@ impl<B: Backend> Linear<B> {
         self.lora_scaling = 0.0;
         self.lora_dropout = 0.0;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use cpt_core::precision::{Precision, autocast};
+
+    type B = Autodiff<Flex>;
+
+    /// `x·W + b` with values whose products are not exact in bfloat16.
+    fn layer_and_input() -> (Linear<B>, Tensor<B, 3>) {
+        let device = Default::default();
+        let w: Vec<f32> = (0..12).map(|i| 0.1 + i as f32 / 7.0).collect();
+        let layer = Linear {
+            weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [4, 3]), &device)),
+            bias: Some(Param::from_tensor(Tensor::from_floats(
+                [0.3, -0.2, 0.01],
+                &device,
+            ))),
+            lora_a: None,
+            lora_b: None,
+            lora_scaling: 0.0,
+            lora_dropout: 0.0,
+        };
+        let x: Vec<f32> = (0..8).map(|i| 1.0 / (i as f32 + 3.0)).collect();
+        let x = Tensor::from_data(TensorData::new(x, [1, 2, 4]), &device).require_grad();
+        (layer, x)
+    }
+
+    #[test]
+    fn mixed_precision_computes_low_and_returns_f32_with_f32_gradients() {
+        let (layer, x) = layer_and_input();
+        let exact = layer.forward(x.clone());
+        for (precision, tolerance) in [(Precision::Bf16Mixed, 2e-2), (Precision::F16Mixed, 2e-3)] {
+            let y = {
+                let _scope = autocast(precision);
+                layer.forward(x.clone())
+            };
+            assert_eq!(y.dtype(), DType::F32);
+            let diff = (y.clone() - exact.clone()).abs().max().into_scalar();
+            // Rounded to the compute dtype somewhere, but only by its precision.
+            assert!(diff > 0.0 && diff < tolerance, "{precision:?}: {diff}");
+            let grads = y.sum().backward();
+            let gw = layer.weight.grad(&grads).expect("weight gradient");
+            let gb = layer
+                .bias
+                .as_ref()
+                .unwrap()
+                .grad(&grads)
+                .expect("bias gradient");
+            assert_eq!((gw.dtype(), gb.dtype()), (DType::F32, DType::F32));
+            assert_eq!(x.grad(&grads).expect("input gradient").dtype(), DType::F32);
+            // d(sum y)/db = number of rows, exactly, in any precision.
+            assert_eq!(gb.into_data().to_vec::<f32>().unwrap(), vec![2.0; 3]);
+        }
+        // Outside a scope the layer is f32 again, bit for bit.
+        let again = layer.forward(x);
+        assert_eq!(again.into_data(), exact.into_data());
     }
 }

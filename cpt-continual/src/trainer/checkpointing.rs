@@ -9,7 +9,7 @@ use burn::module::{AutodiffModule, Module};
 use cpt_core::checkpoint::{CheckpointDir, save_checkpoint, tag_for_step};
 use cpt_core::params::{load_named, named_tensors};
 use cpt_core::tensor_file::{encode_tensors, parse_tensors};
-use cpt_core::{CoreError, TaskModel, TrainBackend};
+use cpt_core::{CoreError, LossScaler, TaskModel, TrainBackend};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -142,6 +142,13 @@ where
             experience.source.seek(cursor)?;
         }
         self.state = state;
+        // A run resumed under another precision starts (or drops) its loss scale here.
+        let scaling = self.settings.precision.needs_loss_scaling();
+        self.state.loss_scaler = match self.state.loss_scaler.take() {
+            Some(scaler) if scaling => Some(scaler),
+            _ if scaling => Some(LossScaler::new(&self.settings.loss_scaler)),
+            _ => None,
+        };
         Ok(())
     }
 }

@@ -83,6 +83,30 @@ where
         }
     }
 
+    /// Under a dynamic loss scale: whether the step's gradients overflowed (a finite objective
+    /// but a non-finite gradient norm), which skips the step without counting against the
+    /// non-finite policy, as `GradScaler.step` does. Every step with a finite objective moves
+    /// the scale: down after an overflow, up after enough clean steps in a row.
+    pub(super) fn loss_scale_overflow(&mut self, losses: &StepLosses, grad_norm: f64) -> bool {
+        let Some(scaler) = self.state.loss_scaler.as_mut() else {
+            return false;
+        };
+        if losses.non_finite_total.is_some() {
+            return false;
+        }
+        let overflow = !grad_norm.is_finite();
+        let before = scaler.scale;
+        scaler.update(overflow, &self.settings.loss_scaler);
+        if overflow {
+            tracing::warn!(
+                "gradient overflow at global step {} under loss scale {before}; step skipped, scale now {}",
+                self.state.global_step + 1,
+                scaler.scale
+            );
+        }
+        overflow
+    }
+
     /// A loss spike: skip the step (counted against the skip cap), whatever the non-finite
     /// policy, since the guard was asked for explicitly.
     fn spike_step(&mut self, loss: f64, e: usize) -> Result<bool> {

@@ -21,10 +21,11 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use cpt_core::TrainBackend;
+use cpt_core::precision::autocast;
 use cpt_core::schedule::phase_position;
 use cpt_core::{
-    Batch, EvalPoint, EvalRecord, EvalScores, Evaluator, ItemSource, ScheduleConfig, StepRecord,
-    TaskModel,
+    Batch, EvalPoint, EvalRecord, EvalScores, Evaluator, ItemSource, LossScaler, LossScalerConfig,
+    Precision, ScheduleConfig, StepRecord, TaskModel,
 };
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -64,6 +65,12 @@ pub struct TrainerSettings {
     /// burn cannot save a device RNG's state, so each step's draws are made a function of the
     /// step instead.
     pub seed: u64,
+    /// Precision of the training forward and backward passes.
+    pub precision: Precision,
+    /// Precision of evaluation forward passes.
+    pub eval_precision: Precision,
+    /// Dynamic loss scaling under `f16-mixed` (ignored otherwise).
+    pub loss_scaler: LossScalerConfig,
 }
 
 /// One experience of the stream: a name, a step budget and its training stream.
@@ -123,6 +130,9 @@ pub struct TrainerState {
     /// State of the loss-spike guard.
     #[serde(default)]
     pub spike_guard: SpikeGuard,
+    /// The dynamic loss scale under `f16-mixed`.
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// How [`ContinualTrainer::run`] ended.
@@ -172,6 +182,13 @@ where
         evaluator: Box<dyn Evaluator<M::InnerModule>>,
         settings: TrainerSettings,
     ) -> Self {
+        let state = TrainerState {
+            loss_scaler: settings
+                .precision
+                .needs_loss_scaling()
+                .then(|| LossScaler::new(&settings.loss_scaler)),
+            ..TrainerState::default()
+        };
         Self {
             model,
             optimizer: AdamW::new(settings.adamw),
@@ -179,7 +196,7 @@ where
             experiences,
             evaluator,
             settings,
-            state: TrainerState::default(),
+            state,
             checkpoint_root: None,
             stop: Arc::new(AtomicBool::new(false)),
             peers: None,
@@ -323,6 +340,9 @@ where
     /// micro-batches. Nothing is read to the host here; the losses stay on the device.
     fn forward_backward(&mut self, e: usize) -> Result<MicroBatches<B>> {
         let (batch_size, accum) = (self.settings.batch_size, self.settings.grad_accum_steps);
+        // Under f16-mixed the objective is multiplied by the loss scale so that small gradients
+        // survive f16's range; `update` divides it out again.
+        let loss_scale = self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
         let mut micro = MicroBatches {
             grads: GradStore::default(),
             losses: Vec::with_capacity(accum),
@@ -332,7 +352,10 @@ where
         for _ in 0..accum {
             let (batch, units) = self.next_training_batch(e, batch_size)?;
             micro.units += units;
-            let out = self.model.forward_step(&batch);
+            let out = {
+                let _scope = autocast(self.settings.precision);
+                self.model.forward_step(&batch)
+            };
             let mut total = out.loss.clone();
             for strategy in &self.strategies {
                 if let Some(penalty) = strategy.penalty(&self.model, &batch, &out) {
@@ -345,7 +368,7 @@ where
             // A non-finite objective is backpropagated like any other: the guard rejects the
             // whole step before its gradients are used, and every micro-batch is still drawn,
             // so the data position does not depend on where a fault happened.
-            let backward = total.div_scalar(accum as f64).backward();
+            let backward = total.mul_scalar(loss_scale / accum as f64).backward();
             micro.grads.accumulate(&self.model, &backward);
         }
         if let Some(peers) = &self.peers {
@@ -383,17 +406,25 @@ where
         // in PyTorch: they count neither in the clipping norm nor in the update.
         let strategies = &self.strategies;
         grads.retain(|path| strategies.iter().all(|s| s.lr_scale(path) != 0.0));
-        // The step's second and last read; a step already lost to its loss needs no norm.
+        // The step's second and last read; a step already lost to its loss needs no norm. The
+        // gradients still carry the loss scale (1 unless f16-mixed): the norm is divided by it.
+        let loss_scale = self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
         let grad_norm = match losses.non_finite_total {
-            None => grads.global_norm(),
+            None => grads.global_norm() / loss_scale,
             Some(_) => f64::NAN,
         };
-        let skipped = self.guard(e, &losses, grad_norm)?;
+        let skipped =
+            self.loss_scale_overflow(&losses, grad_norm) || self.guard(e, &losses, grad_norm)?;
         if !skipped {
+            // Unscaling and clipping are one pass over the gradients.
+            let mut factor = 1.0 / loss_scale;
             let clip = self.settings.grad_clip_norm;
             if clip > 0.0 && grad_norm > clip {
                 // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
-                grads.scale(clip / (grad_norm + 1e-6));
+                factor *= clip / (grad_norm + 1e-6);
+            }
+            if factor != 1.0 {
+                grads.scale(factor);
             }
             let strategies = &self.strategies;
             let lr_scale =
@@ -523,7 +554,10 @@ where
         point: EvalPoint,
         observer: &mut dyn RunObserver,
     ) -> Result<Vec<EvalScores>> {
-        let scores = self.evaluator.evaluate(&self.model.valid())?;
+        let scores = {
+            let _scope = autocast(self.settings.eval_precision);
+            self.evaluator.evaluate(&self.model.valid())?
+        };
         let experience = (point != EvalPoint::Initial).then_some(self.state.experience);
         observer.eval(&EvalRecord {
             point,
