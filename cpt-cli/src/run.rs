@@ -495,10 +495,13 @@ fn write_summary(
             println!("forgetting on `{name}`: {f:+.3} {metric} (final vs best seen; > 0 is worse)");
         }
     }
-    println!(
-        "backward transfer: {:+.3}   forward transfer: {:+.3}   ({metric}; negative BWT = forgetting)",
-        summary.backward_transfer, summary.forward_transfer
-    );
+    // Transfer needs a second experience; a one-experience stream has none to report.
+    if n > 1 {
+        println!(
+            "backward transfer: {:+.3}   forward transfer: {:+.3}   ({metric}; negative BWT = forgetting)",
+            summary.backward_transfer, summary.forward_transfer
+        );
+    }
     let mut retention = Vec::new();
     for (k, name) in report.held_out.iter().enumerate() {
         let series: Vec<f64> = std::iter::once(initial_all[n + k])
