@@ -69,17 +69,7 @@ where
     if p.node_rank == 0 {
         prepare_run_dir(&job.config, &job.out, job.resume, job.force)?;
     }
-    if p.nodes > 1 && p.node_rank == 0 {
-        let coordinator = p
-            .coordinator
-            .as_deref()
-            .context("a multi-node run needs --coordinator HOST:PORT")?;
-        let port = coordinator
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .with_context(|| format!("--coordinator `{coordinator}`: expected HOST:PORT"))?;
-        start_orchestrator(port)?;
-    }
+    start_orchestrator(&topology)?;
     tracing::info!(
         "data parallel: {} peers ({} per node × {} nodes), global batch {} ({} per peer)",
         p.peers(),

@@ -46,5 +46,16 @@ pub enum ContinualError {
     Resume(String),
 }
 
+impl ContinualError {
+    /// A config value that is out of range or unknown, naming its key; the message is kept on
+    /// one line (serde's can span several).
+    pub fn invalid(key: impl Into<String>, message: &str) -> Self {
+        Self::Core(CoreError::Invalid {
+            key: key.into(),
+            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+        })
+    }
+}
+
 /// Result alias for cpt-continual.
 pub type Result<T> = std::result::Result<T, ContinualError>;

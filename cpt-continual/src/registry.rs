@@ -83,18 +83,11 @@ pub fn settings<S: StrategySettings>(run: &RunConfig) -> Result<S> {
         .unwrap_or_default();
     let settings: S = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| invalid(S::NAME.to_string(), e.message()))?;
-    settings
-        .check()
-        .map_err(|(key, message)| invalid(format!("{}.{key}", S::NAME), &message))?;
+        .map_err(|e: toml::de::Error| ContinualError::invalid(S::NAME, e.message()))?;
+    settings.check().map_err(|(key, message)| {
+        ContinualError::invalid(format!("{}.{key}", S::NAME), &message)
+    })?;
     Ok(settings)
-}
-
-fn invalid(key: String, message: &str) -> ContinualError {
-    ContinualError::Core(cpt_core::CoreError::Invalid {
-        key,
-        message: message.split_whitespace().collect::<Vec<_>>().join(" "),
-    })
 }
 
 /// Replace `S`'s table with its resolved settings (every default written out), so the run
@@ -162,8 +155,8 @@ registry! {
 }
 
 fn unknown_strategy(name: &str) -> ContinualError {
-    invalid(
-        "strategies".into(),
+    ContinualError::invalid(
+        "strategies",
         &format!(
             "unknown strategy `{name}` (known: {})",
             STRATEGIES.join(", ")
@@ -179,7 +172,7 @@ pub fn resolve_settings(run: &mut RunConfig) -> Result<()> {
         .keys()
         .find(|name| !STRATEGIES.contains(&name.as_str()))
     {
-        return Err(invalid(
+        return Err(ContinualError::invalid(
             name.clone(),
             &format!(
                 "unknown key (neither a config section nor a strategy; strategies: {})",
@@ -220,8 +213,8 @@ where
     {
         let mode = settings::<LoraSettings>(run)?.mode;
         if mode != LoraMode::Merge {
-            return Err(invalid(
-                "strategies".into(),
+            return Err(ContinualError::invalid(
+                "strategies",
                 &format!(
                     "list `lora` before `distill` when `lora.mode` is `{}` (the teacher holds the adapters, which must exist before it is restored on resume)",
                     mode.as_str()

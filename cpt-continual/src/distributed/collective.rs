@@ -59,15 +59,18 @@ impl Topology {
         self.node_rank * self.devices + local
     }
 
+    fn coordinator(&self) -> Result<&str> {
+        self.coordinator.as_deref().ok_or_else(|| {
+            ContinualError::invalid("--coordinator", "a multi-node run needs HOST:PORT")
+        })
+    }
+
     fn config(&self) -> Result<CollectiveConfig> {
         let config = CollectiveConfig::default().with_num_devices(self.devices);
         if self.nodes == 1 {
             return Ok(config);
         }
-        let coordinator = self
-            .coordinator
-            .as_deref()
-            .ok_or_else(|| invalid("--coordinator", "a multi-node run needs HOST:PORT"))?;
+        let coordinator = self.coordinator()?;
         let (host, port) = host_port(coordinator, "--coordinator")?;
         let node = match &self.node_address {
             Some(address) => address.clone(),
@@ -76,7 +79,7 @@ impl Topology {
         let (_, data_port) = host_port(&node, "--node-address")?;
         let address = |hostport: &str| {
             burn_communication::Address::from_str(&format!("ws://{hostport}"))
-                .map_err(|e| invalid("--coordinator", &e))
+                .map_err(|e| ContinualError::invalid("--coordinator", &e))
         };
         Ok(config
             .with_global_all_reduce_strategy(AllReduceStrategy::Centralized)
@@ -87,26 +90,23 @@ impl Topology {
     }
 }
 
-fn invalid(key: &str, message: &str) -> ContinualError {
-    ContinualError::Core(cpt_core::CoreError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    })
-}
-
 fn host_port(value: &str, key: &str) -> Result<(String, u16)> {
     let (host, port) = value
         .rsplit_once(':')
-        .ok_or_else(|| invalid(key, &format!("`{value}` is not HOST:PORT")))?;
+        .ok_or_else(|| ContinualError::invalid(key, &format!("`{value}` is not HOST:PORT")))?;
     let port = port
         .parse::<u16>()
-        .map_err(|_| invalid(key, &format!("`{port}` is not a port number")))?;
+        .map_err(|_| ContinualError::invalid(key, &format!("`{port}` is not a port number")))?;
     Ok((host.to_string(), port))
 }
 
-/// Start the global orchestrator of a multi-node run on `port`, in a background thread of this
-/// process (node 0's).
-pub fn start_orchestrator(port: u16) -> Result<()> {
+/// On node 0 of a multi-node run, start the global orchestrator on the coordinator's port, in a
+/// background thread of this process; elsewhere do nothing.
+pub fn start_orchestrator(topology: &Topology) -> Result<()> {
+    if topology.nodes == 1 || topology.node_rank != 0 {
+        return Ok(());
+    }
+    let (_, port) = host_port(topology.coordinator()?, "--coordinator")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -46,12 +46,10 @@ pub fn shard(batch_size: usize, rank: usize, size: usize) -> std::ops::Range<usi
 /// Check that a global batch splits evenly over `size` peers.
 pub fn check_batch(batch_size: usize, size: usize) -> Result<()> {
     if size == 0 || !batch_size.is_multiple_of(size) {
-        return Err(ContinualError::Core(cpt_core::CoreError::Invalid {
-            key: "train.batch_size".into(),
-            message: format!(
-                "{batch_size} (the global batch) must divide by the number of peers ({size})"
-            ),
-        }));
+        return Err(ContinualError::invalid(
+            "train.batch_size",
+            &format!("{batch_size} (the global batch) must divide by the number of peers ({size})"),
+        ));
     }
     Ok(())
 }

@@ -10,9 +10,7 @@ use crate::strategy::{Context, InnerDevice, Strategy, StrategyState};
 use crate::weights::{Weights, from_host, snapshot, to_host};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use cpt_core::{
-    ADAPTER_MARKER, AdapterModel, CoreError, LoraSpec, NamedTensors, SplitMix64, TaskModel,
-};
+use cpt_core::{ADAPTER_MARKER, AdapterModel, LoraSpec, NamedTensors, SplitMix64, TaskModel};
 use serde::{Deserialize, Serialize};
 
 /// What happens to the adapter when an experience ends.
@@ -197,13 +195,13 @@ impl LoraSettings {
             .iter()
             .find(|t| !known.contains(&t.trim_end_matches("_proj")))
         {
-            return Err(ContinualError::Core(CoreError::Invalid {
-                key: "lora.target_modules".into(),
-                message: format!(
+            return Err(ContinualError::invalid(
+                "lora.target_modules",
+                &format!(
                     "unknown module `{bad}` (known for `{architecture}`: {})",
                     known.join(", ")
                 ),
-            }));
+            ));
         }
         Ok(LoraSpec {
             rank: self.rank,

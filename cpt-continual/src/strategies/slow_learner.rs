@@ -116,10 +116,10 @@ impl StrategySettings for SlowLearnerSettings {
             .map(|g| (g.pattern.clone(), g.lr_scale))
             .collect();
         if groups.is_empty() {
-            return Err(crate::ContinualError::Core(cpt_core::CoreError::Invalid {
-                key: "param_groups".into(),
-                message: "`slow_learner` needs at least one [[param_groups]] entry".into(),
-            }));
+            return Err(crate::ContinualError::invalid(
+                "param_groups",
+                "`slow_learner` needs at least one [[param_groups]] entry",
+            ));
         }
         Ok(Box::new(SlowLearner::new(groups)))
     }
