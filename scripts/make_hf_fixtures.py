@@ -123,6 +123,41 @@ VARIANTS: dict[str, tuple[int, dict, str]] = {
         ),
         "train",
     ),
+    # Dynamic NTK: a context of 8, so the 12-token inputs run past it and the base grows.
+    "llama-rope-dynamic": (
+        1007,
+        dict(
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            max_position_embeddings=8,
+            rope_scaling={"rope_type": "dynamic", "factor": 2.0},
+        ),
+        # No greedy reference: a cached generation keeps each key's frequencies from the pass
+        # that made it, so under dynamic scaling cached and uncached decoding differ by design.
+        "train-no-generate",
+    ),
+    # YaRN with a 16-wide head, so the ramp between kept and interpolated frequencies is inside
+    # the head, and the attention factor (0.1·ln 4 + 1) scales cos and sin.
+    "llama-rope-yarn": (
+        1008,
+        dict(
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            tie_word_embeddings=False,
+            max_position_embeddings=128,
+            rope_theta=1000.0,
+            rope_scaling={
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 32,
+                "beta_fast": 4.0,
+                "beta_slow": 1.0,
+            },
+        ),
+        "train",
+    ),
     # Same architecture as llama-gqa-untied, saved as sharded bf16.
     "llama-sharded-bf16": (
         1006,
@@ -167,7 +202,7 @@ def greedy_no_cache(model, prompt: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
-def reference_full(model, seed: int, train: bool) -> dict[str, torch.Tensor]:
+def reference_full(model, seed: int, train: bool, generate: bool = True) -> dict[str, torch.Tensor]:
     ref: dict[str, torch.Tensor] = {}
     input_ids = ids(seed, (BATCH, SEQ))
     ref["input_ids"] = input_ids
@@ -177,41 +212,46 @@ def reference_full(model, seed: int, train: bool) -> dict[str, torch.Tensor]:
         ref["logits"] = model(input_ids).logits.float().contiguous()
 
         score_ids = ids(seed + 1, (1, SCORE_CTX + SCORE_CONT))
+        # Dynamic RoPE in transformers keeps the longest length seen (12 above) until a pass
+        # within the original context resets it; one 1-token pass makes this forward depend on
+        # its own length only, as cpt's does. A no-op for every other rule.
+        model(score_ids[:, :1])
         lp = torch.log_softmax(model(score_ids).logits.float(), dim=-1)
         # token at position t (t >= SCORE_CTX) is scored by the logits at position t-1
         pos = torch.arange(SCORE_CTX, SCORE_CTX + SCORE_CONT)
         ref["score_ids"] = score_ids
         ref["score_logprobs"] = lp[0, pos - 1, score_ids[0, pos]].contiguous()
 
-        # Disable EOS stopping: no eos in the generation config and min_new_tokens == max_new_tokens.
-        model.generation_config.eos_token_id = None
-        model.generation_config.bos_token_id = None
-        # Take the first prompt (from a fixed list of seeds) whose greedy path never has a
-        # top-1/top-2 logit gap below MIN_GREEDY_MARGIN, so that float32 rounding differences in
-        # another implementation cannot flip an argmax.
-        for attempt in range(100):
-            prompt = ids(seed + 2 + 7919 * attempt, (1, GREEDY_PROMPT))
-            out = model.generate(
-                prompt,
-                attention_mask=torch.ones_like(prompt),
-                max_new_tokens=GREEDY_NEW,
-                min_new_tokens=GREEDY_NEW,
-                do_sample=False,
-                eos_token_id=None,
-                pad_token_id=0,
-            )
-            assert out.shape == (1, GREEDY_PROMPT + GREEDY_NEW), out.shape
-            # The KV-cached generate() must agree with a plain full-recompute argmax loop.
-            assert torch.equal(out, greedy_no_cache(model, prompt, GREEDY_NEW)), "generate != no-cache greedy"
-            top2 = model(out, use_cache=False).logits[0, GREEDY_PROMPT - 1 : -1].topk(2, dim=-1).values
-            margin = (top2[:, 0] - top2[:, 1]).min().item()
-            if margin >= MIN_GREEDY_MARGIN:
-                break
-        else:
-            raise RuntimeError("no greedy prompt with a safe argmax margin")
-        print(f"  greedy prompt attempt {attempt}, min top-2 margin {margin:.4f}", file=sys.stderr)
-        ref["greedy_prompt"] = prompt
-        ref["greedy_output"] = out.to(torch.int64).contiguous()
+        if generate:
+            # Disable EOS stopping: no eos in the generation config and min_new_tokens == max_new_tokens.
+            model.generation_config.eos_token_id = None
+            model.generation_config.bos_token_id = None
+            # Take the first prompt (from a fixed list of seeds) whose greedy path never has a
+            # top-1/top-2 logit gap below MIN_GREEDY_MARGIN, so that float32 rounding differences in
+            # another implementation cannot flip an argmax.
+            for attempt in range(100):
+                prompt = ids(seed + 2 + 7919 * attempt, (1, GREEDY_PROMPT))
+                out = model.generate(
+                    prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    max_new_tokens=GREEDY_NEW,
+                    min_new_tokens=GREEDY_NEW,
+                    do_sample=False,
+                    eos_token_id=None,
+                    pad_token_id=0,
+                )
+                assert out.shape == (1, GREEDY_PROMPT + GREEDY_NEW), out.shape
+                # The KV-cached generate() must agree with a plain full-recompute argmax loop.
+                assert torch.equal(out, greedy_no_cache(model, prompt, GREEDY_NEW)), "generate != no-cache greedy"
+                top2 = model(out, use_cache=False).logits[0, GREEDY_PROMPT - 1 : -1].topk(2, dim=-1).values
+                margin = (top2[:, 0] - top2[:, 1]).min().item()
+                if margin >= MIN_GREEDY_MARGIN:
+                    break
+            else:
+                raise RuntimeError("no greedy prompt with a safe argmax margin")
+            print(f"  greedy prompt attempt {attempt}, min top-2 margin {margin:.4f}", file=sys.stderr)
+            ref["greedy_prompt"] = prompt
+            ref["greedy_output"] = out.to(torch.int64).contiguous()
 
     # Loss, gradients, one AdamW step.
     model.zero_grad(set_to_none=True)
@@ -250,10 +290,10 @@ def write_variant(out_root: Path, name: str, seed: int, overrides: dict, kind: s
     cfg = make_config(overrides)
     model = build_model(cfg, seed)
 
-    if kind in ("train", "forward"):
+    if kind in ("train", "train-no-generate", "forward"):
         model.save_pretrained(folder, safe_serialization=True)
         shutil.copy(TOKENIZER, folder / "tokenizer.json")
-        ref = reference_full(model, seed, train=(kind == "train"))
+        ref = reference_full(model, seed, train=kind != "forward", generate=kind != "train-no-generate")
     else:
         assert kind == "bf16", kind
         # bf16, sharded. The reference is computed from the bf16-rounded weights upcast to f32.
@@ -370,12 +410,14 @@ unexpected or mismatched key, and compares logits for the reference `input_ids` 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "hf")
+    ap.add_argument("--only", nargs="*", help="regenerate these variants only")
     args = ap.parse_args()
     out_root: Path = args.out
     out_root.mkdir(parents=True, exist_ok=True)
 
     for name, (seed, overrides, kind) in VARIANTS.items():
-        write_variant(out_root, name, seed, overrides, kind)
+        if not args.only or name in args.only:
+            write_variant(out_root, name, seed, overrides, kind)
 
     lines = []
     for name in VARIANTS:

@@ -92,8 +92,20 @@ pub struct HfRopeParameters {
     pub low_freq_factor: Option<f64>,
     /// `llama3`'s high-frequency factor.
     pub high_freq_factor: Option<f64>,
-    /// `llama3`'s original context length.
+    /// `llama3`'s and `yarn`'s original context length.
     pub original_max_position_embeddings: Option<usize>,
+    /// `yarn`'s rotation bounds of the ramp.
+    pub beta_fast: Option<f64>,
+    /// See `beta_fast`.
+    pub beta_slow: Option<f64>,
+    /// `yarn`'s scale of cos and sin.
+    pub attention_factor: Option<f64>,
+    /// `yarn`'s attention-factor multipliers (DeepSeek).
+    pub mscale: Option<f64>,
+    /// See `mscale`.
+    pub mscale_all_dim: Option<f64>,
+    /// `yarn`: round the ramp bounds to whole dimensions.
+    pub truncate: Option<bool>,
 }
 
 impl HfLlamaConfig {
@@ -200,9 +212,24 @@ impl HfRopeParameters {
                     .or(original)
                     .ok_or_else(|| err("original_max_position_embeddings", "missing".into()))?,
             })),
+            "dynamic" => Ok(Some(RopeScaling::Dynamic {
+                factor: number(self.factor, "factor")?,
+            })),
+            "yarn" => Ok(Some(RopeScaling::Yarn {
+                factor: number(self.factor, "factor")?,
+                original_max_position_embeddings: self
+                    .original_max_position_embeddings
+                    .or(original),
+                beta_fast: self.beta_fast,
+                beta_slow: self.beta_slow,
+                attention_factor: self.attention_factor,
+                mscale: self.mscale,
+                mscale_all_dim: self.mscale_all_dim,
+                truncate: self.truncate,
+            })),
             other => Err(err(
                 "rope_type",
-                format!("`{other}` is not supported (default, linear, llama3)"),
+                format!("`{other}` is not supported (default, linear, dynamic, yarn, llama3)"),
             )),
         }
     }
@@ -210,21 +237,10 @@ impl HfRopeParameters {
 
 /// `config.json` content for `config`, readable by transformers 4 and 5.
 pub fn config_json(config: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Value {
+    // The enum serialises in transformers' own layout (`rope_type` tag, its field names).
     let rope_scaling = match &config.rope_scaling {
         None => Value::Null,
-        Some(RopeScaling::Linear { factor }) => json!({"rope_type": "linear", "factor": factor}),
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        }) => json!({
-            "rope_type": "llama3",
-            "factor": factor,
-            "low_freq_factor": low_freq_factor,
-            "high_freq_factor": high_freq_factor,
-            "original_max_position_embeddings": original_max_position_embeddings,
-        }),
+        Some(scaling) => serde_json::to_value(scaling).expect("RoPE settings serialise"),
     };
     json!({
         "architectures": ["LlamaForCausalLM"],

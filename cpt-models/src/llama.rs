@@ -86,6 +86,46 @@ pub enum RopeScaling {
         /// Context length of the original pre-training.
         original_max_position_embeddings: usize,
     },
+    /// Dynamic NTK scaling: unchanged up to `max_position_embeddings`; past it, the base grows
+    /// with the sequence length `L` as `theta · (factor·L/max − (factor − 1))^(d/(d−2))`.
+    ///
+    /// transformers keeps the longest length seen until a sequence within the original
+    /// context resets it; cpt computes the base from each forward pass's own length, which is
+    /// the same for training (every batch of a stage has one length) and for generation (the
+    /// length only grows).
+    Dynamic {
+        /// Context extension factor.
+        factor: f64,
+    },
+    /// YaRN ("YaRN: Efficient Context Window Extension of Large Language Models", 2023):
+    /// frequencies with fewer than `beta_slow` rotations over the original context are
+    /// interpolated by `factor`, those with more than `beta_fast` kept, a linear ramp between;
+    /// cos and sin are scaled by the attention factor (`0.1·ln(factor) + 1` by default).
+    Yarn {
+        /// Context extension factor.
+        factor: f64,
+        /// Context length of the original pre-training (default: `max_position_embeddings`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        original_max_position_embeddings: Option<usize>,
+        /// Rotations above which a frequency is kept (default 32).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        beta_fast: Option<f64>,
+        /// Rotations below which a frequency is interpolated (default 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        beta_slow: Option<f64>,
+        /// Scale of cos and sin (default: from `factor`, `mscale` and `mscale_all_dim`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attention_factor: Option<f64>,
+        /// DeepSeek's numerator multiplier of the default attention factor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mscale: Option<f64>,
+        /// DeepSeek's denominator multiplier of the default attention factor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mscale_all_dim: Option<f64>,
+        /// Round the ramp's bounds outwards to whole dimensions (default `true`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        truncate: Option<bool>,
+    },
 }
 
 pub(crate) fn default_rope_theta() -> f64 {
@@ -113,46 +153,20 @@ impl LlamaConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
-    /// Rotary inverse frequencies `[head_width / 2]`, in f32 as transformers computes them,
-    /// with `rope_scaling` applied.
-    pub fn inv_freq(&self) -> Vec<f32> {
-        let width = self.head_width();
-        let base: Vec<f32> = (0..width / 2)
-            .map(|i| 1.0 / (self.rope_theta as f32).powf((2 * i) as f32 / width as f32))
-            .collect();
-        match &self.rope_scaling {
-            None => base,
-            Some(RopeScaling::Linear { factor }) => {
-                base.iter().map(|f| f / *factor as f32).collect()
-            }
-            Some(RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            }) => {
-                let (factor, low, high) = (
-                    *factor as f32,
-                    *low_freq_factor as f32,
-                    *high_freq_factor as f32,
-                );
-                let original = *original_max_position_embeddings as f32;
-                let (low_wavelen, high_wavelen) = (original / low, original / high);
-                base.iter()
-                    .map(|&f| {
-                        let wavelen = 2.0 * std::f32::consts::PI / f;
-                        if wavelen > low_wavelen {
-                            f / factor
-                        } else if wavelen < high_wavelen {
-                            f
-                        } else {
-                            let smooth = (original / wavelen - low) / (high - low);
-                            (1.0 - smooth) * f / factor + smooth * f
-                        }
-                    })
-                    .collect()
-            }
+    /// The rotary-embedding settings of this config.
+    pub fn rope(&self) -> RopeSettings {
+        RopeSettings {
+            theta: self.rope_theta,
+            scaling: self.rope_scaling.clone(),
+            head_dim: self.head_width(),
+            max_position_embeddings: self.max_position_embeddings,
         }
+    }
+
+    /// Rotary inverse frequencies `[head_width / 2]` for sequences within
+    /// `max_position_embeddings` (see [`RopeSettings::frequencies`]).
+    pub fn inv_freq(&self) -> Vec<f32> {
+        self.rope().frequencies(self.max_position_embeddings).0
     }
 
     /// Check the shape constraints, naming the field.
@@ -243,10 +257,137 @@ impl LlamaConfig {
                 embed_tokens: embedding(&model.at("embed_tokens"), self.vocab_size, hidden, std),
                 layers,
                 norm: RmsNorm::new(&model.at("norm"), hidden, self.rms_norm_eps),
-                inv_freq: self.inv_freq(),
+                rope: self.rope(),
             },
             lm_head: (!self.tie_word_embeddings)
                 .then(|| linear(&init.at("lm_head"), hidden, self.vocab_size, false)),
+        }
+    }
+}
+
+/// What the rotary embedding of a model needs: its base, scaling rule, head width and original
+/// context. Kept by the model (not a parameter), so a stage of the stream can change it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeSettings {
+    /// RoPE base.
+    pub theta: f64,
+    /// Frequency scaling, if any.
+    pub scaling: Option<RopeScaling>,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// The config's `max_position_embeddings` (dynamic scaling starts past it; YaRN's default
+    /// original context).
+    pub max_position_embeddings: usize,
+}
+
+impl RopeSettings {
+    /// Inverse frequencies `[head_dim / 2]` and the factor cos and sin are scaled by, for a
+    /// forward pass over positions `0..len`, computed in f32 as transformers computes them
+    /// (`modeling_rope_utils`), with the scaling rule applied.
+    pub fn frequencies(&self, len: usize) -> (Vec<f32>, f32) {
+        let width = self.head_dim;
+        let exponents = (0..width / 2).map(|i| (2 * i) as f32 / width as f32);
+        let unscaled = |theta: f64| -> Vec<f32> {
+            exponents
+                .clone()
+                .map(|e| 1.0 / (theta as f32).powf(e))
+                .collect()
+        };
+        let base = || unscaled(self.theta);
+        match &self.scaling {
+            None => (base(), 1.0),
+            Some(RopeScaling::Linear { factor }) => {
+                (base().iter().map(|f| f / *factor as f32).collect(), 1.0)
+            }
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let (factor, low, high) = (
+                    *factor as f32,
+                    *low_freq_factor as f32,
+                    *high_freq_factor as f32,
+                );
+                let original = *original_max_position_embeddings as f32;
+                let (low_wavelen, high_wavelen) = (original / low, original / high);
+                let scaled = base()
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        if wavelen > low_wavelen {
+                            f / factor
+                        } else if wavelen < high_wavelen {
+                            f
+                        } else {
+                            let smooth = (original / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect();
+                (scaled, 1.0)
+            }
+            Some(RopeScaling::Dynamic { factor }) => {
+                // The base is a Python float (f64) in transformers; the powers are f32.
+                let max = self.max_position_embeddings as f64;
+                let len = (len as f64).max(max);
+                let d = width as f64;
+                let theta =
+                    self.theta * ((factor * len / max) - (factor - 1.0)).powf(d / (d - 2.0));
+                (unscaled(theta), 1.0)
+            }
+            Some(RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                mscale,
+                mscale_all_dim,
+                truncate,
+            }) => {
+                let original =
+                    original_max_position_embeddings.unwrap_or(self.max_position_embeddings) as f64;
+                let get_mscale = |scale: f64, m: f64| match scale <= 1.0 {
+                    true => 1.0,
+                    false => 0.1 * m * scale.ln() + 1.0,
+                };
+                let attention =
+                    attention_factor.unwrap_or_else(|| match (mscale, mscale_all_dim) {
+                        (Some(m), Some(all)) if *m != 0.0 && *all != 0.0 => {
+                            get_mscale(*factor, *m) / get_mscale(*factor, *all)
+                        }
+                        _ => get_mscale(*factor, 1.0),
+                    });
+                let (fast, slow) = (beta_fast.unwrap_or(32.0), beta_slow.unwrap_or(1.0));
+                let d = width as f64;
+                // The dimension whose frequency turns `rotations` times over the original context.
+                let correction_dim = |rotations: f64| {
+                    d * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * self.theta.ln())
+                };
+                let (mut low, mut high) = (correction_dim(fast), correction_dim(slow));
+                if truncate.unwrap_or(true) {
+                    (low, high) = (low.floor(), high.ceil());
+                }
+                let (low, high) = (low.max(0.0), high.min(d - 1.0));
+                let high = if low == high { high + 0.001 } else { high };
+                // f32 from here on, as transformers' tensors.
+                let (span, low, factor) = ((high - low) as f32, low as f32, *factor as f32);
+                let powers: Vec<f32> = exponents.map(|e| (self.theta as f32).powf(e)).collect();
+                let frequencies = powers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| {
+                        let ramp = ((i as f32 - low) / span).clamp(0.0, 1.0);
+                        let extrapolation = 1.0 - ramp;
+                        let (kept, interpolated) = (1.0 / p, 1.0 / (factor * p));
+                        interpolated * (1.0 - extrapolation) + kept * extrapolation
+                    })
+                    .collect();
+                (frequencies, attention as f32)
+            }
         }
     }
 }
@@ -376,8 +517,15 @@ pub struct Rope<B: Backend> {
 
 impl<B: Backend> Rope<B> {
     /// Tables for positions `offset..offset + seq` with inverse frequencies `inv_freq`
-    /// (`[head_dim / 2]`, see [`LlamaConfig::inv_freq`]).
-    pub fn new(seq: usize, offset: usize, inv_freq: &[f32], device: &B::Device) -> Self {
+    /// (`[head_dim / 2]`) and cos and sin multiplied by `scale` (see
+    /// [`RopeSettings::frequencies`]).
+    pub fn new(
+        seq: usize,
+        offset: usize,
+        inv_freq: &[f32],
+        scale: f32,
+        device: &B::Device,
+    ) -> Self {
         let half = inv_freq.len();
         let head_dim = 2 * half;
         // Computed on the host in f32 with transformers' formula, so the tables match its own:
@@ -387,8 +535,8 @@ impl<B: Backend> Rope<B> {
         for pos in offset..offset + seq {
             for i in 0..head_dim {
                 let angle = pos as f32 * inv_freq[i % half];
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+                cos.push(angle.cos() * scale);
+                sin.push(angle.sin() * scale);
             }
         }
         let table = |v: Vec<f32>| {
@@ -497,9 +645,10 @@ pub struct LlamaModel<B: Backend> {
     pub layers: Vec<LlamaDecoderLayer<B>>,
     /// Final norm.
     pub norm: RmsNorm<B>,
-    /// Rotary inverse frequencies (derived from the config, not a parameter).
+    /// Rotary-embedding settings (from the config, not a parameter; a stage of the stream may
+    /// change them, see [`LlamaForCausalLM::with_rope`]).
     #[module(skip)]
-    pub inv_freq: Vec<f32>,
+    pub rope: RopeSettings,
 }
 
 /// The causal language model: [`LlamaModel`] and an output projection (`lm_head`), or the
@@ -510,6 +659,15 @@ pub struct LlamaForCausalLM<B: Backend> {
     pub model: LlamaModel<B>,
     /// Output projection; `None` when tied to `model.embed_tokens`.
     pub lm_head: Option<Linear<B>>,
+}
+
+impl<B: Backend> LlamaForCausalLM<B> {
+    /// The same weights under other rotary settings: a longer-context stage of the stream
+    /// changes the base or the scaling rule, the weights carry over.
+    pub fn with_rope(mut self, rope: RopeSettings) -> Self {
+        self.model.rope = rope;
+        self
+    }
 }
 
 impl<B: FusedOps> LlamaForCausalLM<B> {
@@ -532,7 +690,8 @@ impl<B: FusedOps> LlamaForCausalLM<B> {
         let device = tokens.device();
         let past = cache.as_ref().map_or(0, |c| c.len);
         let mut x = self.model.embed_tokens.forward(tokens);
-        let rope = Rope::new(seq, past, &self.model.inv_freq, &device);
+        let (inv_freq, scale) = self.model.rope.frequencies(past + seq);
+        let rope = Rope::new(seq, past, &inv_freq, scale, &device);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer(i));
             x = layer.forward(x, &rope, layer_cache);

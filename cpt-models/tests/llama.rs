@@ -75,7 +75,7 @@ fn a_position_never_sees_later_tokens() {
 fn rope_rotates_element_i_with_element_i_plus_half() {
     // One head of width 4 at position 3: pairs (0, 2) and (1, 3), angles 3·θ^(-2i/4).
     let device = Default::default();
-    let rope = Rope::<B>::new(4, 0, &[1.0, 1.0 / 10.0], &device);
+    let rope = Rope::<B>::new(4, 0, &[1.0, 1.0 / 10.0], 1.0, &device);
     let x = Tensor::<B, 2>::from_data(
         TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 4]),
         &device,
@@ -236,4 +236,31 @@ fn rope_scaling_rules_change_only_what_they_should() {
         "test needs a long wavelength, got {wavelen}"
     );
     assert!((scaled[last] - base[last] / 8.0).abs() < 1e-9);
+}
+
+#[test]
+fn dynamic_rope_leaves_the_original_context_alone_and_yarn_scales_cos_and_sin() {
+    use cpt_models::llama::RopeScaling;
+    let mut c = config(false);
+    let base = c.rope().frequencies(8);
+    c.rope_scaling = Some(RopeScaling::Dynamic { factor: 2.0 });
+    let rope = c.rope();
+    // Within `max_position_embeddings` nothing changes; past it every frequency but the first
+    // (the base's power 0) drops as the base grows.
+    assert_eq!(rope.frequencies(c.max_position_embeddings), base);
+    let (longer, scale) = rope.frequencies(4 * c.max_position_embeddings);
+    assert_eq!((longer[0], scale), (base.0[0], 1.0));
+    assert!(longer[1..].iter().zip(&base.0[1..]).all(|(l, b)| l < b));
+    c.rope_scaling = Some(RopeScaling::Yarn {
+        factor: 4.0,
+        original_max_position_embeddings: None,
+        beta_fast: None,
+        beta_slow: None,
+        attention_factor: None,
+        mscale: None,
+        mscale_all_dim: None,
+        truncate: None,
+    });
+    let (_, scale) = c.rope().frequencies(8);
+    assert!((scale - (0.1 * 4f32.ln() + 1.0)).abs() < 1e-6, "{scale}");
 }

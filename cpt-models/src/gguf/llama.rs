@@ -449,6 +449,16 @@ pub fn save_llama_gguf<B: Backend>(
     w.set("general.file_type", U32(file_type(ty)));
     w.set(&arch("vocab_size"), u32_of(config.vocab_size));
     w.set(&arch("rope.dimension_count"), u32_of(config.head_width()));
+    if let Some(RopeScaling::Dynamic { .. } | RopeScaling::Yarn { .. }) = &config.rope_scaling {
+        // llama.cpp has no dynamic NTK rule, and its YaRN takes its ramp bounds and attention
+        // factor from run-time options rather than the file: neither would load as trained.
+        return Err(ModelError::Gguf {
+            path: out.to_path_buf(),
+            message: "GGUF export supports RoPE scaling `linear` and `llama3` only; this model \
+                      uses `dynamic` or `yarn` (export a Hugging Face folder instead)"
+                .into(),
+        });
+    }
     if let Some(RopeScaling::Linear { factor }) = &config.rope_scaling {
         w.set(&arch("rope.scaling.type"), Str("linear".into()));
         w.set(&arch("rope.scaling.factor"), F32(*factor as f32));
