@@ -561,7 +561,7 @@ mod tests {
         );
         assert_eq!(
             field(with(
-                |j| j["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0})
+                |j| j["rope_scaling"] = json!({"rope_type": "longrope", "factor": 4.0})
             )),
             "rope_scaling.rope_type"
         );
