@@ -327,6 +327,7 @@ where
         held_out,
         tasks: Vec::new(),
         unit: "images",
+        stage_setup: None,
     })
 }
 
@@ -345,6 +346,15 @@ pub fn validate(run: &RunConfig) -> Result<()> {
             bail!(
                 "config key `experiences[{i}].{key}`: image streams take `train` files and a `steps` budget"
             );
+        }
+        let text_only = [
+            ("seq_len", e.seq_len.is_some()),
+            ("rope_theta", e.rope_theta.is_some()),
+            ("rope_scaling", e.rope_scaling.is_some()),
+            ("long_doc_ratio", e.long_doc_ratio.is_some()),
+        ];
+        if let Some((key, _)) = text_only.iter().find(|(_, set)| *set) {
+            bail!("config key `experiences[{i}].{key}`: applies to language models only");
         }
     }
     Ok(())

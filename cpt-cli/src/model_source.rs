@@ -54,6 +54,26 @@ impl RunCheckpoint {
         Ok(load_named(model, &weights, &weights_path)?)
     }
 
+    /// The experience whose stage settings (`seq_len`, RoPE) the checkpointed model was trained
+    /// under, from the checkpoint's `trainer_state.json`; `None` before the first experience.
+    pub fn stage(&self) -> Result<Option<usize>> {
+        /// The two fields of `TrainerState` that place a checkpoint in the stream.
+        #[derive(serde::Deserialize)]
+        struct Position {
+            experience: usize,
+            experience_started: bool,
+        }
+        let path = self.checkpoint.path.join("trainer_state.json");
+        let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+        let at: Position = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a trainer state", path.display()))?;
+        // After an experience's end the position is already the next one, not yet started.
+        Ok(match at.experience_started {
+            true => Some(at.experience),
+            false => at.experience.checked_sub(1),
+        })
+    }
+
     /// The run's `[lora]` adapter spec (`targets`: the projections the architecture's adapters
     /// may name).
     pub fn adapter_spec(&self, targets: &[&str]) -> Result<LoraSpec> {

@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::distributed::PeerGroup;
 use cpt_continual::{
     AdamWConfig, ContinualModel, ContinualTrainer, Experience, ItemOf, NonFinitePolicy, RunOutcome,
-    SilentObserver, TrainerSettings, TrainerState, build_strategies,
+    SilentObserver, StageSetup, TrainerSettings, TrainerState, build_strategies,
 };
 use cpt_core::TrainBackend;
 use cpt_core::atomic::write_atomic;
@@ -167,6 +167,8 @@ pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
     pub tasks: Vec<TaskColumn>,
     /// What one training unit is, for messages (`tokens`, `images`).
     pub unit: &'static str,
+    /// What each stage sets on the model beyond its parameters (a new RoPE), if anything.
+    pub stage_setup: Option<StageSetup<M>>,
 }
 
 impl RunJob {
@@ -255,6 +257,7 @@ pub struct TrainerParts<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>>
     experiences: Vec<Experience<ItemOf<B, M>>>,
     evaluator: Box<dyn Evaluator<M::InnerModule>>,
     strategies: Vec<Box<dyn cpt_continual::Strategy<B, M>>>,
+    stage_setup: Option<StageSetup<M>>,
 }
 
 impl<B: AutodiffBackend, M: ContinualModel<B>> Stream<B, M>
@@ -269,6 +272,7 @@ where
             experiences: self.experiences,
             evaluator: self.evaluator,
             strategies,
+            stage_setup: self.stage_setup,
         })
     }
 }
@@ -292,6 +296,7 @@ where
         experiences,
         evaluator,
         strategies,
+        stage_setup,
     } = parts;
     let config = &job.config;
     let writes = peers.as_ref().is_none_or(|p| p.rank() == 0);
@@ -303,6 +308,9 @@ where
     }
     if let Some(peers) = peers {
         trainer = trainer.with_peers(peers)?;
+    }
+    if let Some(setup) = stage_setup {
+        trainer = trainer.with_stage_setup(setup);
     }
     if job.resume {
         match latest_checkpoint(&job.out.join("checkpoints"))? {

@@ -43,15 +43,20 @@ fn text_options(config: &RunConfig, seed: u64) -> TextSourceOptions {
     }
 }
 
+/// Packed `seq_len`-token sequences of `files`, from documents of at least
+/// `min_document_tokens` tokens (0: all).
 fn packed(
     config: &RunConfig,
     files: &[String],
     tokenizer: &Arc<Tokenizer>,
     seed: u64,
+    seq_len: usize,
+    min_document_tokens: usize,
 ) -> Result<PackedSource> {
     let paths = expand_paths(files)?;
     let text = ParquetTextSource::open(&paths, text_options(config, seed))?;
-    let mut source = PackedSource::new(text, tokenizer.clone(), config.data.seq_len)?;
+    let mut source = PackedSource::new(text, tokenizer.clone(), seq_len)?
+        .with_min_document_tokens(min_document_tokens);
     // Draw one sequence and rewind, so that an empty corpus fails now, before the run
     // directory is created, instead of at its first training step.
     let start = source.cursor();
@@ -60,7 +65,8 @@ fn packed(
     Ok(source)
 }
 
-/// The training stream of experience `index`: its files, or its weighted mixture.
+/// The training stream of experience `index`: its files, or its weighted mixture; with
+/// `long_doc_ratio`, its files twice, as a mixture of all documents and long ones only.
 pub fn training_source(
     config: &RunConfig,
     index: usize,
@@ -70,20 +76,46 @@ pub fn training_source(
     let seed = |k: u64| {
         SplitMix64::derive(config.seed, &[domain::TRAINING_DATA, index as u64, k]).next_u64()
     };
-    let source: Box<dyn SequenceSource> = if experience.mixture.is_empty() {
-        Box::new(packed(config, &experience.train, tokenizer, seed(0))?)
-    } else {
-        let components = experience
-            .mixture
-            .iter()
-            .enumerate()
-            .map(|(k, c)| {
-                let source: Box<dyn SequenceSource> =
-                    Box::new(packed(config, &c.files, tokenizer, seed(k as u64 + 1))?);
-                Ok((source, c.weight))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Box::new(Mixture::new(components, seed(0))?)
+    let seq_len = config.seq_len_of(index);
+    let files = |files: &[String], k: u64, min_tokens: usize| -> Result<Box<dyn SequenceSource>> {
+        Ok(Box::new(packed(
+            config,
+            files,
+            tokenizer,
+            seed(k),
+            seq_len,
+            min_tokens,
+        )?))
+    };
+    let source: Box<dyn SequenceSource> = match experience.long_doc_ratio {
+        _ if !experience.mixture.is_empty() => {
+            let components = experience
+                .mixture
+                .iter()
+                .enumerate()
+                .map(|(k, c)| Ok((files(&c.files, k as u64 + 1, 0)?, c.weight)))
+                .collect::<Result<Vec<_>>>()?;
+            Box::new(Mixture::new(components, seed(0))?)
+        }
+        None => files(&experience.train, 0, 0)?,
+        // Upsampling long documents ("Effective Long-Context Scaling of Foundation Models",
+        // 2023): a share of the sequences comes from a second pass over the same files that
+        // keeps long documents only, drawn with its own order.
+        Some(ratio) => {
+            let min_tokens = experience.long_doc_min_tokens.unwrap_or(seq_len);
+            let long = files(&experience.train, 2, min_tokens)
+                .context("the long documents of `long_doc_ratio`")?;
+            match ratio < 1.0 {
+                true => Box::new(Mixture::new(
+                    vec![
+                        (files(&experience.train, 0, 0)?, 1.0 - ratio),
+                        (long, ratio),
+                    ],
+                    seed(1),
+                )?),
+                false => long,
+            }
+        }
     };
     Ok(Box::new(SequenceItems(source)))
 }
@@ -96,7 +128,8 @@ pub fn reference_source(
     tokenizer: &Arc<Tokenizer>,
 ) -> Result<Box<dyn ItemSource<Vec<u32>>>> {
     let seed = SplitMix64::derive(config.seed, &[domain::DISTILL_REFERENCE, 0]).next_u64();
-    let source = packed(config, files, tokenizer, seed).context("distillation reference data")?;
+    let source = packed(config, files, tokenizer, seed, config.data.seq_len, 0)
+        .context("distillation reference data")?;
     Ok(Box::new(SequenceItems(Box::new(source))))
 }
 
@@ -108,15 +141,22 @@ pub fn eval_batches(
     tokenizer: &Tokenizer,
 ) -> Result<Vec<TokenBatch>> {
     let experience = &config.experiences[index];
-    held_out_batches(config, &experience.eval, tokenizer)
-        .with_context(|| format!("eval set of experience `{}`", experience.name))
+    held_out_batches(
+        config,
+        &experience.eval,
+        tokenizer,
+        config.seq_len_of(index),
+    )
+    .with_context(|| format!("eval set of experience `{}`", experience.name))
 }
 
-/// The first `eval.max_sequences` packed sequences of `files` in file order, batched.
+/// The first `eval.max_sequences` packed `seq_len`-token sequences of `files` in file order,
+/// batched.
 pub fn held_out_batches(
     config: &RunConfig,
     files: &[String],
     tokenizer: &Tokenizer,
+    seq_len: usize,
 ) -> Result<Vec<TokenBatch>> {
     let paths = expand_paths(files)?;
     let options = TextSourceOptions {
@@ -124,12 +164,7 @@ pub fn held_out_batches(
         ..text_options(config, 0)
     };
     let source = ParquetTextSource::open(&paths, options)?;
-    let sequences = eval_sequences(
-        source,
-        tokenizer,
-        config.data.seq_len,
-        config.eval.max_sequences,
-    )?;
+    let sequences = eval_sequences(source, tokenizer, seq_len, config.eval.max_sequences)?;
     Ok(sequences
         .chunks(config.eval.batch_size.max(1))
         .map(TokenBatch::from_sequences)

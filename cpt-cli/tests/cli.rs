@@ -671,3 +671,143 @@ fn plan_prints_parameters_and_memory_of_a_config() {
     let bad = cpt(&["plan", cfg.to_str().unwrap(), "--set", "train.batch_size=0"]);
     assert!(!bad.status.success());
 }
+
+/// Copy a run directory, keeping only the checkpoints up to `step` and no summary: the state a
+/// run stopped right after that checkpoint leaves behind.
+fn cut_run_at(reference: &Path, out: &Path, step: u64) {
+    let copy = Command::new("cp")
+        .args(["-r", reference.to_str().unwrap(), out.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let _ = std::fs::remove_file(out.join("summary.json"));
+    for entry in std::fs::read_dir(out.join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let saved: u64 = name["step-".len().."step-".len() + 9].parse().unwrap();
+        if saved > step {
+            std::fs::remove_dir_all(&path).unwrap();
+        }
+    }
+}
+
+fn config_json(folder: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_longer_context_stage_changes_seq_len_and_rope_and_resumes_exactly_across_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Stage 2: sequences twice as long, a new RoPE base and YaRN, long documents upsampled;
+    // replay carries stage-1 sequences (16 tokens) into 32-token batches.
+    let rust_stage = format!("eval = [\"{}\"]\nsteps = 3", data("rust/eval.parquet"));
+    let longer = format!(
+        "{rust_stage}\nseq_len = 32\nrope_theta = 50000.0\nlong_doc_ratio = 0.5\n\
+         rope_scaling = {{ rope_type = \"yarn\", factor = 2.0, original_max_position_embeddings = 16 }}"
+    );
+    let cfg = config(dir.path(), |t| {
+        t.replace(&rust_stage, &longer).replace(
+            "every_steps = 2\nkeep_last = 2",
+            "every_steps = 1\nkeep_last = 0",
+        )
+    });
+    let reference = dir.path().join("reference");
+    let o = run(&cfg, &reference, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The stage's held-out sequences are 32 tokens: its column counts 31 predicted tokens each.
+    let evals = std::fs::read_to_string(reference.join("eval.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(evals.lines().last().unwrap()).unwrap();
+    let tokens = |name: &str| {
+        last["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["experience"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {last}"))["count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(tokens("austen") % 15, 0, "{last}");
+    assert_eq!(tokens("rust") % 31, 0, "{last}");
+
+    // Resumed at the stage boundary (step 3, the end of stage 1) and inside stage 2 (step 4).
+    for step in [3, 4] {
+        let out = dir.path().join(format!("cut-{step}"));
+        cut_run_at(&reference, &out, step);
+        let o = run(&cfg, &out, &["--resume"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            final_weights(&out),
+            final_weights(&reference),
+            "resumed at step {step}: weights differ"
+        );
+    }
+
+    // The export carries the RoPE the weights were trained under: stage 2's at the end, the
+    // original one for the checkpoint at the end of stage 1.
+    let hf = dir.path().join("hf");
+    let o = cpt(&[
+        "export",
+        "hf",
+        reference.to_str().unwrap(),
+        "--out",
+        hf.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = config_json(&hf);
+    assert_eq!(json["rope_theta"], 50000.0, "{json}");
+    assert_eq!(json["rope_scaling"]["rope_type"], "yarn", "{json}");
+    assert_eq!(json["rope_scaling"]["factor"], 2.0, "{json}");
+    let stage_one = reference.join("checkpoints/step-000000003-end");
+    let hf1 = dir.path().join("hf1");
+    let o = cpt(&[
+        "export",
+        "hf",
+        stage_one.to_str().unwrap(),
+        "--out",
+        hf1.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = config_json(&hf1);
+    assert_eq!(json["rope_theta"], 10000.0, "{json}");
+    assert!(json["rope_scaling"].is_null(), "{json}");
+}
+
+#[test]
+fn bad_stage_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for (set, key) in [
+        ("experiences[1].seq_len=1", "experiences[1].seq_len"),
+        (
+            "experiences[1].rope_scaling={rope_type=\"ntk\",factor=2.0}",
+            "experiences[1].rope_scaling",
+        ),
+        (
+            "experiences[1].long_doc_ratio=1.5",
+            "experiences[1].long_doc_ratio",
+        ),
+        (
+            "experiences[0].long_doc_min_tokens=64",
+            "experiences[0].long_doc_min_tokens",
+        ),
+    ] {
+        let cfg = config(dir.path(), |t| t);
+        let line = error_line(&run(&cfg, &out, &["--set", set]));
+        assert!(line.contains(key), "{set}: {line}");
+        assert!(!out.exists(), "{set}: nothing is written");
+    }
+    // No document of the bundled Austen text is a million tokens long.
+    let cfg = config(dir.path(), |t| t);
+    let line = error_line(&run(
+        &cfg,
+        &out,
+        &[
+            "--set",
+            "experiences[0].long_doc_ratio=0.5",
+            "--set",
+            "experiences[0].long_doc_min_tokens=1000000",
+        ],
+    ));
+    assert!(line.contains("at least 1000000 tokens"), "{line}");
+}

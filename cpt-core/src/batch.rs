@@ -89,6 +89,19 @@ impl crate::model::Batch for TokenBatch {
     fn units(&self) -> usize {
         self.batch_size * self.seq_len
     }
+
+    /// A sequence of another stage's length, made `like`'s length: a longer one keeps its first
+    /// tokens; a shorter one is followed by further drawn sequences (each a window of packed
+    /// documents, so joining two is like packing one more boundary) and then cut.
+    fn fit(mut item: Vec<u32>, like: &Vec<u32>, more: &mut dyn FnMut() -> Vec<u32>) -> Vec<u32> {
+        while item.len() < like.len() {
+            let next = more();
+            assert!(!next.is_empty(), "replayed sequences are never empty");
+            item.extend(next);
+        }
+        item.truncate(like.len());
+        item
+    }
 }
 
 /// One image example: normalised pixels, an integer label and optional caption tokens.
@@ -187,6 +200,25 @@ impl crate::model::Batch for ImageBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequences_of_another_length_are_cut_or_joined_to_the_batch_length() {
+        use crate::model::Batch;
+        let like = vec![0u32; 5];
+        let mut pool = vec![vec![7, 8, 9], vec![4, 5, 6]].into_iter();
+        let mut more = || pool.next().unwrap();
+        assert_eq!(
+            TokenBatch::fit(vec![1, 2, 3, 4, 5, 6, 7], &like, &mut more),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            TokenBatch::fit(vec![1, 2], &like, &mut more),
+            [1, 2, 7, 8, 9]
+        );
+        // An item of the batch's length is kept with no further draw.
+        assert_eq!(TokenBatch::fit(vec![9; 5], &like, &mut more), [9; 5]);
+        assert_eq!(pool.next(), Some(vec![4, 5, 6]));
+    }
 
     #[test]
     fn stacks_rows_in_order() {

@@ -202,6 +202,26 @@ pub struct ExperienceConfig {
     /// prompts.
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// Tokens per packed sequence in this stage, training and its held-out set alike (default:
+    /// `data.seq_len`): a longer-context stage ("Effective Long-Context Scaling of Foundation
+    /// Models", 2023).
+    #[serde(default)]
+    pub seq_len: Option<usize>,
+    /// A new RoPE base from this stage on (language models).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// A new RoPE scaling rule from this stage on, as transformers writes `rope_scaling`
+    /// (`{ rope_type = "yarn", factor = 4.0, ... }`; `rope_type = "default"` removes it). The
+    /// architecture reads the table.
+    #[serde(default)]
+    pub rope_scaling: Option<toml::Table>,
+    /// Upsample long documents: this fraction of the stage's training sequences is packed from
+    /// documents of at least `long_doc_min_tokens` tokens, the rest from all documents.
+    #[serde(default)]
+    pub long_doc_ratio: Option<f64>,
+    /// What counts as a long document for `long_doc_ratio` (default: the stage's `seq_len`).
+    #[serde(default)]
+    pub long_doc_min_tokens: Option<usize>,
 }
 
 /// A held-out set evaluated at every evaluation but never trained on: zero-shot retention.
@@ -551,6 +571,26 @@ impl RunConfig {
             if e.eval.is_empty() {
                 return invalid(key("eval"), "every experience needs held-out data");
             }
+            if e.seq_len.is_some_and(|n| n < 2) {
+                return invalid(key("seq_len"), "must be at least 2");
+            }
+            if e.rope_theta.is_some_and(|t| !(t.is_finite() && t > 1.0)) {
+                return invalid(key("rope_theta"), "must be a number above 1");
+            }
+            if let Some(ratio) = e.long_doc_ratio {
+                if !(ratio > 0.0 && ratio <= 1.0) {
+                    return invalid(key("long_doc_ratio"), "must be in (0, 1]");
+                }
+                if !e.mixture.is_empty() {
+                    return invalid(
+                        key("long_doc_ratio"),
+                        "applies to `train` files, not to a `mixture`",
+                    );
+                }
+            }
+            if e.long_doc_min_tokens.is_some() && e.long_doc_ratio.is_none() {
+                return invalid(key("long_doc_min_tokens"), "needs `long_doc_ratio`");
+            }
         }
         let mut names: Vec<&str> = self.experiences.iter().map(|e| e.name.as_str()).collect();
         names.sort_unstable();
@@ -573,18 +613,24 @@ impl RunConfig {
         }
     }
 
-    /// Tokens consumed by one optimizer step.
-    pub fn tokens_per_step(&self) -> u64 {
-        (self.train.batch_size * self.train.grad_accum_steps * self.data.seq_len) as u64
+    /// Tokens per packed sequence in experience `index`: its own `seq_len`, else `data.seq_len`.
+    pub fn seq_len_of(&self, index: usize) -> usize {
+        self.experiences[index].seq_len.unwrap_or(self.data.seq_len)
+    }
+
+    /// Tokens consumed by one optimizer step of experience `index`.
+    pub fn tokens_per_step(&self, index: usize) -> u64 {
+        (self.train.batch_size * self.train.grad_accum_steps * self.seq_len_of(index)) as u64
     }
 
     /// Each experience's budget in optimizer steps.
     pub fn experience_steps(&self) -> Vec<u64> {
         self.experiences
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 e.steps
-                    .unwrap_or_else(|| e.tokens.unwrap_or(0).div_ceil(self.tokens_per_step()))
+                    .unwrap_or_else(|| e.tokens.unwrap_or(0).div_ceil(self.tokens_per_step(i)))
             })
             .collect()
     }
@@ -680,9 +726,14 @@ peak_lr = 0.01
         let c = parse(MINIMAL, &[]).unwrap();
         assert_eq!(c.strategies, vec!["naive"]);
         assert_eq!(c.data.text_column, "text");
-        assert_eq!(c.tokens_per_step(), 24);
+        assert_eq!(c.tokens_per_step(0), 24);
         // 100 tokens at 24 per step round up to 5 steps.
         assert_eq!(c.experience_steps(), vec![5, 7]);
+        // A stage's own `seq_len` sets its tokens per step, and so its steps.
+        let c = parse(MINIMAL, &["experiences[0].seq_len=8"]).unwrap();
+        assert_eq!((c.seq_len_of(0), c.seq_len_of(1)), (8, 4));
+        assert_eq!(c.tokens_per_step(0), 48);
+        assert_eq!(c.experience_steps()[0], 3);
     }
 
     #[test]

@@ -25,6 +25,18 @@ pub trait Batch: Clone + Send + Sized + 'static {
     /// Units of training signal in this batch (tokens for text, samples for images): what a
     /// token budget counts and what throughput is reported in.
     fn units(&self) -> usize;
+    /// `item`, from another stage of the stream (a replayed one), made to fit a batch whose
+    /// first item is `like`, drawing `more` such items if it needs them. The default keeps it
+    /// as it is; token sequences of another length are joined or cut (see [`TokenBatch`]).
+    ///
+    /// [`TokenBatch`]: crate::TokenBatch
+    fn fit(
+        item: Self::Item,
+        _like: &Self::Item,
+        _more: &mut dyn FnMut() -> Self::Item,
+    ) -> Self::Item {
+        item
+    }
 }
 
 /// What one forward pass over a batch produces.

@@ -99,6 +99,8 @@ pub struct PackedSource {
     source: ParquetTextSource,
     tokenizer: Arc<Tokenizer>,
     packer: Packer,
+    /// Documents with fewer tokens are skipped (0 keeps all).
+    min_document_tokens: usize,
 }
 
 impl PackedSource {
@@ -114,7 +116,16 @@ impl PackedSource {
             source,
             tokenizer,
             packer,
+            min_document_tokens: 0,
         })
+    }
+
+    /// Pack only documents of at least `tokens` tokens (before BOS/EOS): the long-document
+    /// half of a long-context stage's sampler. Skipping depends on the text alone, so the
+    /// cursor stays the position.
+    pub fn with_min_document_tokens(mut self, tokens: usize) -> Self {
+        self.min_document_tokens = tokens;
+        self
     }
 
     /// The next sequence of exactly `seq_len` tokens, looping over epochs forever. A whole epoch
@@ -128,7 +139,7 @@ impl PackedSource {
             match self.source.next_in_epoch()? {
                 Some(text) => {
                     let tokens = self.tokenizer.encode(&text)?;
-                    if !tokens.is_empty() {
+                    if !tokens.is_empty() && tokens.len() >= self.min_document_tokens {
                         empty_epoch_ends = 0;
                         self.packer.push_document(&tokens);
                     }
@@ -136,8 +147,17 @@ impl PackedSource {
                 // The first end may close a partial epoch (after a seek); two in a row with no
                 // token in between mean a full epoch had none.
                 None if empty_epoch_ends == 0 => empty_epoch_ends += 1,
-                None => return Err(self.source.empty_corpus_error()),
+                None => return Err(self.empty_corpus_error()),
             }
+        }
+    }
+
+    fn empty_corpus_error(&self) -> DataError {
+        match self.min_document_tokens {
+            0 => self.source.empty_corpus_error(),
+            n => self
+                .source
+                .no_documents_error(&format!("document of at least {n} tokens")),
         }
     }
 

@@ -163,9 +163,14 @@ impl ParquetTextSource {
 
     /// The error for a source whose every epoch is empty, naming its files.
     pub(crate) fn empty_corpus_error(&self) -> DataError {
+        self.no_documents_error("non-empty document")
+    }
+
+    /// [`DataError::EmptyCorpus`] saying that not one `documents` was found.
+    pub(crate) fn no_documents_error(&self, documents: &str) -> DataError {
         DataError::EmptyCorpus {
             what: format!(
-                "no non-empty document in column `{}` of {}",
+                "no {documents} in column `{}` of {}",
                 self.options.column,
                 describe_files(&self.stream.paths())
             ),

@@ -186,3 +186,51 @@ fn mixture_of_packed_sources_follows_weights() {
     let share = from_a as f64 / draws as f64;
     assert!((share - 0.7).abs() < 0.07, "{share}");
 }
+
+#[test]
+fn a_minimum_document_length_packs_long_documents_only_and_resumes() {
+    let tok = tiny_tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    // Documents of 1 to 12 repeated words: only some reach the threshold.
+    let docs: Vec<String> = (0..24)
+        .map(|i| vec!["alpha beta"; 1 + i % 12].join(" "))
+        .collect();
+    let files = write_corpus(dir.path(), &docs, 2, 3);
+    let min_tokens = 12;
+    let open = || {
+        let source = ParquetTextSource::open(&files, TextSourceOptions::default()).unwrap();
+        PackedSource::new(source, tok.clone(), 8)
+            .unwrap()
+            .with_min_document_tokens(min_tokens)
+    };
+    let long: Vec<String> = docs
+        .iter()
+        .filter(|d| tok.encode(d).unwrap().len() >= min_tokens)
+        .cloned()
+        .collect();
+    assert!(
+        !long.is_empty() && long.len() < docs.len(),
+        "the test needs both kinds"
+    );
+    let stream = expected_stream(&long, &tok);
+    let mut packed = open();
+    let sequences: Vec<Vec<u32>> = (0..stream.len() / 8)
+        .map(|_| packed.next_sequence().unwrap())
+        .collect();
+    assert_eq!(sequences.concat(), stream[..sequences.len() * 8]);
+    // Resuming from the cursor continues the same filtered stream.
+    let mut first = open();
+    for _ in 0..3 {
+        first.next_sequence().unwrap();
+    }
+    let mut resumed = open();
+    resumed.seek(&first.cursor()).unwrap();
+    assert_eq!(resumed.next_sequence().unwrap(), sequences[3]);
+    // A threshold no document reaches is an empty corpus, saying so.
+    let source = ParquetTextSource::open(&files, TextSourceOptions::default()).unwrap();
+    let mut none = PackedSource::new(source, tok.clone(), 8)
+        .unwrap()
+        .with_min_document_tokens(10_000);
+    let message = none.next_sequence().unwrap_err().to_string();
+    assert!(message.contains("at least 10000 tokens"), "{message}");
+}

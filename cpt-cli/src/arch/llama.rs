@@ -13,12 +13,13 @@ use crate::sources::{eval_batches, held_out_batches, reference_source, training_
 use crate::task_eval::{TokenizerEncoder, progress_bars, run_tasks};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
-use cpt_continual::Experience;
 use cpt_continual::strategies::DistillSettings;
+use cpt_continual::{Experience, StageSetup};
 use cpt_core::{AdapterModel, Evaluator, RunConfig, TrainBackend};
 use cpt_data::Tokenizer;
 use cpt_eval::{EvalSet, LanguageEvaluator, PerplexityEvaluator, ScoreSettings};
 use cpt_models::gguf::{self, GgmlType, is_gguf};
+use cpt_models::llama::RopeScaling;
 use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +47,9 @@ impl Architecture for Llama {
                 bail!(
                     "config key `experiences[{i}].classes`: class filters apply to image streams only"
                 );
+            }
+            if let Some(table) = &e.rope_scaling {
+                rope_scaling(table, i)?;
             }
         }
         for (i, h) in run.eval.held_out.iter().enumerate() {
@@ -75,12 +79,72 @@ impl Architecture for Llama {
     }
 
     fn plan<B: Backend>(run: &RunConfig, _device: &B::Device) -> Result<Plan> {
+        // Activations are sized by the longest stage.
+        let seq_len = (0..run.experiences.len())
+            .map(|i| run.seq_len_of(i))
+            .max()
+            .unwrap_or(run.data.seq_len);
         Ok(crate::plan::llama(
             &model_config(run)?,
             run.train.batch_size,
-            run.data.seq_len,
+            seq_len,
         ))
     }
+}
+
+/// The `rope_scaling` table of experience `index` as a scaling rule (`rope_type = "default"`:
+/// none), in transformers' field names; errors name the key.
+fn rope_scaling(table: &toml::Table, index: usize) -> Result<Option<RopeScaling>> {
+    if table.get("rope_type").and_then(toml::Value::as_str) == Some("default") {
+        return Ok(None);
+    }
+    toml::Value::Table(table.clone())
+        .try_into::<RopeScaling>()
+        .map(Some)
+        .map_err(|e| {
+            anyhow!(
+                "config key `experiences[{index}].rope_scaling`: {} (rope_type: linear, dynamic, yarn, llama3 or default)",
+                e.message()
+            )
+        })
+}
+
+/// `base` as trained in experience `stage` (`None`: before the first): every RoPE change of the
+/// experiences up to it applied in order. A stage that changes nothing keeps the previous one's.
+fn stage_config(run: &RunConfig, base: LlamaConfig, stage: Option<usize>) -> Result<LlamaConfig> {
+    let mut config = base;
+    let Some(stage) = stage else {
+        return Ok(config);
+    };
+    for (i, e) in run.experiences.iter().enumerate().take(stage + 1) {
+        if let Some(theta) = e.rope_theta {
+            config.rope_theta = theta;
+        }
+        if let Some(table) = &e.rope_scaling {
+            config.rope_scaling = rope_scaling(table, i)?;
+        }
+    }
+    Ok(config)
+}
+
+/// Sets each stage's RoPE on the model as it starts; `None` when no experience changes it.
+fn rope_stages<B: Backend>(
+    run: &RunConfig,
+    base: &LlamaConfig,
+) -> Result<Option<StageSetup<LlamaForCausalLM<B>>>> {
+    if run
+        .experiences
+        .iter()
+        .all(|e| e.rope_theta.is_none() && e.rope_scaling.is_none())
+    {
+        return Ok(None);
+    }
+    let stages = (0..run.experiences.len())
+        .map(|i| Ok(stage_config(run, base.clone(), Some(i))?.rope()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Box::new(move |e, model: LlamaForCausalLM<B>| {
+        model.with_rope(stages[e].clone())
+    })))
 }
 
 /// The model config a run describes: `[model.config]`, or the config.json of `model.from`.
@@ -157,7 +221,7 @@ fn stream<B: TrainBackend>(
     for h in &run.eval.held_out {
         eval_sets.push(EvalSet {
             name: h.name.clone(),
-            batches: held_out_batches(run, &h.files, &tokenizer)
+            batches: held_out_batches(run, &h.files, &tokenizer, run.data.seq_len)
                 .with_context(|| format!("held-out set `{}`", h.name))?,
         });
         held_out.push(h.name.clone());
@@ -205,6 +269,7 @@ fn stream<B: TrainBackend>(
         held_out,
         tasks: columns,
         unit: "tokens",
+        stage_setup: rope_stages::<B>(run, &model_config)?,
     })
 }
 
@@ -273,7 +338,9 @@ fn from_checkpoint<B: Backend>(
             Llama::NAME
         );
     }
-    let config = model_config(&saved.run)?;
+    // The RoPE of the stage the checkpoint was saved in, which is what the weights were
+    // trained under (and what an export's config.json must say).
+    let config = stage_config(&saved.run, model_config(&saved.run)?, saved.stage()?)?;
     let model = saved.load_into(config.init::<B>(device), LORA_TARGETS)?;
     Ok(LoadedModel {
         config,

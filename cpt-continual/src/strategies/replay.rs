@@ -6,8 +6,8 @@ use crate::error::{ContinualError, Result};
 use crate::registry::{BuildContext, ContinualModel, StrategySettings};
 use crate::strategy::{InnerDevice, ItemOf, Strategy, StrategyState};
 use burn::tensor::backend::AutodiffBackend;
-use cpt_core::TaskModel;
 use cpt_core::reservoir::Reservoir;
+use cpt_core::{Batch, TaskModel};
 
 /// Replay: once the buffer holds data, `round(ratio × batch_size)` items of each batch come
 /// from it (drawn uniformly); every fresh item is offered to the buffer afterwards, so a batch
@@ -56,7 +56,17 @@ where
         batch: &mut Vec<ItemOf<B, M>>,
     ) {
         let slots = <Self as Strategy<B, M>>::reserved_slots(self, batch_size);
-        batch.extend(self.buffer.sample(slots));
+        if let Some(like) = fresh.first() {
+            for _ in 0..slots {
+                let Some(item) = self.buffer.sample(1).pop() else {
+                    break;
+                };
+                // Items of a stage with another shape (a longer `seq_len`) are fitted to this
+                // one's; items that fit are kept as drawn, with no further draw.
+                let mut more = || self.buffer.sample(1).pop().expect("the buffer holds items");
+                batch.push(<M::Batch as Batch>::fit(item, like, &mut more));
+            }
+        }
         fresh.iter().for_each(|item| self.buffer.offer(item));
     }
 

@@ -83,6 +83,11 @@ pub struct Experience<I> {
     pub source: Box<dyn ItemSource<I>>,
 }
 
+/// Prepares the model for experience `index` before its first step, and again when a run
+/// resumes inside it or before it: what a stage changes that is not a parameter (a longer-context
+/// stage's RoPE, say) and so is not in a checkpoint. Given the model, returns the prepared one.
+pub type StageSetup<M> = Box<dyn Fn(usize, M) -> M + Send + Sync>;
+
 /// Receives what the trainer does, to log it, draw progress and write the run directory.
 pub trait RunObserver {
     /// An experience starts (or resumes at `step`).
@@ -167,6 +172,8 @@ where
     /// Under peers: whether any peer asked to stop, as agreed in the last step's all-reduce (so
     /// that every peer stops after the same step).
     stop_agreed: bool,
+    /// Per-stage model settings, applied as each experience starts or resumes.
+    stage_setup: Option<StageSetup<M>>,
 }
 
 impl<B, M> ContinualTrainer<B, M>
@@ -201,7 +208,14 @@ where
             stop: Arc::new(AtomicBool::new(false)),
             peers: None,
             stop_agreed: false,
+            stage_setup: None,
         }
+    }
+
+    /// Apply `setup` to the model as each experience starts (or resumes).
+    pub fn with_stage_setup(mut self, setup: StageSetup<M>) -> Self {
+        self.stage_setup = Some(setup);
+        self
     }
 
     /// Train as one of several data-parallel `peers`: each trains on its slice of every global
@@ -265,6 +279,9 @@ where
         while self.state.experience < self.experiences.len() {
             let e = self.state.experience;
             let steps = self.experiences[e].steps;
+            if let Some(setup) = &self.stage_setup {
+                self.model = setup(e, self.model.clone());
+            }
             if !self.state.experience_started {
                 self.hook(e, |s, cx| s.before_experience(cx))?;
                 self.state.experience_started = true;
