@@ -327,6 +327,7 @@ where
         held_out,
         tasks: Vec::new(),
         unit: "images",
+        trainable: None,
     })
 }
 
