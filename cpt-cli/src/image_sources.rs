@@ -328,6 +328,7 @@ where
         tasks: Vec::new(),
         unit: "images",
         stage_setup: None,
+        trainable: None,
     })
 }
 

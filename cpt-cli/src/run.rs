@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use cpt_continual::distributed::PeerGroup;
+use cpt_continual::strategies::SlowLearner;
 use cpt_continual::{
     AdamWConfig, ContinualModel, ContinualTrainer, Experience, ItemOf, NonFinitePolicy, RunOutcome,
     SilentObserver, StageSetup, TrainerSettings, TrainerState, build_strategies,
@@ -169,6 +170,9 @@ pub struct Stream<B: AutodiffBackend, M: TaskModel<B> + AutodiffModule<B>> {
     pub unit: &'static str,
     /// What each stage sets on the model beyond its parameters (a new RoPE), if anything.
     pub stage_setup: Option<StageSetup<M>>,
+    /// When set, only parameters matching these patterns train (`[model.grow] freeze = "old"`);
+    /// every other one gets learning-rate scale 0, after the configured strategies.
+    pub trainable: Option<Vec<String>>,
 }
 
 impl RunJob {
@@ -266,7 +270,16 @@ where
 {
     /// The trainer's parts, the strategies built (and so checked) from `config`.
     pub fn into_parts(self, config: &RunConfig) -> Result<TrainerParts<B, M>> {
-        let strategies = build_strategies::<B, M>(config, self.reference, &self.lora_targets)?;
+        let mut strategies = build_strategies::<B, M>(config, self.reference, &self.lora_targets)?;
+        if let Some(patterns) = self.trainable {
+            // The first matching pattern wins: the trainable ones ×1, everything else ×0.
+            let groups = patterns
+                .into_iter()
+                .map(|p| (p, 1.0))
+                .chain([("*".to_string(), 0.0)])
+                .collect();
+            strategies.push(Box::new(SlowLearner::new(groups)));
+        }
         Ok(TrainerParts {
             model: self.model,
             experiences: self.experiences,

@@ -80,6 +80,10 @@ pub struct ModelSection {
     /// A Hugging Face model folder (`config.json`, safetensors weights) to start from.
     #[serde(default)]
     pub from: Option<PathBuf>,
+    /// Function-preserving growth applied once to the starting model (`kind = "depth"` or
+    /// `"width"`), read by the architecture (cpt-models' `grow::GrowSpec`).
+    #[serde(default)]
+    pub grow: Option<toml::Table>,
 }
 
 fn default_architecture() -> String {

@@ -26,6 +26,14 @@ pub enum ModelError {
         /// What was wrong.
         message: String,
     },
+    /// A run-config setting the model cannot honour (`[model.grow]`).
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The offending key, dotted (`model.grow.positions`).
+        key: String,
+        /// What was expected.
+        message: String,
+    },
     /// A GGUF file is malformed, truncated or uses something cpt does not read.
     #[error("{path}: {message}")]
     Gguf {

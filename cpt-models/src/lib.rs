@@ -8,6 +8,7 @@ pub mod clip;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod grow;
 pub mod hf_clip;
 pub mod hf_folder;
 pub mod hf_llama;

@@ -147,8 +147,25 @@ fn rope_stages<B: Backend>(
     })))
 }
 
-/// The model config a run describes: `[model.config]`, or the config.json of `model.from`.
+/// The model config a run trains: its starting model's, grown as `[model.grow]` says.
 fn model_config(run: &RunConfig) -> Result<LlamaConfig> {
+    let original = original_config(run)?;
+    match super::grow_spec(run)? {
+        Some(spec) => Ok(spec.llama_config(&original)?),
+        None => Ok(original),
+    }
+}
+
+/// With `[model.grow] freeze = "old"`: patterns of the parameters that train.
+fn trainable(run: &RunConfig) -> Result<Option<Vec<String>>> {
+    match super::grow_spec(run)? {
+        Some(spec) => Ok(spec.llama_trainable(original_config(run)?.num_hidden_layers)?),
+        None => Ok(None),
+    }
+}
+
+/// The starting model's config: `[model.config]`, or the config.json of `model.from`.
+fn original_config(run: &RunConfig) -> Result<LlamaConfig> {
     let model = match (&run.model.config, &run.model.from) {
         (Some(table), _) => model_table::<LlamaConfig>(table)?,
         (None, Some(file)) if is_gguf(file) => gguf::llama_config(&mut gguf::open(file)?)?,
@@ -174,9 +191,12 @@ fn initial_model<B: Backend>(
             true => Ok(gguf::load_llama_gguf::<B>(from, device)?),
             false => Ok(hf_llama::load_llama::<B>(from, device)?),
         },
-        model_config,
+        original_config,
         |c, seed| c.init_seeded(seed, device),
     )?;
+    let (config, model) = super::grown(run, config, model, |spec, c, m| {
+        spec.grow_llama(c, m, run.seed, device)
+    })?;
     if config.vocab_size < tokenizer.vocab_size() {
         bail!(
             "config key `model.config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
@@ -270,6 +290,7 @@ fn stream<B: TrainBackend>(
         tasks: columns,
         unit: "tokens",
         stage_setup: rope_stages::<B>(run, &model_config)?,
+        trainable: trainable(run)?,
     })
 }
 

@@ -20,6 +20,7 @@ use crate::run::{RunEnd, RunJob};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use cpt_core::{RunConfig, TrainBackend};
+use cpt_models::grow::GrowSpec;
 use std::path::Path;
 
 /// One model family: a model file in cpt-models seen from the commands.
@@ -98,11 +99,47 @@ fn starting_model<C, M>(
     }
 }
 
+/// Architectures `[model.grow]` applies to.
+const GROWABLE: &[&str] = &[llama::Llama::NAME, vit::ViT::NAME];
+
+/// The run's `[model.grow]`, read (errors name the key).
+fn grow_spec(run: &RunConfig) -> Result<Option<GrowSpec>> {
+    Ok(run
+        .model
+        .grow
+        .as_ref()
+        .map(GrowSpec::from_table)
+        .transpose()?)
+}
+
+/// `model` (of config `config`, the starting model) grown as `[model.grow]` says, by `grow`;
+/// unchanged without it. Growth happens once, when a run builds its starting model: a resumed
+/// run builds the same grown model and the checkpoint then replaces all of its weights.
+fn grown<C, M>(
+    run: &RunConfig,
+    config: C,
+    model: M,
+    grow: impl FnOnce(&GrowSpec, &C, M) -> cpt_models::Result<(C, M)>,
+) -> Result<(C, M)> {
+    match grow_spec(run)? {
+        Some(spec) => Ok(grow(&spec, &config, model)?),
+        None => Ok((config, model)),
+    }
+}
+
 /// The checks every architecture shares, then its own.
 fn validate<A: Architecture>(run: &RunConfig) -> Result<()> {
     if A::READS_TEXT && run.data.tokenizer.is_none() && run.model.from.is_none() {
         bail!("config key `data.tokenizer`: required unless `model.from` holds a tokenizer.json");
     }
+    if run.model.grow.is_some() && !GROWABLE.contains(&A::NAME) {
+        bail!(
+            "config key `model.grow`: growth is implemented for {} only, not `{}`",
+            GROWABLE.join(" and "),
+            A::NAME
+        );
+    }
+    grow_spec(run)?;
     A::validate(run)
 }
 

@@ -48,8 +48,17 @@ impl Architecture for ViT {
     }
 }
 
-/// The ViT config of a run: `[model.config]`, or the config.json of `model.from`.
+/// The ViT config a run trains: its starting model's, grown as `[model.grow]` says.
 fn model_config(run: &RunConfig) -> Result<ViTConfig> {
+    let original = original_config(run)?;
+    match super::grow_spec(run)? {
+        Some(spec) => Ok(spec.vit_config(&original)?),
+        None => Ok(original),
+    }
+}
+
+/// The starting model's config: `[model.config]`, or the config.json of `model.from`.
+fn original_config(run: &RunConfig) -> Result<ViTConfig> {
     let c: ViTConfig = match &run.model.from {
         Some(dir) => match hf_vit::read_config(dir)? {
             hf_vit::VisionConfig::ViT(c) => c,
@@ -72,9 +81,13 @@ fn stream<B: TrainBackend>(
     let (model_config, model) = super::starting_model(
         config,
         |dir| Ok(hf_vit::load_vit::<B>(dir, device)?),
-        model_config,
+        original_config,
         |c, seed| c.init_seeded(seed, device),
     )?;
+    let layers = model_config.num_hidden_layers;
+    let (model_config, model) = super::grown(config, model_config, model, |spec, c, m| {
+        spec.grow_vit(c, m, config.seed, device)
+    })?;
     for (i, e) in config.experiences.iter().enumerate() {
         if let Some(bad) = e
             .classes
@@ -91,12 +104,16 @@ fn stream<B: TrainBackend>(
         size: model_config.image_size,
         channels: model_config.num_channels,
     };
-    image_stream(config, model, geometry, None, ViT::lora_targets(), |sets| {
+    let mut stream = image_stream(config, model, geometry, None, ViT::lora_targets(), |sets| {
         Ok(Box::new(ClassificationEvaluator::<
             B::InnerBackend,
             ViTForImageClassification<B::InnerBackend>,
         >::new(sets, probe_settings(config))))
-    })
+    })?;
+    if let Some(spec) = super::grow_spec(config)? {
+        stream.trainable = spec.vit_trainable(layers)?;
+    }
+    Ok(stream)
 }
 
 #[cfg(all(test, feature = "flex"))]
