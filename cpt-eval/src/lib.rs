@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod loglik;
+pub mod law;
 pub mod loss;
 pub mod masked;
 pub mod matrix;
