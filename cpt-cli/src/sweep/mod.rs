@@ -51,13 +51,16 @@ pub struct PlannedPoint {
     pub params: u64,
 }
 
-/// The parameter count of a config's model (as `cpt plan` counts it).
-struct ParameterCount<'a>(&'a RunConfig);
+/// The parameter count of each config's model (as `cpt plan` counts it).
+struct ParameterCounts<'a>(&'a [RunConfig]);
 
-impl BackendJob for ParameterCount<'_> {
-    type Output = u64;
-    fn run<B: cpt_core::TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<u64> {
-        Ok(arch::plan_run::<B::InnerBackend>(self.0, &device)?.parameters())
+impl BackendJob for ParameterCounts<'_> {
+    type Output = Vec<u64>;
+    fn run<B: cpt_core::TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<Vec<u64>> {
+        self.0
+            .iter()
+            .map(|config| Ok(arch::plan_run::<B::InnerBackend>(config, &device)?.parameters()))
+            .collect()
     }
 }
 
@@ -157,23 +160,27 @@ fn plan(sweep: &Sweep) -> Result<Vec<PlannedPoint>> {
     if !sweep.base.exists() {
         bail!("base config {} does not exist", sweep.base.display());
     }
-    sweep
-        .points()
+    let specs = sweep.points();
+    let mut configs = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let values: Vec<String> = spec.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let context = || format!("sweep point `{}` ({})", spec.name, values.join(", "));
+        let config =
+            model_source::load_run_config(&sweep.base, &spec.overrides).with_context(context)?;
+        arch::validate_run(&config).with_context(context)?;
+        configs.push(config);
+    }
+    let params = dispatch(None, ParameterCounts(&configs))?;
+    Ok(specs
         .into_iter()
-        .map(|spec| {
-            let values: Vec<String> = spec.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let context = || format!("sweep point `{}` ({})", spec.name, values.join(", "));
-            let config = model_source::load_run_config(&sweep.base, &spec.overrides)
-                .with_context(context)?;
-            arch::validate_run(&config).with_context(context)?;
-            let params = dispatch(None, ParameterCount(&config)).with_context(context)?;
-            Ok(PlannedPoint {
-                spec,
-                config,
-                params,
-            })
+        .zip(configs)
+        .zip(params)
+        .map(|((spec, config), params)| PlannedPoint {
+            spec,
+            config,
+            params,
         })
-        .collect()
+        .collect())
 }
 
 /// `point.json`: where the point sits in the grid and what it overrides.

@@ -40,6 +40,9 @@ pub struct Fit {
     pub starts: usize,
     /// Per observation: the measured and the predicted loss.
     pub residuals: Vec<Residual>,
+    /// The fitted vector (log-coefficients, logit exponents): predictions come from it, so a
+    /// coefficient too large for an `f64` in natural form still predicts.
+    theta: Vec<f64>,
 }
 
 /// The fit at one observation.
@@ -56,10 +59,22 @@ pub struct Residual {
 }
 
 impl Fit {
+    /// A law with known parameters (natural form, in the order of
+    /// [`LawKind::parameter_names`]; exponents in (0, 3), `ε` in (0, 1)), fitted to nothing.
+    pub fn with_params(law: LawKind, params: Vec<f64>) -> Self {
+        Self {
+            law,
+            theta: law.internal(&params),
+            params,
+            objective: 0.0,
+            starts: 0,
+            residuals: Vec::new(),
+        }
+    }
+
     /// The law's loss at `x`.
     pub fn predict(&self, x: &Point) -> f64 {
-        let theta = self.law.internal(&self.params);
-        self.law.log_prediction(&theta, x, None).exp()
+        self.law.log_prediction(&self.theta, x, None).exp()
     }
 
     /// Root mean square of `predicted − measured` over the fitted points (in loss units).
@@ -120,7 +135,11 @@ pub fn fit(law: LawKind, observations: &[Observation]) -> Result<Fit, LawError> 
         log_losses: losses.iter().map(|l| l.ln()).collect(),
         xs: xs.clone(),
     };
-    let starts = law.starts(&xs, &losses);
+    let starts: Vec<Vec<f64>> = law
+        .starts(&xs, &losses)
+        .iter()
+        .map(|natural| law.internal(natural))
+        .collect();
     let mut best: Option<(f64, Vec<f64>)> = None;
     for start in &starts {
         let Some((cost, theta)) = minimise(&problem, start.clone()) else {
@@ -140,6 +159,7 @@ pub fn fit(law: LawKind, observations: &[Observation]) -> Result<Fit, LawError> 
         objective,
         starts: starts.len(),
         residuals: Vec::new(),
+        theta,
     };
     fit.residuals = fit.residuals_at(observations);
     Ok(fit)

@@ -34,9 +34,44 @@ pub enum LawKind {
     Dcpt,
 }
 
-/// Positions of the parameters fitted as logarithms, per law (the rest are exponents).
-const CHINCHILLA_LOGS: &[usize] = &[0, 1, 3];
-const DCPT_LOGS: &[usize] = &[0, 1, 3, 6, 8];
+/// How a natural parameter is held in the fitted vector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transform {
+    /// A positive coefficient, fitted as its logarithm.
+    Log,
+    /// An exponent (or `ε`) in `(0, max)`, fitted as `logit(p / max)`: an unbounded fit on a
+    /// dozen noisy points happily trades `α = 15` against `A = 10⁷²`, which fits as well and
+    /// predicts nonsense one step outside the data.
+    Bounded(f64),
+}
+
+/// Upper bound of every exponent: scaling exponents are well below 1 in practice.
+const MAX_EXPONENT: f64 = 3.0;
+/// Upper bound of `ε`, which only keeps `C/(r + ε)^γ` finite at `r = 0`.
+const MAX_EPSILON: f64 = 1.0;
+
+const CHINCHILLA: &[Transform] = &[
+    Transform::Log,
+    Transform::Log,
+    Transform::Bounded(MAX_EXPONENT),
+    Transform::Log,
+    Transform::Bounded(MAX_EXPONENT),
+];
+const DCPT: &[Transform] = &[
+    Transform::Log,
+    Transform::Log,
+    Transform::Bounded(MAX_EXPONENT),
+    Transform::Log,
+    Transform::Bounded(MAX_EXPONENT),
+    Transform::Bounded(MAX_EXPONENT),
+    Transform::Log,
+    Transform::Bounded(MAX_EXPONENT),
+    Transform::Bounded(MAX_EPSILON),
+];
+
+fn sigmoid(u: f64) -> f64 {
+    1.0 / (1.0 + (-u).exp())
+}
 
 impl LawKind {
     /// The law's name on the command line (`chinchilla`, `dcpt`).
@@ -65,51 +100,72 @@ impl LawKind {
         }
     }
 
-    fn log_positions(self) -> &'static [usize] {
+    fn transforms(self) -> &'static [Transform] {
         match self {
-            Self::Chinchilla => CHINCHILLA_LOGS,
-            Self::Dcpt => DCPT_LOGS,
+            Self::Chinchilla => CHINCHILLA,
+            Self::Dcpt => DCPT,
         }
     }
 
-    /// Natural parameters (`E`, `A`, `α`, ...) from the fitted vector (`ln E`, `ln A`, `α`, ...).
+    /// Natural parameters (`E`, `A`, `α`, ...) from the fitted vector.
     pub(crate) fn natural(self, theta: &[f64]) -> Vec<f64> {
-        let mut params = theta.to_vec();
-        for &i in self.log_positions() {
-            params[i] = theta[i].exp();
-        }
-        params
+        self.transforms()
+            .iter()
+            .zip(theta)
+            .map(|(t, &u)| match t {
+                Transform::Log => u.exp(),
+                Transform::Bounded(max) => max * sigmoid(u),
+            })
+            .collect()
     }
 
-    /// The fitted vector from natural parameters (coefficients must be positive).
+    /// The fitted vector from natural parameters (coefficients positive, exponents and `ε`
+    /// strictly inside their bounds).
     pub(crate) fn internal(self, params: &[f64]) -> Vec<f64> {
-        let mut theta = params.to_vec();
-        for &i in self.log_positions() {
-            theta[i] = params[i].ln();
-        }
-        theta
+        self.transforms()
+            .iter()
+            .zip(params)
+            .map(|(t, &p)| match t {
+                Transform::Log => p.ln(),
+                Transform::Bounded(max) => (p / (max - p)).ln(),
+            })
+            .collect()
+    }
+
+    /// The values the formula uses: log-coefficients as fitted, exponents natural; and the
+    /// derivative of each with respect to its fitted entry.
+    fn formula_values(self, theta: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        self.transforms()
+            .iter()
+            .zip(theta)
+            .map(|(t, &u)| match t {
+                Transform::Log => (u, 1.0),
+                Transform::Bounded(max) => {
+                    let s = sigmoid(u);
+                    (max * s, max * s * (1.0 - s))
+                }
+            })
+            .unzip()
     }
 
     /// `ln L̂` at `x` under the fitted vector `theta`; with `grad`, also `∂ ln L̂ / ∂θ` into it.
     pub(crate) fn log_prediction(self, theta: &[f64], x: &Point, grad: Option<&mut [f64]>) -> f64 {
         let (ln_n, ln_d) = (x.params.ln(), x.tokens.ln());
-        match self {
+        let (q, chain) = self.formula_values(theta);
+        // `value` is ln L̂; `d` its gradient with respect to the formula values `q`.
+        let (value, d) = match self {
             Self::Chinchilla => {
-                let &[e, a, alpha, b, beta] = theta else {
+                let &[e, a, alpha, b, beta] = q.as_slice() else {
                     unreachable!("the chinchilla law has five parameters")
                 };
                 let terms = [e, a - alpha * ln_n, b - beta * ln_d];
                 let (value, w) = log_sum_exp(&terms);
-                if let Some(g) = grad {
-                    g.copy_from_slice(&[w[0], w[1], -w[1] * ln_n, w[2], -w[2] * ln_d]);
-                }
-                value
+                (value, vec![w[0], w[1], -w[1] * ln_n, w[2], -w[2] * ln_d])
             }
             Self::Dcpt => {
-                let &[e, a, alpha, b, eta, beta, c, gamma, ln_eps] = theta else {
+                let &[e, a, alpha, b, eta, beta, c, gamma, eps] = q.as_slice() else {
                     unreachable!("the D-CPT law has nine parameters")
                 };
-                let eps = ln_eps.exp();
                 let shifted = x.ratio + eps;
                 // r^η vanishes at r = 0 (η > 0): the data term is absent there, not -∞ · 0.
                 let (data_term, ln_r) = if x.ratio > 0.0 {
@@ -125,25 +181,29 @@ impl LawKind {
                     c - gamma * shifted.ln(),
                 ];
                 let (value, w) = log_sum_exp(&terms);
-                if let Some(g) = grad {
-                    g.copy_from_slice(&[
-                        w[0],
-                        w[1],
-                        -w[1] * ln_n,
-                        w[2],
-                        w[2] * ln_r,
-                        -w[2] * ln_d,
-                        w[3],
-                        -w[3] * shifted.ln(),
-                        -w[3] * gamma * eps / shifted,
-                    ]);
-                }
-                value
+                let d = vec![
+                    w[0],
+                    w[1],
+                    -w[1] * ln_n,
+                    w[2],
+                    w[2] * ln_r,
+                    -w[2] * ln_d,
+                    w[3],
+                    -w[3] * shifted.ln(),
+                    -w[3] * gamma / shifted,
+                ];
+                (value, d)
+            }
+        };
+        if let Some(g) = grad {
+            for ((g, d), c) in g.iter_mut().zip(&d).zip(&chain) {
+                *g = d * c;
             }
         }
+        value
     }
 
-    /// Starting points for the fit, as fitted vectors: a small grid over the exponents (and
+    /// Starting points for the fit, as natural parameters: a small grid over the exponents (and
     /// `E`, `ε`), each coefficient set so that its term is a fair share of the loss above `E`
     /// at the data's median size, tokens and ratio — coefficients like `A` span orders of
     /// magnitude with the exponent, so a fixed grid of them would mostly start far off.
@@ -163,10 +223,10 @@ impl LawKind {
                     for alpha in [0.2, 0.5, 1.0] {
                         for beta in [0.2, 0.5, 1.0] {
                             starts.push(vec![
-                                e.ln(),
-                                share + alpha * ln_n,
+                                e,
+                                (share + alpha * ln_n).exp(),
                                 alpha,
-                                share + beta * ln_d,
+                                (share + beta * ln_d).exp(),
                                 beta,
                             ]);
                         }
@@ -183,15 +243,15 @@ impl LawKind {
                                 for gamma in [0.2, 0.6] {
                                     for eps in [0.01, 0.1] {
                                         starts.push(vec![
-                                            e.ln(),
-                                            share + alpha * ln_n,
+                                            e,
+                                            (share + alpha * ln_n).exp(),
                                             alpha,
-                                            share - eta * ln_r + beta * ln_d,
+                                            (share - eta * ln_r + beta * ln_d).exp(),
                                             eta,
                                             beta,
-                                            share + gamma * (ratio + eps).ln(),
+                                            (share + gamma * (ratio + eps).ln()).exp(),
                                             gamma,
-                                            f64::ln(eps),
+                                            eps,
                                         ]);
                                     }
                                 }

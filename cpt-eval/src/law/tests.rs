@@ -5,13 +5,7 @@ use std::path::Path;
 
 /// Losses generated from `law` with `params` at every combination of sizes, tokens and ratios.
 fn synthetic(law: LawKind, params: &[f64], ratios: &[f64]) -> Vec<Observation> {
-    let truth = Fit {
-        law,
-        params: params.to_vec(),
-        objective: 0.0,
-        starts: 0,
-        residuals: Vec::new(),
-    };
+    let truth = Fit::with_params(law, params.to_vec());
     let mut observations = Vec::new();
     for n in [1e6, 4e6, 1.6e7, 6.4e7] {
         for d in [1e8, 4e8, 1.6e9, 6.4e9] {
@@ -77,7 +71,7 @@ fn too_few_points_and_bad_values_are_named() {
     bad[3].loss = -1.0;
     let message = fit(LawKind::Chinchilla, &bad).unwrap_err().to_string();
     assert!(message.contains(&bad[3].label) && message.contains("loss"), "{message}");
-    let mut bad = synthetic(LawKind::Dcpt, &[1.0; 9], &[0.5]);
+    let mut bad = synthetic(LawKind::Dcpt, &[1.0, 1.0, 0.5, 1.0, 0.5, 0.5, 1.0, 0.5, 0.5], &[0.5]);
     bad[0].point.ratio = 1.5;
     let message = fit(LawKind::Dcpt, &bad).unwrap_err().to_string();
     assert!(message.contains("ratio") && message.contains("1.5"), "{message}");
@@ -102,13 +96,7 @@ fn missing_columns_and_non_numbers_are_named() {
 /// share falls; each objective picks the ratio worked out by hand.
 #[test]
 fn the_optimal_ratio_follows_the_objective() {
-    let law = |params: Vec<f64>| Fit {
-        law: LawKind::Dcpt,
-        params,
-        objective: 0.0,
-        starts: 0,
-        residuals: Vec::new(),
-    };
+    let law = |params: Vec<f64>| Fit::with_params(LawKind::Dcpt, params);
     // L_d = 1 + 1/(r_d + 0.1); L_g = 1 + 0.5/(r_g + 0.1) (the N and D terms made negligible).
     let domain = law(vec![1.0, 1e-12, 1.0, 1e-12, 1.0, 1.0, 1.0, 1.0, 0.1]);
     let general = law(vec![1.0, 1e-12, 1.0, 1e-12, 1.0, 1.0, 0.5, 1.0, 0.1]);
