@@ -232,13 +232,24 @@ fn fit_dcpt(args: &FitArgs, table: &ResultsTable, rows: &Rows) -> Result<()> {
             &objective,
         );
         let candidates: Vec<f64> = at_budget.iter().map(|&i| domain_share[i]).collect();
-        let over_measured =
-            law::best_ratio(&domain, general_fit, n, d, &objective, &candidates);
+        let over_measured = law::best_ratio(&domain, general_fit, n, d, &objective, &candidates);
         let over_all = law::best_ratio(&domain, general_fit, n, d, &objective, &grid);
-        println!("held-out budget N = {n}, D = {d} ({} points):", at_budget.len());
-        println!("  measured best:                     {}", describe(measured));
-        println!("  law's best of the measured ratios: {}", describe(over_measured));
-        println!("  law's best over [0, 1]:            {}", describe(over_all));
+        println!(
+            "held-out budget N = {n}, D = {d} ({} points):",
+            at_budget.len()
+        );
+        println!(
+            "  measured best:                     {}",
+            describe(measured)
+        );
+        println!(
+            "  law's best of the measured ratios: {}",
+            describe(over_measured)
+        );
+        println!(
+            "  law's best over [0, 1]:            {}",
+            describe(over_all)
+        );
     }
     for item in &args.predict {
         let (n, d) = parse_budget(item)?;
@@ -272,11 +283,15 @@ fn fit_and_report(
     let fitted: Vec<Observation> = fitted.into_iter().map(observation).collect();
     let held: Vec<Observation> = held.into_iter().map(observation).collect();
     let fit = law::fit(law, &fitted).with_context(|| format!("fitting `{column}`"))?;
-    println!("\n`{column}`: {}{}", law.formula(), if ratio_meaning.is_empty() {
-        String::new()
-    } else {
-        format!(", {ratio_meaning}")
-    });
+    println!(
+        "\n`{column}`: {}{}",
+        law.formula(),
+        if ratio_meaning.is_empty() {
+            String::new()
+        } else {
+            format!(", {ratio_meaning}")
+        }
+    );
     let params: Vec<String> = law
         .parameter_names()
         .iter()
@@ -294,10 +309,7 @@ fn fit_and_report(
     print_residuals("fitted", &fit.residuals, law);
     if !held.is_empty() {
         let predicted = fit.residuals_at(&held);
-        println!(
-            "  held-out points: RMSE {:.4}",
-            law::rmse(&predicted)
-        );
+        println!("  held-out points: RMSE {:.4}", law::rmse(&predicted));
         print_residuals("held out", &predicted, law);
     }
     Ok(fit)
@@ -354,8 +366,7 @@ fn table_matches(table: &ResultsTable, filters: &[String]) -> Result<Vec<bool>> 
 
 /// Equal as text, or as numbers (`0.5` = `0.50`).
 fn same_value(cell: &str, value: &str) -> bool {
-    cell == value
-        || matches!((cell.parse::<f64>(), value.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
+    cell == value || matches!((cell.parse::<f64>(), value.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// `N=...,D=...` as numbers.

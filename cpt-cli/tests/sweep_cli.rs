@@ -123,21 +123,22 @@ fn a_sweep_skips_finished_points_and_resumes_an_interrupted_one_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let file = sweep_file(
         dir.path(),
-        "[grid]\n\"experiences[1].mixture[0].weight\" = [0.5, 2.0]\n",
+        "[grid]\n\"experiences[1].mixture[0].weight\" = [0.05, 20.0]\n",
     );
     let out = dir.path().join("sweep");
     let o = sweep(&file, &out, &["--jobs", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let names = ["0_weight-0.5", "1_weight-2.0"];
+    let names = ["0_weight-0.05", "1_weight-20.0"];
     for name in names {
         for file in ["point.json", "config.toml", "summary.json", "run.log"] {
             assert!(out.join(name).join(file).is_file(), "{name}: no {file}");
         }
     }
-    let point: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join(names[1]).join("point.json")).unwrap())
-            .unwrap();
-    assert_eq!(point["values"]["experiences[1].mixture[0].weight"], "2.0");
+    let point: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(names[1]).join("point.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(point["values"]["experiences[1].mixture[0].weight"], "20.0");
     let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
@@ -157,9 +158,14 @@ fn a_sweep_skips_finished_points_and_resumes_an_interrupted_one_exactly() {
     ] {
         assert!(header.contains(&column), "no column {column}: {header:?}");
     }
-    assert!(lines[1].starts_with("0_weight-0.5,0.5,"), "{}", lines[1]);
-    // The two mixtures train differently.
-    assert_ne!(lines[1].split(',').nth(7), lines[2].split(',').nth(7), "{csv}");
+    assert!(lines[1].starts_with("0_weight-0.05,0.05,"), "{}", lines[1]);
+    // The two mixtures (9% and 98% Rust) train differently.
+    let rust = header.iter().position(|c| *c == "loss_rust").unwrap();
+    assert_ne!(
+        lines[1].split(',').nth(rust),
+        lines[2].split(',').nth(rust),
+        "{csv}"
+    );
 
     // Interrupt point 1 after the fact: no summary, and its newest checkpoint gone, so it must
     // resume from the one before and redo the last steps.
@@ -178,8 +184,11 @@ fn a_sweep_skips_finished_points_and_resumes_an_interrupted_one_exactly() {
     let o = sweep(&file, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let log = stderr(&o);
-    assert!(log.contains("skipping finished point `0_weight-0.5`"), "{log}");
-    assert!(log.contains("resuming point `1_weight-2.0`"), "{log}");
+    assert!(
+        log.contains("skipping finished point `0_weight-0.05`"),
+        "{log}"
+    );
+    assert!(log.contains("resuming point `1_weight-20.0`"), "{log}");
     assert_eq!(
         std::fs::metadata(&finished).unwrap().modified().unwrap(),
         finished_mtime,
@@ -189,7 +198,10 @@ fn a_sweep_skips_finished_points_and_resumes_an_interrupted_one_exactly() {
     assert!(run_log.contains("resuming from"), "{run_log}");
     assert_eq!(eval_matrix(&interrupted.join("summary.json")), expected);
     assert_eq!(
-        std::fs::read_to_string(out.join("sweep.csv")).unwrap().lines().count(),
+        std::fs::read_to_string(out.join("sweep.csv"))
+            .unwrap()
+            .lines()
+            .count(),
         3
     );
 }
@@ -235,12 +247,18 @@ fn bad_sweep_files_are_named() {
             "[grid]\n\"experiences[7].steps\" = [1, 2]\n",
             "sweep point `0_steps-1`",
         ),
-        ("[grid]\n\"train.batch_size\" = []\n", "list of values is empty"),
+        (
+            "[grid]\n\"train.batch_size\" = []\n",
+            "list of values is empty",
+        ),
         (
             "[grid]\n\"train.batch_size\" = [\"big\", \"small\"]\n",
             "batch_size",
         ),
-        ("[grid]\n\"train.batch_size\" = 4\n", "expected a list of values"),
+        (
+            "[grid]\n\"train.batch_size\" = 4\n",
+            "expected a list of values",
+        ),
         (
             "[[axis]]\nname = \"size\"\nkeys = [\"model.config.hidden_size\", \"model.config.intermediate_size\"]\nvalues = [[16]]\n",
             "values[0] has 1 values for 2 keys",
@@ -259,14 +277,23 @@ fn bad_sweep_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = sweep_file(dir.path(), body);
         let line = error_line(&sweep(&file, &dir.path().join("out"), &["--dry-run"]));
-        assert!(line.contains(expected), "expected `{expected}` in: {line}\n(sweep file: {body})");
+        assert!(
+            line.contains(expected),
+            "expected `{expected}` in: {line}\n(sweep file: {body})"
+        );
     }
     // The bad value of `experiences[7]` names the point and the key.
     let dir = tempfile::tempdir().unwrap();
     let file = sweep_file(dir.path(), "[grid]\n\"experiences[7].steps\" = [1, 2]\n");
     let line = error_line(&sweep(&file, &dir.path().join("out"), &[]));
-    assert!(line.contains("experiences[7].steps") && line.contains("no element 7"), "{line}");
-    assert!(!dir.path().join("out").exists(), "nothing may run before every point is checked");
+    assert!(
+        line.contains("experiences[7].steps") && line.contains("no element 7"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing may run before every point is checked"
+    );
 }
 
 /// `sweep.csv`-like rows from `L = 1.5 + 300/N^0.4 + 2000/D^0.5` at 3 × 3 budgets.
@@ -317,8 +344,18 @@ fn bad_law_fit_inputs_are_named() {
         error_line(&cpt(&args))
     };
     let line = fit(&["--law", "chinchilla", "--loss", "loss_y"]);
-    assert!(line.contains("no column `loss_y`") && line.contains("loss_x"), "{line}");
-    let line = fit(&["--law", "chinchilla", "--loss", "loss_x", "--hold-out", "params=10000,params=100000"]);
+    assert!(
+        line.contains("no column `loss_y`") && line.contains("loss_x"),
+        "{line}"
+    );
+    let line = fit(&[
+        "--law",
+        "chinchilla",
+        "--loss",
+        "loss_x",
+        "--hold-out",
+        "params=10000,params=100000",
+    ]);
     assert!(line.contains("matches no row"), "{line}");
     let line = fit(&[
         "--law",
@@ -330,9 +367,19 @@ fn bad_law_fit_inputs_are_named() {
         "--hold-out",
         "params=100000",
     ]);
-    assert!(line.contains("too few points") && line.contains("3 given"), "{line}");
+    assert!(
+        line.contains("too few points") && line.contains("3 given"),
+        "{line}"
+    );
     let line = fit(&["--law", "dcpt", "--domain-loss", "loss_x"]);
     assert!(line.contains("--general-ratio"), "{line}");
-    let line = fit(&["--law", "dcpt", "--domain-loss", "loss_x", "--domain-ratio", "ratio"]);
+    let line = fit(&[
+        "--law",
+        "dcpt",
+        "--domain-loss",
+        "loss_x",
+        "--domain-ratio",
+        "ratio",
+    ]);
     assert!(line.contains("no column `ratio`"), "{line}");
 }

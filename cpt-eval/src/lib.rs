@@ -1,8 +1,8 @@
 //! cpt-eval: evaluation metrics and continual-learning summaries of the eval matrix.
 
 pub mod classify;
-pub mod loglik;
 pub mod law;
+pub mod loglik;
 pub mod loss;
 pub mod masked;
 pub mod matrix;

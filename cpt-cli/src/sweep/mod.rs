@@ -163,7 +163,11 @@ fn plan(sweep: &Sweep) -> Result<Vec<PlannedPoint>> {
     let specs = sweep.points();
     let mut configs = Vec::with_capacity(specs.len());
     for spec in &specs {
-        let values: Vec<String> = spec.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let values: Vec<String> = spec
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let context = || format!("sweep point `{}` ({})", spec.name, values.join(", "));
         let config =
             model_source::load_run_config(&sweep.base, &spec.overrides).with_context(context)?;

@@ -52,7 +52,10 @@ pub fn point_row(dir: &Path, point: &PlannedPoint) -> Result<Row> {
             ));
         } else {
             // Downstream tasks score no loss; their metric is their own (accuracy, ...).
-            row.push((format!("task_{}", score.experience), score.metric.to_string()));
+            row.push((
+                format!("task_{}", score.experience),
+                score.metric.to_string(),
+            ));
         }
     }
     Ok(row)

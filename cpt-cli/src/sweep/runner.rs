@@ -53,7 +53,11 @@ pub fn run_points(
     let mut outcomes = vec![PointOutcome::Interrupted; points.len()];
     let mut queue = VecDeque::new();
     for (i, point) in points.iter().enumerate() {
-        if sweep_dir.join(&point.spec.name).join("summary.json").exists() {
+        if sweep_dir
+            .join(&point.spec.name)
+            .join("summary.json")
+            .exists()
+        {
             tracing::info!("skipping finished point `{}`", point.spec.name);
             outcomes[i] = PointOutcome::Skipped;
         } else {
@@ -117,7 +121,12 @@ fn set_running(bar: &ProgressBar, running: &Mutex<Vec<String>>, name: &str, star
 }
 
 /// Run (or resume) one point, its output appended to `run.log` in its directory.
-fn run_point(exe: &Path, dir: &Path, point: &PlannedPoint, launch: &Launch) -> Result<PointOutcome> {
+fn run_point(
+    exe: &Path,
+    dir: &Path,
+    point: &PlannedPoint,
+    launch: &Launch,
+) -> Result<PointOutcome> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let resume = dir.join("config.toml").exists();
     if resume {

@@ -108,7 +108,10 @@ impl Sweep {
             anyhow::anyhow!(
                 "{}: {}",
                 path.display(),
-                e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )
         })?;
         let bad = |message: String| anyhow::anyhow!("{}: {message}", path.display());
@@ -131,7 +134,14 @@ impl Sweep {
             }
             let labels = values
                 .iter()
-                .map(|v| label(v).ok_or_else(|| bad(format!("[grid] `{key}`: {} values need an [[axis]] with `labels`", v.type_str()))))
+                .map(|v| {
+                    label(v).ok_or_else(|| {
+                        bad(format!(
+                            "[grid] `{key}`: {} values need an [[axis]] with `labels`",
+                            v.type_str()
+                        ))
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             axes.push(Axis {
                 column: key.clone(),
@@ -180,10 +190,7 @@ impl Sweep {
         }
         Ok(Self {
             base,
-            fixed: fixed
-                .iter()
-                .map(|(k, v)| override_item(k, v))
-                .collect(),
+            fixed: fixed.iter().map(|(k, v)| override_item(k, v)).collect(),
             axes,
         })
     }
@@ -248,7 +255,11 @@ fn check_axis(axis: AxisFile) -> Result<Axis> {
             .iter()
             .map(|row| {
                 row.iter()
-                    .map(|v| label(v).ok_or_else(|| anyhow::anyhow!("axis `{name}`: {} values need `labels`", v.type_str())))
+                    .map(|v| {
+                        label(v).ok_or_else(|| {
+                            anyhow::anyhow!("axis `{name}`: {} values need `labels`", v.type_str())
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()
                     .map(|parts| parts.join("-"))
             })

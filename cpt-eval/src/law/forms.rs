@@ -7,7 +7,9 @@
 //!   Language Models", 2024, arXiv 2406.01375), the paper's preferred parameterisation:
 //!   `L(N, D, r) = E + A/N^α + B·r^η/D^β + C/(r + ε)^γ`, with `r` the share of the corpus whose
 //!   validation loss `L` is (the domain share for the domain loss, the general share for the
-//!   general loss, as in the paper's Figure 1).
+//!   general loss, as in the paper's Figure 1). Only the paper's abstract and secondary summaries
+//!   of this form were at hand when this was written, not its full text: the form is as
+//!   published; bounding the exponents and `ε` (below) is this crate's choice.
 //!
 //! Both are fitted in log space as Chinchilla does: the positive coefficients are fitted as their
 //! logarithms (`E = e^e`, ...) and the prediction is `ln L̂ = logsumexp(terms)`, so every term
@@ -174,12 +176,7 @@ impl LawKind {
                 } else {
                     (f64::NEG_INFINITY, 0.0)
                 };
-                let terms = [
-                    e,
-                    a - alpha * ln_n,
-                    data_term,
-                    c - gamma * shifted.ln(),
-                ];
+                let terms = [e, a - alpha * ln_n, data_term, c - gamma * shifted.ln()];
                 let (value, w) = log_sum_exp(&terms);
                 let d = vec![
                     w[0],
@@ -338,10 +335,15 @@ mod tests {
             tokens: 1e8,
             ratio: 0.25,
         };
-        let by_hand = 1.5 + 50.0 / 1e6f64.powf(0.3) + 200.0 * 0.25f64.powf(0.5) / 1e8f64.powf(0.35)
+        let by_hand = 1.5
+            + 50.0 / 1e6f64.powf(0.3)
+            + 200.0 * 0.25f64.powf(0.5) / 1e8f64.powf(0.35)
             + 0.1 / 0.3f64.powf(0.6);
         let predicted = LawKind::Dcpt.log_prediction(&theta, &x, None).exp();
-        assert!((predicted - by_hand).abs() < 1e-12, "{predicted} vs {by_hand}");
+        assert!(
+            (predicted - by_hand).abs() < 1e-12,
+            "{predicted} vs {by_hand}"
+        );
         // At r = 0 the data term vanishes and ε keeps the ratio term finite.
         let at_zero = LawKind::Dcpt
             .log_prediction(&theta, &Point { ratio: 0.0, ..x }, None)

@@ -8,7 +8,7 @@ mod forms;
 mod optimum;
 mod table;
 
-pub use fit::{HUBER_DELTA, Fit, Observation, Residual, fit, r_squared, rmse};
+pub use fit::{Fit, HUBER_DELTA, Observation, Residual, fit, r_squared, rmse};
 pub use forms::{LawKind, Point};
 pub use optimum::{RatioChoice, RatioObjective, best_of, best_ratio, ratio_grid};
 pub use table::ResultsTable;

@@ -69,12 +69,15 @@ impl ResultsTable {
             .iter()
             .enumerate()
             .map(|(i, row)| {
-                row[index].trim().parse::<f64>().map_err(|_| LawError::NotANumber {
-                    path: self.path.clone(),
-                    row: i + 1,
-                    column: name.to_string(),
-                    value: row[index].clone(),
-                })
+                row[index]
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| LawError::NotANumber {
+                        path: self.path.clone(),
+                        row: i + 1,
+                        column: name.to_string(),
+                        value: row[index].clone(),
+                    })
             })
             .collect()
     }

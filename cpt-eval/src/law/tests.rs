@@ -62,7 +62,9 @@ fn dcpt_fit_recovers_the_generating_parameters() {
 fn too_few_points_and_bad_values_are_named() {
     let truth = [1.69, 406.4, 0.34, 410.7, 0.28];
     let data = synthetic(LawKind::Chinchilla, &truth, &[0.0]);
-    let message = fit(LawKind::Chinchilla, &data[..5]).unwrap_err().to_string();
+    let message = fit(LawKind::Chinchilla, &data[..5])
+        .unwrap_err()
+        .to_string();
     assert!(
         message.contains("too few points") && message.contains("5 given"),
         "{message}"
@@ -70,17 +72,30 @@ fn too_few_points_and_bad_values_are_named() {
     let mut bad = data.clone();
     bad[3].loss = -1.0;
     let message = fit(LawKind::Chinchilla, &bad).unwrap_err().to_string();
-    assert!(message.contains(&bad[3].label) && message.contains("loss"), "{message}");
-    let mut bad = synthetic(LawKind::Dcpt, &[1.0, 1.0, 0.5, 1.0, 0.5, 0.5, 1.0, 0.5, 0.5], &[0.5]);
+    assert!(
+        message.contains(&bad[3].label) && message.contains("loss"),
+        "{message}"
+    );
+    let mut bad = synthetic(
+        LawKind::Dcpt,
+        &[1.0, 1.0, 0.5, 1.0, 0.5, 0.5, 1.0, 0.5, 0.5],
+        &[0.5],
+    );
     bad[0].point.ratio = 1.5;
     let message = fit(LawKind::Dcpt, &bad).unwrap_err().to_string();
-    assert!(message.contains("ratio") && message.contains("1.5"), "{message}");
+    assert!(
+        message.contains("ratio") && message.contains("1.5"),
+        "{message}"
+    );
 }
 
 #[test]
 fn missing_columns_and_non_numbers_are_named() {
-    let table = ResultsTable::parse("point,params,loss\na,10,2.5\nb,20,oops\n", Path::new("s.csv"))
-        .unwrap();
+    let table = ResultsTable::parse(
+        "point,params,loss\na,10,2.5\nb,20,oops\n",
+        Path::new("s.csv"),
+    )
+    .unwrap();
     assert_eq!(table.len(), 2);
     let message = table.number_column("tokens").unwrap_err().to_string();
     assert!(
@@ -88,7 +103,10 @@ fn missing_columns_and_non_numbers_are_named() {
         "{message}"
     );
     let message = table.number_column("loss").unwrap_err().to_string();
-    assert!(message.contains("row 2") && message.contains("oops"), "{message}");
+    assert!(
+        message.contains("row 2") && message.contains("oops"),
+        "{message}"
+    );
     assert_eq!(table.number_column("params").unwrap(), vec![10.0, 20.0]);
 }
 
@@ -105,7 +123,10 @@ fn the_optimal_ratio_follows_the_objective() {
     let best = best_ratio(&domain, Some(&general), 1e6, 1e8, &sum, &grid).unwrap();
     // d/dr [1/(r+0.1) + 0.5/(1.1-r)] = 0  ⇒  (1.1-r)² = 0.5 (r+0.1)²  ⇒  r = (1.1 - 0.1√0.5)/(1+√0.5).
     let by_hand = (1.1 - 0.1 * 0.5f64.sqrt()) / (1.0 + 0.5f64.sqrt());
-    assert!((best.domain_ratio - by_hand).abs() < 1e-3, "{best:?} vs {by_hand}");
+    assert!(
+        (best.domain_ratio - by_hand).abs() < 1e-3,
+        "{best:?} vs {by_hand}"
+    );
     // General loss at most 2: 0.5/(1.1 - r) <= 1  ⇒  r <= 0.6; the domain loss wants r large.
     let bound = RatioObjective::GeneralBound {
         max_general_loss: 2.0,
