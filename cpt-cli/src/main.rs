@@ -6,6 +6,7 @@ mod bench_cmd;
 mod compare;
 mod data_cmd;
 mod image_sources;
+mod law_cmd;
 mod model_cmd;
 mod model_source;
 #[cfg(feature = "collective")]
@@ -15,6 +16,7 @@ mod report_cmd;
 mod run;
 mod run_dir;
 mod sources;
+mod sweep;
 mod task_eval;
 
 use anyhow::Result;
@@ -219,6 +221,30 @@ enum Command {
     Tokenizer {
         #[command(subcommand)]
         command: data_cmd::TokenizerCommand,
+    },
+    /// A grid of runs over config keys (a sweep file: base config, `[grid]`, `[[axis]]`), each
+    /// point a run directory; finished points are skipped, interrupted ones resumed, results
+    /// gathered in `sweep.csv`.
+    Sweep {
+        /// The sweep file (TOML).
+        sweep: PathBuf,
+        /// Sweep directory (default: runs/<sweep file name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Points running at once (each a `cpt run` process).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// List the points and check their configs; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Backend of the points' runs.
+        #[arg(long, value_enum)]
+        backend: Option<BackendChoice>,
+    },
+    /// Scaling laws over a sweep's results: `cpt law fit SWEEP_DIR --law dcpt|chinchilla`.
+    Law {
+        #[command(subcommand)]
+        command: law_cmd::LawCommand,
     },
     /// Throughput of LLaMA training (or forward passes) at a fixed shape, as one JSON line;
     /// `scripts/bench_vs_pytorch.sh` runs it beside PyTorch.
@@ -467,6 +493,26 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         }
         Command::Data { command } => data_cmd::data(command).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer { command } => data_cmd::tokenizer(command).map(|()| ExitCode::SUCCESS),
+        Command::Sweep {
+            sweep,
+            out,
+            jobs,
+            dry_run,
+            backend,
+        } => {
+            let job = sweep::SweepJob {
+                sweep,
+                out,
+                jobs,
+                dry_run,
+                backend,
+            };
+            Ok(match sweep::sweep(job)? {
+                sweep::SweepEnd::Finished => ExitCode::SUCCESS,
+                sweep::SweepEnd::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+            })
+        }
+        Command::Law { command } => law_cmd::law(command).map(|()| ExitCode::SUCCESS),
         Command::Bench {
             shape,
             steps,

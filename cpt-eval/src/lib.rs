@@ -1,6 +1,7 @@
 //! cpt-eval: evaluation metrics and continual-learning summaries of the eval matrix.
 
 pub mod classify;
+pub mod law;
 pub mod loglik;
 pub mod loss;
 pub mod masked;
