@@ -16,6 +16,7 @@ mod run;
 mod run_dir;
 mod sources;
 mod task_eval;
+mod vocab_resize;
 
 use anyhow::Result;
 use backend::{BackendChoice, dispatch, dispatch_training};

@@ -19,7 +19,7 @@ use cpt_core::{AdapterModel, Evaluator, RunConfig, TrainBackend};
 use cpt_data::Tokenizer;
 use cpt_eval::{EvalSet, LanguageEvaluator, PerplexityEvaluator, ScoreSettings};
 use cpt_models::gguf::{self, GgmlType, is_gguf};
-use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama};
+use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama, resize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +38,11 @@ impl Architecture for Llama {
     }
 
     fn validate(run: &RunConfig) -> Result<()> {
+        if run.model.resize_text_positions.is_some() {
+            bail!(
+                "config key `model.resize_text_positions`: CLIP's learned text positions only (LLaMA's rotary positions are extended with `rope_scaling`)"
+            );
+        }
         if run.data.seq_len < 2 {
             bail!("config key `data.seq_len`: must be at least 2");
         }
@@ -85,7 +90,7 @@ impl Architecture for Llama {
 
 /// The model config a run describes: `[model.config]`, or the config.json of `model.from`.
 fn model_config(run: &RunConfig) -> Result<LlamaConfig> {
-    let model = match (&run.model.config, &run.model.from) {
+    let mut model = match (&run.model.config, &run.model.from) {
         (Some(table), _) => model_table::<LlamaConfig>(table)?,
         (None, Some(file)) if is_gguf(file) => gguf::llama_config(&mut gguf::open(file)?)?,
         (None, Some(dir)) => hf_llama::read_config(dir)?,
@@ -94,11 +99,16 @@ fn model_config(run: &RunConfig) -> Result<LlamaConfig> {
     model
         .validate()
         .map_err(|m| anyhow!("config key `model.config`: {m}"))?;
+    if run.model.resize_vocab.is_some() {
+        let tokenizer = open_tokenizer(&tokenizer_path(run))?;
+        model.vocab_size = crate::vocab_resize::resized_vocab(run, &tokenizer, model.vocab_size);
+    }
     Ok(model)
 }
 
 /// The model a run starts from: its Hugging Face folder, or a fresh initialisation seeded by the
-/// run's seed. The model must cover the tokenizer's vocabulary.
+/// run's seed. The model must cover the tokenizer's vocabulary, or grow to it under
+/// `[model.resize_vocab]`.
 fn initial_model<B: Backend>(
     run: &RunConfig,
     tokenizer: &Tokenizer,
@@ -113,14 +123,22 @@ fn initial_model<B: Backend>(
         model_config,
         |c, seed| c.init_seeded(seed, device),
     )?;
-    if config.vocab_size < tokenizer.vocab_size() {
-        bail!(
-            "config key `model.config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
-            config.vocab_size,
-            tokenizer.vocab_size()
-        );
+    let growth = crate::vocab_resize::plan_growth(
+        run,
+        tokenizer,
+        config.vocab_size,
+        "model.config.vocab_size",
+        config.initializer_range,
+    )?;
+    match growth {
+        Some(g) => Ok(resize::resize_llama_vocab(
+            model,
+            &config,
+            g.new_vocab,
+            &g.init,
+        )?),
+        None => Ok((config, model)),
     }
-    Ok((config, model))
 }
 
 /// Model, packed token streams and perplexity evaluation of a run.

@@ -103,6 +103,18 @@ fn validate<A: Architecture>(run: &RunConfig) -> Result<()> {
     if A::READS_TEXT && run.data.tokenizer.is_none() && run.model.from.is_none() {
         bail!("config key `data.tokenizer`: required unless `model.from` holds a tokenizer.json");
     }
+    if !A::READS_TEXT && run.model.resize_vocab.is_some() {
+        bail!(
+            "config key `model.resize_vocab`: `{}` reads no text",
+            A::NAME
+        );
+    }
+    if !A::READS_TEXT && run.model.resize_text_positions.is_some() {
+        bail!(
+            "config key `model.resize_text_positions`: `{}` reads no text",
+            A::NAME
+        );
+    }
     A::validate(run)
 }
 
