@@ -392,3 +392,79 @@ fn a_smaller_or_reordered_tokenizer_is_refused() {
         }
     }
 }
+
+/// CLIP: a run grows the text token embedding to an extended tokenizer and the text position
+/// table to a longer one; the export carries both sizes.
+#[test]
+fn a_clip_run_grows_its_text_vocabulary_and_positions_and_exports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo().join("examples/clip_continual.toml")).unwrap();
+    let toy = [
+        "experiences[0].steps=2",
+        "experiences[1].steps=2",
+        "train.batch_size=8",
+        "eval.max_images=20",
+        "eval.batch_size=10",
+        "schedule.warmup_steps=1",
+        "strategies=[\"naive\"]",
+    ];
+    let run_clip = |config: &Path, out: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cpt"));
+        command.current_dir(repo()).env("CPT_LOG", "warn");
+        command.args([
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        for set in toy {
+            command.args(["--set", set]);
+        }
+        command.output().unwrap()
+    };
+    let export = |run: &Path, out: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_cpt"))
+            .current_dir(repo())
+            .args([
+                "export",
+                "hf",
+                run.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let base_cfg = dir.path().join("clip.toml");
+    std::fs::write(&base_cfg, &example).unwrap();
+    let base_run = dir.path().join("clip-run");
+    let o = run_clip(&base_cfg, &base_run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base_hf = dir.path().join("clip-hf");
+    export(&base_run, &base_hf);
+
+    let (tokenizer, _) = extend(dir.path(), 8);
+    let start = example.find("[model.config]").unwrap();
+    let end = example.find("[data]\n").unwrap();
+    let resized = format!(
+        "{}from = \"{}\"\n[model.resize_vocab]\ninit = \"mean\"\n[model.resize_text_positions]\nmax_position_embeddings = 24\ninit = \"interpolate\"\nkeep_positions = 4\n\n{}",
+        &example[..start],
+        base_hf.display(),
+        example[end..].replace(
+            "tokenizer = \"examples/data/tokenizer.json\"",
+            &format!("tokenizer = \"{}\"", tokenizer.display())
+        ),
+    );
+    let cfg = dir.path().join("clip-resized.toml");
+    std::fs::write(&cfg, resized).unwrap();
+    let out = dir.path().join("clip-resized-run");
+    let o = run_clip(&cfg, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hf = dir.path().join("clip-resized-hf");
+    export(&out, &hf);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["text_config"]["vocab_size"], 1024 + 8);
+    assert_eq!(config["text_config"]["max_position_embeddings"], 24);
+}
