@@ -138,13 +138,14 @@ pub fn grow_rows<B: Backend>(
     Ok(table_from_rows(&rows, &device))
 }
 
-/// `param` replaced by `value`, keeping its id (so optimizer and strategy bookkeeping that keys
-/// by parameter stays attached).
+/// `param` replaced by `value`, keeping its id and whether it takes gradients (a tensor made
+/// from host data takes none: without this, the grown tables would silently stay frozen).
 fn replaced<B: Backend, const D: usize>(
     param: Param<Tensor<B, D>>,
     value: Tensor<B, D>,
 ) -> Param<Tensor<B, D>> {
-    Param::initialized(param.id, value)
+    let require_grad = param.is_require_grad();
+    Param::initialized(param.id, value.set_require_grad(require_grad))
 }
 
 /// A LLaMA model whose vocabulary grows from `config.vocab_size` to `new_vocab`: new rows of
@@ -351,6 +352,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The grown tables still train: on an autodiff backend every resized parameter takes
+    /// gradients, as the loaded ones did.
+    #[test]
+    fn resized_tables_keep_taking_gradients() {
+        type A = burn::backend::Autodiff<Flex>;
+        let device = Default::default();
+        let config = tiny::llama();
+        let model = config.init_seeded::<A>(3, &device);
+        assert!(model.model.embed_tokens.weight.is_require_grad());
+        let (_, resized) = resize_llama_vocab(model, &config, 34, &NewRows::Mean).unwrap();
+        assert!(resized.model.embed_tokens.weight.is_require_grad());
+        assert!(resized.lm_head.unwrap().weight.is_require_grad());
+        let config = tiny::clip();
+        let model = config.init_seeded::<A>(3, &device);
+        let (c, model) = resize_clip_vocab(model, &config, 34, &NewRows::Mean).unwrap();
+        let (_, model) = resize_clip_text_positions(model, &c, 12, PositionInit::Copy, 0).unwrap();
+        let embeddings = &model.text_model.embeddings;
+        assert!(embeddings.token_embedding.weight.is_require_grad());
+        assert!(embeddings.position_embedding.weight.is_require_grad());
     }
 
     #[test]
