@@ -66,7 +66,8 @@ def main() -> None:
     text_config = model.config.text_config if is_clip else model.config
     if text_config.vocab_size != size:
         fail(f"config vocab_size {text_config.vocab_size} != tokenizer size {size}")
-    rows = model.get_input_embeddings().weight.shape[0]
+    embeddings = model.text_model.embeddings.token_embedding if is_clip else model.get_input_embeddings()
+    rows = embeddings.weight.shape[0]
     if rows != size:
         fail(f"input embedding has {rows} rows, tokenizer {size} ids")
     if not is_clip and model.get_output_embeddings().weight.shape[0] != size:
