@@ -1,11 +1,12 @@
-//! `cpt data prepare` and `cpt tokenizer train`.
+//! `cpt data prepare`, `cpt tokenizer train` and `cpt tokenizer extend`.
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use cpt_data::{
-    DEFAULT_EOS_TOKEN, DEFAULT_ROW_GROUP_ROWS, expand_paths, prepare, train_bpe_from_parquet,
+    DEFAULT_EOS_TOKEN, DEFAULT_ROW_GROUP_ROWS, Tokenizer, count_tokens_and_chars, expand_paths,
+    extend_bpe_from_parquet, prepare, train_bpe_from_parquet,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `cpt data ...`
 #[derive(Subcommand)]
@@ -46,6 +47,29 @@ pub enum TokenizerCommand {
         #[arg(long, default_value = "text")]
         column: String,
         /// Output path of `tokenizer.json`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Append new BPE merges learned on Parquet text to a tokenizer: existing ids keep their
+    /// tokens, the new ones get the ids after them. Prints tokens per character before and
+    /// after, on the new text and on `--compare` text.
+    Extend {
+        /// The `tokenizer.json` to extend (a BPE model).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Parquet files or globs of the new domain.
+        #[arg(long = "input", required = true, num_args = 1..)]
+        inputs: Vec<String>,
+        /// Number of new tokens (one merge each).
+        #[arg(long)]
+        add: usize,
+        /// Parquet files or globs measured before and after only (old-domain text, say).
+        #[arg(long = "compare", num_args = 1..)]
+        compare: Vec<String>,
+        /// Text column.
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        /// Output path of the extended `tokenizer.json` (written atomically).
         #[arg(long)]
         out: PathBuf,
     },
@@ -98,5 +122,58 @@ pub fn tokenizer(command: TokenizerCommand) -> Result<()> {
             );
             Ok(())
         }
+        TokenizerCommand::Extend {
+            tokenizer,
+            inputs,
+            add,
+            compare,
+            text_column,
+            out,
+        } => extend(&tokenizer, &inputs, add, &compare, &text_column, &out),
     }
+}
+
+/// `cpt tokenizer extend`: learn, measure, write.
+fn extend(
+    base_path: &Path,
+    inputs: &[String],
+    add: usize,
+    compare: &[String],
+    column: &str,
+    out: &Path,
+) -> Result<()> {
+    let base = Tokenizer::from_file(base_path)?;
+    let files = expand_paths(inputs)?;
+    let compare_files = match compare.is_empty() {
+        true => Vec::new(),
+        false => expand_paths(compare)?,
+    };
+    let extended = extend_bpe_from_parquet(&base, &files, column, add)?;
+    let mut rows = vec![("input", &files)];
+    if !compare_files.is_empty() {
+        rows.push(("compare", &compare_files));
+    }
+    println!(
+        "{:<8} {:>10} {:>14} {:>13} {:>16} {:>15}",
+        "corpus", "chars", "tokens before", "tokens after", "tokens/char bef.", "tokens/char aft."
+    );
+    for (name, files) in rows {
+        let (before, chars) = count_tokens_and_chars(&base, files, column)?;
+        let (after, _) = count_tokens_and_chars(&extended.tokenizer, files, column)?;
+        let per_char = |t: u64| t as f64 / chars.max(1) as f64;
+        println!(
+            "{name:<8} {chars:>10} {before:>14} {after:>13} {:>16.4} {:>15.4}",
+            per_char(before),
+            per_char(after)
+        );
+    }
+    extended.tokenizer.save(out)?;
+    let first = extended.first_new_id;
+    println!(
+        "{} + {add} tokens (ids {first}..{}) → {}",
+        base.vocab_size(),
+        first as usize + add,
+        out.display()
+    );
+    Ok(())
 }

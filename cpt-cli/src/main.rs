@@ -18,6 +18,7 @@ mod run_dir;
 mod sources;
 mod sweep;
 mod task_eval;
+mod vocab_resize;
 
 use anyhow::Result;
 use backend::{BackendChoice, dispatch, dispatch_training};

@@ -84,6 +84,67 @@ pub struct ModelSection {
     /// `"width"`), read by the architecture (cpt-models' `grow::GrowSpec`).
     #[serde(default)]
     pub grow: Option<toml::Table>,
+    /// Grow the embedding (and untied LM head) of `from` to the vocabulary of `data.tokenizer`
+    /// at load (`[model.resize_vocab]`).
+    #[serde(default)]
+    pub resize_vocab: Option<ResizeVocab>,
+    /// Grow the learned text position table of `from` (CLIP) at load
+    /// (`[model.resize_text_positions]`).
+    #[serde(default)]
+    pub resize_text_positions: Option<ResizeTextPositions>,
+}
+
+/// `[model.resize_vocab]`: the model of `model.from` gets one new embedding row (and LM-head
+/// row) per token the run's tokenizer has beyond the model's vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeVocab {
+    /// How new rows start.
+    pub init: VocabInit,
+    /// The tokenizer the model was trained with (`subword_mean` encodes new tokens with it;
+    /// every mode checks that the new tokenizer keeps its id→token map). Default: the
+    /// `tokenizer.json` of `model.from`.
+    #[serde(default)]
+    pub old_tokenizer: Option<PathBuf>,
+}
+
+/// Initial value of a new vocabulary row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VocabInit {
+    /// The mean of all old rows.
+    Mean,
+    /// The mean of the rows of the old tokens the new token's text encodes to under the old
+    /// tokenizer.
+    SubwordMean,
+    /// Normal with mean 0 and the model's `initializer_range`, from the run's seed.
+    Normal,
+}
+
+/// `[model.resize_text_positions]`: a longer learned position table for CLIP's text tower.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeTextPositions {
+    /// The new table length (the text config's `max_position_embeddings`).
+    pub max_position_embeddings: usize,
+    /// How positions are filled.
+    #[serde(default)]
+    pub init: PositionInit,
+    /// `interpolate` only: the first positions kept as they are (Long-CLIP keeps 20).
+    #[serde(default)]
+    pub keep_positions: usize,
+}
+
+/// How a longer position table is filled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionInit {
+    /// Positions `keep_positions..` stretched linearly over the new length (position
+    /// interpolation; Long-CLIP's knowledge-preserved stretching with `keep_positions = 20`).
+    #[default]
+    Interpolate,
+    /// Old positions kept, the table repeated after them (as Longformer copies RoBERTa's).
+    Copy,
 }
 
 fn default_architecture() -> String {
@@ -527,6 +588,20 @@ impl RunConfig {
                 return invalid("model.from".into(), "give `config` or `from`, not both");
             }
             _ => {}
+        }
+        if self.model.from.is_none() {
+            if self.model.resize_vocab.is_some() {
+                return invalid(
+                    "model.resize_vocab".into(),
+                    "resizes the model of `model.from`; a fresh model takes the tokenizer's size in `model.config`",
+                );
+            }
+            if self.model.resize_text_positions.is_some() {
+                return invalid(
+                    "model.resize_text_positions".into(),
+                    "resizes the model of `model.from`; a fresh model takes its length in `model.config`",
+                );
+            }
         }
         if self.experiences.is_empty() {
             return invalid(

@@ -99,6 +99,9 @@ pub mod domain {
     /// Training-image augmentation: `[AUGMENT, epoch, row]` under the stream's seed (apart from
     /// the shuffle's `[epoch, unit]` keys).
     pub const AUGMENT: u64 = 0x6175_676d_656e_7401;
+    /// New vocabulary rows drawn at a resize (`model.resize_vocab.init = "normal"`):
+    /// `[RESIZE_VOCAB, stable_hash(parameter path)]`.
+    pub const RESIZE_VOCAB: u64 = 0x7e51_2e00;
 }
 
 fn mix(mut z: u64) -> u64 {

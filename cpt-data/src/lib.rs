@@ -18,6 +18,7 @@ mod parquet_writer;
 mod prepare;
 mod row_groups;
 mod tokenizer;
+mod tokenizer_extend;
 
 pub use error::{DataError, Result};
 pub use image_parquet::{
@@ -33,3 +34,7 @@ pub use parquet_text::{
 pub use parquet_writer::TextParquetWriter;
 pub use prepare::{DEFAULT_ROW_GROUP_ROWS, PrepareReport, is_eval, prepare};
 pub use tokenizer::{DEFAULT_EOS_TOKEN, Tokenizer, train_bpe, train_bpe_from_parquet};
+pub use tokenizer_extend::{
+    EXTEND_MIN_FREQUENCY, ExtendedTokenizer, count_tokens_and_chars, extend_bpe,
+    extend_bpe_from_parquet, old_pieces,
+};

@@ -52,6 +52,14 @@ pub enum ModelError {
         /// What was wrong.
         message: String,
     },
+    /// A resize of a model's tables (vocabulary, positions) cannot be done as asked.
+    #[error("resizing `{what}`: {message}")]
+    Resize {
+        /// The table (parameter path).
+        what: String,
+        /// What was wrong.
+        message: String,
+    },
 }
 
 /// Result alias for cpt-models.

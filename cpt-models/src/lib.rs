@@ -15,6 +15,7 @@ pub mod hf_llama;
 pub mod hf_vit;
 pub mod linear;
 pub mod llama;
+pub mod resize;
 pub mod vit;
 pub mod vit_mae;
 

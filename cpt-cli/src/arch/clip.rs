@@ -6,12 +6,12 @@ use crate::image_sources::{self, Geometry, image_stream, probe_settings};
 use crate::model_source::RunCheckpoint;
 use crate::plan::Plan;
 use crate::run::{RunEnd, RunJob, Stream};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use cpt_core::{AdapterModel, RunConfig, TrainBackend};
 use cpt_data::{CaptionTokenizer, Tokenizer};
 use cpt_eval::ZeroShotEvaluator;
-use cpt_models::{ClipConfig, ClipModel, clip, hf_clip};
+use cpt_models::{ClipConfig, ClipModel, clip, hf_clip, resize};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -59,7 +59,49 @@ fn model_config(run: &RunConfig) -> Result<ClipConfig> {
     c.validate().map_err(|(field, message)| {
         anyhow::anyhow!("config key `model.config.{field}`: {message}")
     })?;
+    let mut c = c;
+    if run.model.resize_vocab.is_some() {
+        let tokenizer = Tokenizer::from_file(run.tokenizer_path())?;
+        let text = &mut c.text_config;
+        text.vocab_size = crate::vocab_resize::resized_vocab(run, &tokenizer, text.vocab_size);
+    }
+    if let Some(r) = &run.model.resize_text_positions {
+        c.text_config.max_position_embeddings = r.max_position_embeddings;
+    }
     Ok(c)
+}
+
+/// `model` (of `config`, as `model.from` holds it) after the run's `[model.resize_vocab]` and
+/// `[model.resize_text_positions]`; without them, checked to cover the tokenizer.
+fn resized<B: Backend>(
+    run: &RunConfig,
+    tokenizer: &Tokenizer,
+    config: ClipConfig,
+    model: ClipModel<B>,
+) -> Result<(ClipConfig, ClipModel<B>)> {
+    let text = &config.text_config;
+    let growth = crate::vocab_resize::plan_growth(
+        run,
+        tokenizer,
+        text.vocab_size,
+        "model.config.text_config.vocab_size",
+        0.02 * config.initializer_factor,
+    )?;
+    let (config, model) = match growth {
+        Some(g) => resize::resize_clip_vocab(model, &config, g.new_vocab, &g.init)?,
+        None => (config, model),
+    };
+    Ok(match &run.model.resize_text_positions {
+        Some(r) => resize::resize_clip_text_positions(
+            model,
+            &config,
+            r.max_position_embeddings,
+            r.init,
+            r.keep_positions,
+        )
+        .context("config key `model.resize_text_positions`")?,
+        None => (config, model),
+    })
 }
 
 /// Model, image streams and evaluator of a run, on `device`.
@@ -74,14 +116,8 @@ fn stream<B: TrainBackend>(
         |c, seed| c.init_seeded(seed, device),
     )?;
     let tokenizer = Arc::new(Tokenizer::from_file(config.tokenizer_path())?);
+    let (model_config, model) = resized(config, &tokenizer, model_config, model)?;
     let text = &model_config.text_config;
-    if text.vocab_size < tokenizer.vocab_size() {
-        bail!(
-            "config key `model.config.text_config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
-            text.vocab_size,
-            tokenizer.vocab_size()
-        );
-    }
     let text_len = config.data.image.text_len;
     if text_len > text.max_position_embeddings {
         bail!(

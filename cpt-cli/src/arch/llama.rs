@@ -20,7 +20,7 @@ use cpt_data::Tokenizer;
 use cpt_eval::{EvalSet, LanguageEvaluator, PerplexityEvaluator, ScoreSettings};
 use cpt_models::gguf::{self, GgmlType, is_gguf};
 use cpt_models::llama::RopeScaling;
-use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama};
+use cpt_models::{LlamaConfig, LlamaForCausalLM, hf_llama, resize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,6 +39,11 @@ impl Architecture for Llama {
     }
 
     fn validate(run: &RunConfig) -> Result<()> {
+        if run.model.resize_text_positions.is_some() {
+            bail!(
+                "config key `model.resize_text_positions`: CLIP's learned text positions only (LLaMA's rotary positions are extended with `rope_scaling`)"
+            );
+        }
         if run.data.seq_len < 2 {
             bail!("config key `data.seq_len`: must be at least 2");
         }
@@ -147,12 +152,17 @@ fn rope_stages<B: Backend>(
     })))
 }
 
-/// The model config a run trains: its starting model's, grown as `[model.grow]` says.
+/// The model config a run trains: its starting model's, its vocabulary resized as
+/// `[model.resize_vocab]` says, then grown as `[model.grow]` says.
 fn model_config(run: &RunConfig) -> Result<LlamaConfig> {
-    let original = original_config(run)?;
+    let mut model = original_config(run)?;
+    if run.model.resize_vocab.is_some() {
+        let tokenizer = open_tokenizer(&tokenizer_path(run))?;
+        model.vocab_size = crate::vocab_resize::resized_vocab(run, &tokenizer, model.vocab_size);
+    }
     match super::grow_spec(run)? {
-        Some(spec) => Ok(spec.llama_config(&original)?),
-        None => Ok(original),
+        Some(spec) => Ok(spec.llama_config(&model)?),
+        None => Ok(model),
     }
 }
 
@@ -179,7 +189,8 @@ fn original_config(run: &RunConfig) -> Result<LlamaConfig> {
 }
 
 /// The model a run starts from: its Hugging Face folder, or a fresh initialisation seeded by the
-/// run's seed. The model must cover the tokenizer's vocabulary.
+/// run's seed; its vocabulary resized under `[model.resize_vocab]` (the model must otherwise
+/// cover the tokenizer's), then grown under `[model.grow]`.
 fn initial_model<B: Backend>(
     run: &RunConfig,
     tokenizer: &Tokenizer,
@@ -194,17 +205,20 @@ fn initial_model<B: Backend>(
         original_config,
         |c, seed| c.init_seeded(seed, device),
     )?;
-    let (config, model) = super::grown(run, config, model, |spec, c, m| {
+    let growth = crate::vocab_resize::plan_growth(
+        run,
+        tokenizer,
+        config.vocab_size,
+        "model.config.vocab_size",
+        config.initializer_range,
+    )?;
+    let (config, model) = match growth {
+        Some(g) => resize::resize_llama_vocab(model, &config, g.new_vocab, &g.init)?,
+        None => (config, model),
+    };
+    super::grown(run, config, model, |spec, c, m| {
         spec.grow_llama(c, m, run.seed, device)
-    })?;
-    if config.vocab_size < tokenizer.vocab_size() {
-        bail!(
-            "config key `model.config.vocab_size`: {} is smaller than the tokenizer's vocabulary ({})",
-            config.vocab_size,
-            tokenizer.vocab_size()
-        );
-    }
-    Ok((config, model))
+    })
 }
 
 /// Model, packed token streams and perplexity evaluation of a run.

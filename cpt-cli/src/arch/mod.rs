@@ -140,6 +140,18 @@ fn validate<A: Architecture>(run: &RunConfig) -> Result<()> {
         );
     }
     grow_spec(run)?;
+    if !A::READS_TEXT && run.model.resize_vocab.is_some() {
+        bail!(
+            "config key `model.resize_vocab`: `{}` reads no text",
+            A::NAME
+        );
+    }
+    if !A::READS_TEXT && run.model.resize_text_positions.is_some() {
+        bail!(
+            "config key `model.resize_text_positions`: `{}` reads no text",
+            A::NAME
+        );
+    }
     A::validate(run)
 }
 

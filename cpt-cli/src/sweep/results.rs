@@ -30,16 +30,16 @@ pub fn point_row(dir: &Path, point: &PlannedPoint) -> Result<Row> {
     row.push(("tokens".into(), number("tokens_seen")?));
     row.push(("steps".into(), number("steps")?));
     row.push(("wall_time_secs".into(), number("wall_time_secs")?));
-    let tokens_per_step = point.config.tokens_per_step();
-    for (experience, steps) in point
+    for (i, (experience, steps)) in point
         .config
         .experiences
         .iter()
         .zip(point.config.experience_steps())
+        .enumerate()
     {
         row.push((
             format!("tokens_{}", experience.name),
-            (steps * tokens_per_step).to_string(),
+            (steps * point.config.tokens_per_step(i)).to_string(),
         ));
     }
     let last = final_evaluation(dir)?;
