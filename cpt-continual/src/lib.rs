@@ -22,5 +22,5 @@ pub use registry::{
 pub use strategy::{Context, InnerDevice, ItemOf, Strategy, StrategyState};
 pub use trainer::{
     ContinualTrainer, Experience, NonFinitePolicy, RunObserver, RunOutcome, SilentObserver,
-    SpikeGuard, TrainerSettings, TrainerState,
+    REPLAY_SOURCE, SpikeGuard, TrainerSettings, TrainerState,
 };
