@@ -67,6 +67,7 @@ max_sequences = 2
 batch_size = 2
 [checkpoint]
 every_steps = 3
+keep_last = 2
 "#,
         tok = data("tokenizer.json"),
         a_train = data("austen/train.parquet"),

@@ -263,7 +263,7 @@ fn metadata_targets_carry_no_loss() {
     let batch = metadata_batch();
     let out = m.forward_step(&batch);
     // Row 0 predicts its four text tokens but not the second metadata token; row 1 all five.
-    assert_eq!(out.count, 3 + 5);
+    assert_eq!(out.count, 4 + 5);
     let logits = values(out.logits.unwrap());
     let mut expected = 0.0;
     for (row, first_target) in [(0usize, 2usize), (1, 1)] {
@@ -271,7 +271,7 @@ fn metadata_targets_carry_no_loss() {
             expected += token_nll(&logits, 64, row * 6, t - 1, batch.tokens[row * 6 + t]);
         }
     }
-    expected /= 8.0;
+    expected /= 9.0;
     let loss = values(out.loss)[0] as f64;
     assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
     // Without the mask the metadata target counts: the loss differs.
