@@ -256,8 +256,13 @@ pub fn eval_batches(
     tokenizer: &Tokenizer,
 ) -> Result<Vec<TokenBatch>> {
     let experience = &config.experiences[index];
-    batches(config, &experience.eval, tokenizer, config.eval_metadata_of(index))
-        .with_context(|| format!("eval set of experience `{}`", experience.name))
+    batches(
+        config,
+        &experience.eval,
+        tokenizer,
+        config.eval_metadata_of(index),
+    )
+    .with_context(|| format!("eval set of experience `{}`", experience.name))
 }
 
 /// The first `eval.max_sequences` packed sequences of `files` in file order, batched.

@@ -81,7 +81,12 @@ keep_last = 2
 
 fn run(config: &Path, out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cpt"))
-        .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .env("CPT_LOG", "warn")
         .output()
         .unwrap()
@@ -138,10 +143,16 @@ fn recipe_mistakes_are_named_before_anything_is_written() {
                     1,
                 )
             }),
-            vec!["experiences[0].mixture[0].filter", "quality", "train.parquet"],
+            vec![
+                "experiences[0].mixture[0].filter",
+                "quality",
+                "train.parquet",
+            ],
         ),
         (
-            Box::new(|t: String| t.replacen("weight = 1.0\n", "weight = 1.0\nfilter = \"score >>\"\n", 1)),
+            Box::new(|t: String| {
+                t.replacen("weight = 1.0\n", "weight = 1.0\nfilter = \"score >>\"\n", 1)
+            }),
             vec!["experiences[0].mixture[0].filter", "score >>"],
         ),
         (

@@ -73,11 +73,17 @@ fn hooks_run_in_order_for_every_strategy() {
 #[test]
 fn replay_fills_its_share_of_the_batch_from_past_items() {
     let mut replay: Replay<TokenSequence> = Replay::new(4, 0.5, 3);
-    let reserve =
-        |r: &Replay<TokenSequence>| <Replay<TokenSequence> as Strategy<B, Model>>::reserved_slots(r, 4);
+    let reserve = |r: &Replay<TokenSequence>| {
+        <Replay<TokenSequence> as Strategy<B, Model>>::reserved_slots(r, 4)
+    };
     // Empty buffer: nothing reserved, the whole batch is fresh, and it is offered to the buffer.
     assert_eq!(reserve(&replay), 0);
-    let fresh: Vec<ItemOf<B, Model>> = vec![vec![1].into(), vec![2].into(), vec![3].into(), vec![4].into()];
+    let fresh: Vec<ItemOf<B, Model>> = vec![
+        vec![1].into(),
+        vec![2].into(),
+        vec![3].into(),
+        vec![4].into(),
+    ];
     let mut batch = fresh.clone();
     <Replay<TokenSequence> as Strategy<B, Model>>::extend_batch(&mut replay, 4, &fresh, &mut batch);
     assert_eq!(batch.len(), 4);
@@ -86,7 +92,12 @@ fn replay_fills_its_share_of_the_batch_from_past_items() {
     assert_eq!(reserve(&replay), 2);
     let fresh2: Vec<TokenSequence> = vec![vec![5].into(), vec![6].into()];
     let mut batch = fresh2.clone();
-    <Replay<TokenSequence> as Strategy<B, Model>>::extend_batch(&mut replay, 4, &fresh2, &mut batch);
+    <Replay<TokenSequence> as Strategy<B, Model>>::extend_batch(
+        &mut replay,
+        4,
+        &fresh2,
+        &mut batch,
+    );
     assert_eq!(batch.len(), 4);
     assert!(
         batch[2..].iter().all(|item| item.tokens[0] <= 4),

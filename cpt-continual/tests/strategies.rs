@@ -21,7 +21,7 @@ fn batch(seed: u64) -> TokenBatch {
     let mut source = SyntheticSource::new(seed, 1);
     TokenBatch::from_sequences(
         &(0..4)
-            .map(|_| source.next_item().unwrap())
+            .map(|_| source.next_item().unwrap().tokens)
             .collect::<Vec<_>>(),
     )
 }
@@ -40,7 +40,7 @@ fn with_context<R>(
     let mut next = || -> cpt_continual::Result<TokenBatch> {
         Ok(TokenBatch::from_sequences(
             &(0..4)
-                .map(|_| source.next_item().unwrap())
+                .map(|_| source.next_item().unwrap().tokens)
                 .collect::<Vec<_>>(),
         ))
     };

@@ -175,8 +175,8 @@ impl TokenBatch {
         let seq = self.seq_len;
         (0..self.batch_size * seq)
             .map(|i| {
-                let predicts = i % seq != seq - 1
-                    && self.loss_mask.as_ref().is_none_or(|mask| mask[i + 1]);
+                let predicts =
+                    i % seq != seq - 1 && self.loss_mask.as_ref().is_none_or(|mask| mask[i + 1]);
                 if predicts { 1.0 } else { 0.0 }
             })
             .collect()
@@ -320,7 +320,8 @@ mod tests {
     #[test]
     fn items_round_trip() {
         use crate::model::Batch;
-        let rows: Vec<TokenSequence> = vec![vec![1, 2].into(), vec![3, 4].into(), vec![5, 6].into()];
+        let rows: Vec<TokenSequence> =
+            vec![vec![1, 2].into(), vec![3, 4].into(), vec![5, 6].into()];
         let batch = TokenBatch::from_items(rows.clone());
         assert_eq!(batch.loss_mask, None);
         assert_eq!(batch.units(), 6);
@@ -360,7 +361,10 @@ mod tests {
         assert_eq!(json, r#"{"tokens":[1,2],"loss_mask":[false,true]}"#);
         for sequence in [plain, masked] {
             let text = serde_json::to_string(&sequence).unwrap();
-            assert_eq!(serde_json::from_str::<TokenSequence>(&text).unwrap(), sequence);
+            assert_eq!(
+                serde_json::from_str::<TokenSequence>(&text).unwrap(),
+                sequence
+            );
         }
     }
 

@@ -136,7 +136,9 @@ impl RunConfig {
             _ => Ok(()),
         };
         let check_filter = |key: String, filter: &Option<String>| match filter {
-            Some(text) => RowFilter::parse(text).map(|_| ()).or_else(|m| invalid(key, m)),
+            Some(text) => RowFilter::parse(text)
+                .map(|_| ())
+                .or_else(|m| invalid(key, m)),
             None => Ok(()),
         };
         for (i, e) in self.experiences.iter().enumerate() {
@@ -246,7 +248,10 @@ peak_lr = 0.01
         ])
         .unwrap();
         assert_eq!(c.metadata_of(0, None), MetadataSource::Column("url"));
-        assert_eq!(c.metadata_of(1, Some(0)), MetadataSource::Constant("source: b"));
+        assert_eq!(
+            c.metadata_of(1, Some(0)),
+            MetadataSource::Constant("source: b")
+        );
         assert_eq!(c.metadata_of(1, Some(1)), MetadataSource::None);
         assert_eq!(c.metadata_separator(), "\n\n");
         assert!(!c.metadata_loss());
@@ -259,14 +264,20 @@ peak_lr = 0.01
             "absent means inherit, not off"
         );
         let c = parse(&["experiences[0].metadata=true", "data.metadata_column=\"u\""]).unwrap();
-        assert_eq!(c.experiences[0].metadata, Some(MetadataSetting::Switch(true)));
+        assert_eq!(
+            c.experiences[0].metadata,
+            Some(MetadataSetting::Switch(true))
+        );
     }
 
     #[test]
     fn misused_recipe_keys_are_named() {
         let cases: &[(&[&str], &str)] = &[
             (&["data.metadata_loss=true"], "data.metadata_loss"),
-            (&["data.metadata_separator=\" | \""], "data.metadata_separator"),
+            (
+                &["data.metadata_separator=\" | \""],
+                "data.metadata_separator",
+            ),
             (&["eval.metadata=true"], "eval.metadata"),
             (&["experiences[0].metadata=true"], "experiences[0].metadata"),
             (&["experiences[0].metadata=\"\""], "experiences[0].metadata"),
@@ -278,17 +289,32 @@ peak_lr = 0.01
                 "experiences[1].mixture[0].metadata",
             ),
             (
-                &["eval.metadata=true", "experiences[1].mixture[0].metadata=\"s\""],
+                &[
+                    "eval.metadata=true",
+                    "experiences[1].mixture[0].metadata=\"s\"",
+                ],
                 "eval.metadata",
             ),
-            (&["experiences[0].filter=\"score >=\""], "experiences[0].filter"),
+            (
+                &["experiences[0].filter=\"score >=\""],
+                "experiences[0].filter",
+            ),
             (
                 &["experiences[1].mixture[1].filter=\"score\""],
                 "experiences[1].mixture[1].filter",
             ),
-            (&["experiences[1].filter=\"s > 1\""], "experiences[1].filter"),
-            (&["experiences[0].subset_docs=0"], "experiences[0].subset_docs"),
-            (&["experiences[1].subset_docs=3"], "experiences[1].subset_docs"),
+            (
+                &["experiences[1].filter=\"s > 1\""],
+                "experiences[1].filter",
+            ),
+            (
+                &["experiences[0].subset_docs=0"],
+                "experiences[0].subset_docs",
+            ),
+            (
+                &["experiences[1].subset_docs=3"],
+                "experiences[1].subset_docs",
+            ),
             (&["experiences[0].epochs=2"], "experiences[0].epochs"),
             (
                 &["experiences[0].subset_docs=3", "experiences[0].epochs=0"],
@@ -297,7 +323,10 @@ peak_lr = 0.01
         ];
         for (overrides, key) in cases {
             let msg = parse(overrides).unwrap_err().to_string();
-            assert!(msg.contains(key), "{overrides:?}: expected `{key}` in: {msg}");
+            assert!(
+                msg.contains(key),
+                "{overrides:?}: expected `{key}` in: {msg}"
+            );
         }
         // The same keys, used as meant, pass.
         parse(&[

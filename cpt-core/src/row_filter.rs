@@ -135,7 +135,9 @@ impl From<RowFilter> for String {
 
 /// One `<column> <op> <number>`.
 fn parse_condition(text: &str) -> Result<Condition, String> {
-    let expected = || format!("`{text}`: expected `<column> <op> <number>` with op one of >=, >, <=, <, ==, !=");
+    let expected = || {
+        format!("`{text}`: expected `<column> <op> <number>` with op one of >=, >, <=, <, ==, !=")
+    };
     if text.is_empty() {
         return Err("`and` must join two comparisons".into());
     }

@@ -290,7 +290,8 @@ mod tests {
     #[test]
     fn resumed_mixture_continues_the_same_stream() {
         let mut whole = mixture(&[0.5, 0.3, 0.2], 11);
-        let expected: Vec<TokenSequence> = (0..60).map(|_| whole.next_sequence().unwrap()).collect();
+        let expected: Vec<TokenSequence> =
+            (0..60).map(|_| whole.next_sequence().unwrap()).collect();
         let mut first = mixture(&[0.5, 0.3, 0.2], 11);
         let head: Vec<TokenSequence> = (0..25).map(|_| first.next_sequence().unwrap()).collect();
         let json = serde_json::to_string(&SequenceSource::cursor(&first)).unwrap();
@@ -309,7 +310,8 @@ mod tests {
             Mixture::new(vec![(inner, 1.0), (outer_leaf, 1.0)], 4).unwrap()
         };
         let mut whole = build();
-        let expected: Vec<TokenSequence> = (0..40).map(|_| whole.next_sequence().unwrap()).collect();
+        let expected: Vec<TokenSequence> =
+            (0..40).map(|_| whole.next_sequence().unwrap()).collect();
         let mut first = build();
         for _ in 0..17 {
             first.next_sequence().unwrap();

@@ -96,7 +96,11 @@ impl DocumentEncoder {
         if tokens.is_empty() {
             return Ok(false);
         }
-        let masked = if self.conditioning.mask_metadata { prefix } else { 0 };
+        let masked = if self.conditioning.mask_metadata {
+            prefix
+        } else {
+            0
+        };
         packer.push_document_masking(&tokens, masked);
         Ok(true)
     }

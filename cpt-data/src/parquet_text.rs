@@ -348,7 +348,10 @@ fn read_documents(
                 let values: Vec<Option<f64>> = compared.iter().map(|c| c[row]).collect();
                 f.keeps(&values)
             });
-            documents.push(text.filter(|_| kept).map(|text| Document { text, metadata }));
+            documents.push(
+                text.filter(|_| kept)
+                    .map(|text| Document { text, metadata }),
+            );
         }
     }
     Ok(documents)

@@ -208,8 +208,8 @@ impl SubsetSource {
     /// Compute the visiting order of the current pass if it is not the cached one.
     fn ensure_order(&mut self) {
         if self.order_pass != self.pass {
-            self.order = SplitMix64::derive(self.seed, &[1, self.pass])
-                .permutation(self.documents.len());
+            self.order =
+                SplitMix64::derive(self.seed, &[1, self.pass]).permutation(self.documents.len());
             self.order_pass = self.pass;
         }
     }

@@ -38,7 +38,9 @@ fn sequences_are_the_document_stream_cut_exactly() {
         let mut packed = PackedSource::new(source, tok.clone(), seq_len).unwrap();
         let stream = expected_stream(&docs, &tok);
         let full = stream.len() / seq_len;
-        let sequences: Vec<Vec<u32>> = (0..full).map(|_| packed.next_sequence().unwrap().tokens).collect();
+        let sequences: Vec<Vec<u32>> = (0..full)
+            .map(|_| packed.next_sequence().unwrap().tokens)
+            .collect();
         assert!(sequences.iter().all(|s| s.len() == seq_len));
         // Nothing lost, nothing duplicated, nothing reordered: the concatenation is the stream.
         assert_eq!(sequences.concat(), stream[..full * seq_len]);
@@ -167,7 +169,10 @@ fn mixture_of_packed_sources_follows_weights() {
     let mut m = mixture(21);
     let mut a = packed(21, 16);
     let mut b = packed(21 ^ 0xabc, 16);
-    let (mut next_a, mut next_b) = (a.next_sequence().unwrap().tokens, b.next_sequence().unwrap().tokens);
+    let (mut next_a, mut next_b) = (
+        a.next_sequence().unwrap().tokens,
+        b.next_sequence().unwrap().tokens,
+    );
     let mut from_a = 0;
     let draws = 400;
     for _ in 0..draws {

@@ -110,7 +110,10 @@ fn unknown_or_non_numeric_filter_columns_are_named() {
     let err = open("quality >= 1");
     assert!(matches!(err, DataError::MissingColumn { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("quality") && msg.contains("scored.parquet"), "{msg}");
+    assert!(
+        msg.contains("quality") && msg.contains("scored.parquet"),
+        "{msg}"
+    );
     assert!(msg.contains("score"), "lists the columns there are: {msg}");
     let msg = open("url > 1").to_string();
     assert!(msg.contains("`url`") && msg.contains("numeric"), "{msg}");
@@ -216,9 +219,7 @@ fn a_constant_prefix_needs_no_column_and_eval_sets_can_carry_it() {
         separator: " | ".into(),
         mask_metadata: true,
     };
-    let open = || {
-        ParquetTextSource::open(&[path.clone()], TextSourceOptions::default()).unwrap()
-    };
+    let open = || ParquetTextSource::open(&[path.clone()], TextSourceOptions::default()).unwrap();
     let eval = eval_token_sequences(open(), &tok, 40, 3, conditioning.clone()).unwrap();
     let prefix = tok.encode("source: scored | ").unwrap();
     assert_eq!(eval[0].tokens[1..1 + prefix.len()], prefix[..]);
@@ -244,8 +245,7 @@ fn a_conditioned_source_resumes_with_its_pending_mask() {
         )
     };
     let mut whole = open();
-    let expected: Vec<TokenSequence> =
-        (0..80).map(|_| whole.next_sequence().unwrap()).collect();
+    let expected: Vec<TokenSequence> = (0..80).map(|_| whole.next_sequence().unwrap()).collect();
     for cut in [1, 17, 45] {
         let mut first = open();
         for _ in 0..cut {
@@ -261,7 +261,13 @@ fn a_conditioned_source_resumes_with_its_pending_mask() {
     }
 }
 
-fn subset(path: &Path, tok: &Tokenizer, docs: usize, epochs: Option<u64>, seed: u64) -> SubsetSource {
+fn subset(
+    path: &Path,
+    tok: &Tokenizer,
+    docs: usize,
+    epochs: Option<u64>,
+    seed: u64,
+) -> SubsetSource {
     let columns = DocumentColumns {
         metadata: None,
         filter: Some(RowFilter::parse("n >= 4").unwrap()),
@@ -308,12 +314,19 @@ fn a_subset_is_seeded_and_every_pass_visits_exactly_its_documents() {
     members.sort_unstable();
     assert_eq!(members.len(), 8);
     members.dedup();
-    assert_eq!(members.len(), 8, "a pass visits each document once: {docs:?}");
+    assert_eq!(
+        members.len(),
+        8,
+        "a pass visits each document once: {docs:?}"
+    );
     assert!(members.iter().all(|&i| i >= 4), "the filter applies first");
     let second = documents_of(&stream[per_pass..2 * per_pass], &tok);
     let mut second_members = second.clone();
     second_members.sort_unstable();
-    assert_eq!(second_members, members, "the second pass repeats the subset");
+    assert_eq!(
+        second_members, members,
+        "the second pass repeats the subset"
+    );
     assert_ne!(second, docs, "in a new order");
     let mut other = subset(&path, &tok, 8, None, 4);
     let other_pass = other.tokens_per_pass() as usize;
@@ -361,9 +374,8 @@ fn a_subset_larger_than_the_filtered_corpus_is_an_error() {
         metadata: None,
         filter: Some(RowFilter::parse("score >= 0.9").unwrap()),
     };
-    let text =
-        ParquetTextSource::open_with(&[path.clone()], TextSourceOptions::default(), columns)
-            .unwrap();
+    let text = ParquetTextSource::open_with(&[path.clone()], TextSourceOptions::default(), columns)
+        .unwrap();
     let err = SubsetSource::new(text, &tok, 7, Conditioning::none(), 10, None, 0).unwrap_err();
     let msg = err.to_string();
     assert!(

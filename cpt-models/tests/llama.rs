@@ -275,7 +275,8 @@ fn metadata_targets_carry_no_loss() {
     let loss = values(out.loss)[0] as f64;
     assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
     // Without the mask the metadata target counts: the loss differs.
-    let plain = TokenBatch::from_sequences(&[batch.sequence(0).to_vec(), batch.sequence(1).to_vec()]);
+    let plain =
+        TokenBatch::from_sequences(&[batch.sequence(0).to_vec(), batch.sequence(1).to_vec()]);
     let unmasked = values(m.forward_step(&plain).loss)[0] as f64;
     assert!((unmasked - loss).abs() > 1e-4);
 }
@@ -294,9 +295,17 @@ fn metadata_targets_get_no_gradient() {
         batch.predicted_tokens(),
     );
     let grads = loss.backward();
-    let grad = logits.grad(&grads).unwrap().into_data().into_vec::<f32>().unwrap();
+    let grad = logits
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
     let norm = |position: usize| -> f32 {
-        grad[position * 64..(position + 1) * 64].iter().map(|g| g.abs()).sum()
+        grad[position * 64..(position + 1) * 64]
+            .iter()
+            .map(|g| g.abs())
+            .sum()
     };
     // Position 0 predicts the metadata token 8: no gradient; position 1 predicts text.
     assert_eq!(norm(0), 0.0);
