@@ -131,10 +131,13 @@ fn a_meco_run_with_a_cooldown_counts_tokens_per_source() {
     assert!(written.contains("source: shakespeare") && written.contains("metadata = false"));
 }
 
+/// A change to the MeCo config text.
+type Tweak = Box<dyn FnOnce(String) -> String>;
+
 #[test]
 fn recipe_mistakes_are_named_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Box<dyn FnOnce(String) -> String>, Vec<&str>)> = vec![
+    let cases: Vec<(Tweak, Vec<&str>)> = vec![
         (
             Box::new(|t: String| {
                 t.replacen(

@@ -123,7 +123,7 @@ proptest! {
         let expected: Vec<Vec<u32>> = (0..k + m).map(|_| whole.next_sequence().unwrap().tokens).collect();
         let mut first = packed(seed, 16);
         for _ in 0..k {
-            first.next_sequence().unwrap().tokens;
+            first.next_sequence().unwrap();
         }
         let json = serde_json::to_string(&first.cursor()).unwrap();
         let cursor: PackedCursor = serde_json::from_str(&json).unwrap();
@@ -140,7 +140,7 @@ proptest! {
         let expected: Vec<Vec<u32>> = (0..k + m).map(|_| whole.next_sequence().unwrap().tokens).collect();
         let mut first = mixture(seed);
         for _ in 0..k {
-            first.next_sequence().unwrap().tokens;
+            first.next_sequence().unwrap();
         }
         let json = serde_json::to_string(&SequenceSource::cursor(&first)).unwrap();
         let cursor: SourceCursor = serde_json::from_str(&json).unwrap();

@@ -104,8 +104,12 @@ fn unknown_or_non_numeric_filter_columns_are_named() {
             metadata: None,
             filter: Some(RowFilter::parse(filter).unwrap()),
         };
-        ParquetTextSource::open_with(&[path.clone()], TextSourceOptions::default(), columns)
-            .unwrap_err()
+        ParquetTextSource::open_with(
+            std::slice::from_ref(&path),
+            TextSourceOptions::default(),
+            columns,
+        )
+        .unwrap_err()
     };
     let err = open("quality >= 1");
     assert!(matches!(err, DataError::MissingColumn { .. }), "{err}");
@@ -121,9 +125,13 @@ fn unknown_or_non_numeric_filter_columns_are_named() {
         metadata: Some("n".into()),
         filter: None,
     };
-    let msg = ParquetTextSource::open_with(&[path.clone()], TextSourceOptions::default(), columns)
-        .unwrap_err()
-        .to_string();
+    let msg = ParquetTextSource::open_with(
+        std::slice::from_ref(&path),
+        TextSourceOptions::default(),
+        columns,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("`n`") && msg.contains("string"), "{msg}");
 }
 
@@ -219,7 +227,9 @@ fn a_constant_prefix_needs_no_column_and_eval_sets_can_carry_it() {
         separator: " | ".into(),
         mask_metadata: true,
     };
-    let open = || ParquetTextSource::open(&[path.clone()], TextSourceOptions::default()).unwrap();
+    let open = || {
+        ParquetTextSource::open(std::slice::from_ref(&path), TextSourceOptions::default()).unwrap()
+    };
     let eval = eval_token_sequences(open(), &tok, 40, 3, conditioning.clone()).unwrap();
     let prefix = tok.encode("source: scored | ").unwrap();
     assert_eq!(eval[0].tokens[1..1 + prefix.len()], prefix[..]);
@@ -374,8 +384,12 @@ fn a_subset_larger_than_the_filtered_corpus_is_an_error() {
         metadata: None,
         filter: Some(RowFilter::parse("score >= 0.9").unwrap()),
     };
-    let text = ParquetTextSource::open_with(&[path.clone()], TextSourceOptions::default(), columns)
-        .unwrap();
+    let text = ParquetTextSource::open_with(
+        std::slice::from_ref(&path),
+        TextSourceOptions::default(),
+        columns,
+    )
+    .unwrap();
     let err = SubsetSource::new(text, &tok, 7, Conditioning::none(), 10, None, 0).unwrap_err();
     let msg = err.to_string();
     assert!(
