@@ -30,7 +30,7 @@ fn data_pipeline(c: &mut Criterion) {
             (0..batches)
                 .map(|_| {
                     let rows: Vec<Vec<u32>> = (0..batch_size)
-                        .map(|_| source.next_sequence().expect("sequence"))
+                        .map(|_| source.next_sequence().expect("sequence").tokens)
                         .collect();
                     TokenBatch::from_sequences(&rows).tokens.len()
                 })

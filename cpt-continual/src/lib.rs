@@ -21,6 +21,6 @@ pub use registry::{
 };
 pub use strategy::{Context, InnerDevice, ItemOf, Strategy, StrategyState};
 pub use trainer::{
-    ContinualTrainer, Experience, NonFinitePolicy, RunObserver, RunOutcome, SilentObserver,
-    SpikeGuard, StageSetup, TrainerSettings, TrainerState,
+    ContinualTrainer, Experience, NonFinitePolicy, REPLAY_SOURCE, RunObserver, RunOutcome,
+    SilentObserver, SpikeGuard, StageSetup, TrainerSettings, TrainerState,
 };

@@ -8,7 +8,7 @@ use burn::tensor::ElementConversion;
 use cpt_continual::{AdamWConfig, ContinualTrainer, Experience, Strategy, TrainerSettings};
 use cpt_core::{
     EvalScores, Evaluator, ItemSource, ScheduleConfig, ScheduleKind, SplitMix64, TaskModel,
-    TokenBatch,
+    TokenBatch, TokenSequence,
 };
 use cpt_models::{LlamaConfig, LlamaForCausalLM};
 
@@ -59,12 +59,13 @@ impl SyntheticSource {
     }
 }
 
-impl ItemSource<Vec<u32>> for SyntheticSource {
-    fn next_item(&mut self) -> cpt_core::Result<Vec<u32>> {
+impl ItemSource<TokenSequence> for SyntheticSource {
+    fn next_item(&mut self) -> cpt_core::Result<TokenSequence> {
         let start = self.rng.below(8) as u32;
         Ok((0..SEQ as u32)
             .map(|i| self.band * 8 + (start + i) % 8)
-            .collect())
+            .collect::<Vec<u32>>()
+            .into())
     }
     fn cursor(&self) -> serde_json::Value {
         serde_json::to_value(self.rng).unwrap()
@@ -141,13 +142,13 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
 
 pub const STEPS: [u64; 3] = [5, 4, 3];
 
-pub fn experiences() -> Vec<Experience<Vec<u32>>> {
+pub fn experiences() -> Vec<Experience<TokenSequence>> {
     (0..3)
         .map(|i| Experience {
             name: format!("domain{i}"),
             steps: STEPS[i],
             source: Box::new(SyntheticSource::new(100 + i as u64, i as u32))
-                as Box<dyn ItemSource<Vec<u32>>>,
+                as Box<dyn ItemSource<TokenSequence>>,
         })
         .collect()
 }
@@ -156,7 +157,7 @@ pub fn evaluator() -> LossEvaluator {
     let sets = (0..3)
         .map(|i| {
             let mut source = SyntheticSource::new(900 + i as u64, i as u32);
-            let rows: Vec<Vec<u32>> = (0..4).map(|_| source.next_item().unwrap()).collect();
+            let rows: Vec<Vec<u32>> = (0..4).map(|_| source.next_item().unwrap().tokens).collect();
             (format!("domain{i}"), TokenBatch::from_sequences(&rows))
         })
         .collect();

@@ -11,20 +11,20 @@ use cpt_continual::distributed::collective::{LocalPeers, Topology};
 use cpt_continual::strategies::{Ewc, EwcConfig, FisherKind, Naive, Replay};
 use cpt_continual::{ContinualTrainer, Experience, RunObserver, Strategy};
 use cpt_core::params::named_tensors;
-use cpt_core::{ItemSource, NamedTensors, StepRecord};
+use cpt_core::{ItemSource, NamedTensors, StepRecord, TokenSequence};
 use std::sync::Arc;
 use std::time::Duration;
 
 const STEPS_PER_EXPERIENCE: u64 = 10;
 
 /// Two experiences of ten steps: twenty steps in all.
-fn stream() -> Vec<Experience<Vec<u32>>> {
+fn stream() -> Vec<Experience<TokenSequence>> {
     (0..2)
         .map(|i| Experience {
             name: format!("domain{i}"),
             steps: STEPS_PER_EXPERIENCE,
             source: Box::new(SyntheticSource::new(100 + i as u64, i as u32))
-                as Box<dyn ItemSource<Vec<u32>>>,
+                as Box<dyn ItemSource<TokenSequence>>,
         })
         .collect()
 }

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use cpt_continual::strategies::Replay;
 use cpt_continual::{Context, ItemOf, RunOutcome, SilentObserver, Strategy};
+use cpt_core::TokenSequence;
 use std::sync::{Arc, Mutex};
 
 /// Appends the name of every hook call to a shared log.
@@ -71,24 +72,35 @@ fn hooks_run_in_order_for_every_strategy() {
 
 #[test]
 fn replay_fills_its_share_of_the_batch_from_past_items() {
-    let mut replay: Replay<Vec<u32>> = Replay::new(4, 0.5, 3);
-    let reserve =
-        |r: &Replay<Vec<u32>>| <Replay<Vec<u32>> as Strategy<B, Model>>::reserved_slots(r, 4);
+    let mut replay: Replay<TokenSequence> = Replay::new(4, 0.5, 3);
+    let reserve = |r: &Replay<TokenSequence>| {
+        <Replay<TokenSequence> as Strategy<B, Model>>::reserved_slots(r, 4)
+    };
     // Empty buffer: nothing reserved, the whole batch is fresh, and it is offered to the buffer.
     assert_eq!(reserve(&replay), 0);
-    let fresh: Vec<ItemOf<B, Model>> = vec![vec![1], vec![2], vec![3], vec![4]];
+    let fresh: Vec<ItemOf<B, Model>> = vec![
+        vec![1].into(),
+        vec![2].into(),
+        vec![3].into(),
+        vec![4].into(),
+    ];
     let mut batch = fresh.clone();
-    <Replay<Vec<u32>> as Strategy<B, Model>>::extend_batch(&mut replay, 4, &fresh, &mut batch);
+    <Replay<TokenSequence> as Strategy<B, Model>>::extend_batch(&mut replay, 4, &fresh, &mut batch);
     assert_eq!(batch.len(), 4);
     assert_eq!(replay.buffer().len(), 4);
     // Now half the batch is replayed from those past items.
     assert_eq!(reserve(&replay), 2);
-    let fresh2: Vec<Vec<u32>> = vec![vec![5], vec![6]];
+    let fresh2: Vec<TokenSequence> = vec![vec![5].into(), vec![6].into()];
     let mut batch = fresh2.clone();
-    <Replay<Vec<u32>> as Strategy<B, Model>>::extend_batch(&mut replay, 4, &fresh2, &mut batch);
+    <Replay<TokenSequence> as Strategy<B, Model>>::extend_batch(
+        &mut replay,
+        4,
+        &fresh2,
+        &mut batch,
+    );
     assert_eq!(batch.len(), 4);
     assert!(
-        batch[2..].iter().all(|item| item[0] <= 4),
+        batch[2..].iter().all(|item| item.tokens[0] <= 4),
         "replayed items come from the past: {batch:?}"
     );
     assert_eq!(replay.buffer().seen(), 6);

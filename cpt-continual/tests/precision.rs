@@ -11,7 +11,7 @@ use cpt_continual::strategies::Naive;
 use cpt_continual::{ContinualTrainer, Experience, RunObserver, RunOutcome, TrainerSettings};
 use cpt_core::checkpoint::latest_checkpoint;
 use cpt_core::params::named_tensors;
-use cpt_core::{ItemSource, LossScaler, LossScalerConfig, Precision, StepRecord};
+use cpt_core::{ItemSource, LossScaler, LossScalerConfig, Precision, StepRecord, TokenSequence};
 
 /// Every step record, and a stop request after global step `stop_at`.
 #[derive(Default)]
@@ -48,7 +48,7 @@ fn trainer_in(settings: TrainerSettings, steps: u64, seed: u64) -> ContinualTrai
     let experience = Experience {
         name: "domain0".into(),
         steps,
-        source: Box::new(SyntheticSource::new(100, 0)) as Box<dyn ItemSource<Vec<u32>>>,
+        source: Box::new(SyntheticSource::new(100, 0)) as Box<dyn ItemSource<TokenSequence>>,
     };
     ContinualTrainer::new(
         tiny_model(seed),

@@ -145,6 +145,11 @@ fn compare_resumed_with_uninterrupted(stop_at: u64, strategies: fn() -> Strategi
         "final weights differ"
     );
     assert_eq!(second.state().tokens_seen, reference.state().tokens_seen);
+    // Per-source counts continue from the checkpoint and add up to the total.
+    let counts = &second.state().tokens_by_source;
+    assert_eq!(counts, &reference.state().tokens_by_source);
+    assert_eq!(counts.values().sum::<u64>(), reference.state().tokens_seen);
+    assert!(counts.contains_key("domain0") && counts.contains_key("domain2"));
 }
 
 #[test]

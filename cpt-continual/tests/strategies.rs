@@ -21,7 +21,7 @@ fn batch(seed: u64) -> TokenBatch {
     let mut source = SyntheticSource::new(seed, 1);
     TokenBatch::from_sequences(
         &(0..4)
-            .map(|_| source.next_item().unwrap())
+            .map(|_| source.next_item().unwrap().tokens)
             .collect::<Vec<_>>(),
     )
 }
@@ -40,7 +40,7 @@ fn with_context<R>(
     let mut next = || -> cpt_continual::Result<TokenBatch> {
         Ok(TokenBatch::from_sequences(
             &(0..4)
-                .map(|_| source.next_item().unwrap())
+                .map(|_| source.next_item().unwrap().tokens)
                 .collect::<Vec<_>>(),
         ))
     };
@@ -488,9 +488,9 @@ fn feature_distillation_on_a_reference_source() {
     // With a reference source the terms are computed on reference batches, whatever the
     // current batch: a source that repeats one sequence gives the same penalty for any batch.
     struct Constant;
-    impl cpt_core::ItemSource<Vec<u32>> for Constant {
-        fn next_item(&mut self) -> cpt_core::Result<Vec<u32>> {
-            Ok((0..SEQ as u32).collect())
+    impl cpt_core::ItemSource<cpt_core::TokenSequence> for Constant {
+        fn next_item(&mut self) -> cpt_core::Result<cpt_core::TokenSequence> {
+            Ok((0..SEQ as u32).collect::<Vec<u32>>().into())
         }
         fn cursor(&self) -> serde_json::Value {
             serde_json::Value::Null

@@ -5,10 +5,70 @@
 
 use serde::{Deserialize, Serialize};
 
+/// One packed token sequence: the item of a [`TokenBatch`], what text sources yield and replay
+/// buffers store.
+///
+/// Serialised as a plain array of ids when it has no mask (the form checkpoints held before
+/// masks existed), as `{tokens, loss_mask}` otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SequenceRepr", into = "SequenceRepr")]
+pub struct TokenSequence {
+    /// Token ids.
+    pub tokens: Vec<u32>,
+    /// Whether each token is a target of the loss, one flag per token: `false` for tokens the
+    /// model reads but is not trained to predict (metadata prefixes). `None`: every token is.
+    pub loss_mask: Option<Vec<bool>>,
+}
+
+impl From<Vec<u32>> for TokenSequence {
+    fn from(tokens: Vec<u32>) -> Self {
+        Self {
+            tokens,
+            loss_mask: None,
+        }
+    }
+}
+
+/// The serialised forms of a [`TokenSequence`].
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SequenceRepr {
+    Plain(Vec<u32>),
+    Masked {
+        tokens: Vec<u32>,
+        loss_mask: Vec<bool>,
+    },
+}
+
+impl From<SequenceRepr> for TokenSequence {
+    fn from(repr: SequenceRepr) -> Self {
+        match repr {
+            SequenceRepr::Plain(tokens) => tokens.into(),
+            SequenceRepr::Masked { tokens, loss_mask } => Self {
+                tokens,
+                loss_mask: Some(loss_mask),
+            },
+        }
+    }
+}
+
+impl From<TokenSequence> for SequenceRepr {
+    fn from(sequence: TokenSequence) -> Self {
+        match sequence.loss_mask {
+            None => Self::Plain(sequence.tokens),
+            Some(loss_mask) => Self::Masked {
+                tokens: sequence.tokens,
+                loss_mask,
+            },
+        }
+    }
+}
+
 /// A batch of packed token sequences for causal language modelling.
 ///
 /// `tokens` is row-major `[batch_size, seq_len]`; the loss predicts token `t + 1` from tokens
-/// `..= t` inside each row (the Hugging Face `labels = input_ids` convention).
+/// `..= t` inside each row (the Hugging Face `labels = input_ids` convention), counting only
+/// the targets `loss_mask` keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenBatch {
     /// Token ids, row-major `[batch_size, seq_len]`.
@@ -17,6 +77,10 @@ pub struct TokenBatch {
     pub batch_size: usize,
     /// Tokens per sequence.
     pub seq_len: usize,
+    /// Whether each token is a target of the loss, row-major `[batch_size, seq_len]`; `None`
+    /// (the common case, and the fast path): every token after a row's first is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_mask: Option<Vec<bool>>,
 }
 
 impl TokenBatch {
@@ -51,6 +115,39 @@ impl TokenBatch {
             tokens,
             batch_size: sequences.len(),
             seq_len,
+            loss_mask: None,
+        }
+    }
+
+    /// Stack equal-length sequences with their loss masks; the batch has a mask only if some
+    /// sequence has one (a sequence without one counts every token).
+    pub fn from_token_sequences(sequences: &[TokenSequence]) -> Self {
+        let seq_len = sequences.first().map_or(0, |s| s.tokens.len());
+        let mut tokens = Vec::with_capacity(seq_len * sequences.len());
+        let masked = sequences.iter().any(|s| s.loss_mask.is_some());
+        let mut loss_mask = masked.then(|| Vec::with_capacity(seq_len * sequences.len()));
+        for sequence in sequences {
+            assert_eq!(
+                sequence.tokens.len(),
+                seq_len,
+                "packed sequences must share one length"
+            );
+            tokens.extend_from_slice(&sequence.tokens);
+            if let Some(out) = loss_mask.as_mut() {
+                match &sequence.loss_mask {
+                    Some(mask) => {
+                        assert_eq!(mask.len(), seq_len, "one mask flag per token");
+                        out.extend_from_slice(mask);
+                    }
+                    None => out.extend(std::iter::repeat_n(true, seq_len)),
+                }
+            }
+        }
+        Self {
+            tokens,
+            batch_size: sequences.len(),
+            seq_len,
+            loss_mask,
         }
     }
 
@@ -59,26 +156,50 @@ impl TokenBatch {
         &self.tokens[i * self.seq_len..(i + 1) * self.seq_len]
     }
 
-    /// Tokens whose next token the loss predicts: `seq_len - 1` per row.
+    /// Positions whose next token the loss predicts: `seq_len - 1` per row, less those whose
+    /// next token the loss mask leaves out. The count the mean loss divides by.
     pub fn predicted_tokens(&self) -> usize {
-        self.batch_size * self.seq_len.saturating_sub(1)
+        match &self.loss_mask {
+            None => self.batch_size * self.seq_len.saturating_sub(1),
+            Some(mask) => mask
+                .chunks(self.seq_len.max(1))
+                .map(|row| row.iter().skip(1).filter(|&&kept| kept).count())
+                .sum(),
+        }
+    }
+
+    /// The loss weight of each position, row-major `[batch_size, seq_len]`: 1 where the next
+    /// token is a kept target, 0 at each row's last position (it predicts nothing) and where the
+    /// mask leaves the next token out.
+    pub fn target_weights(&self) -> Vec<f32> {
+        let seq = self.seq_len;
+        (0..self.batch_size * seq)
+            .map(|i| {
+                let predicts =
+                    i % seq != seq - 1 && self.loss_mask.as_ref().is_none_or(|mask| mask[i + 1]);
+                if predicts { 1.0 } else { 0.0 }
+            })
+            .collect()
     }
 }
 
 impl crate::model::Batch for TokenBatch {
-    type Item = Vec<u32>;
+    type Item = TokenSequence;
 
-    fn from_items(items: Vec<Vec<u32>>) -> Self {
-        Self::from_sequences(&items)
+    fn from_items(items: Vec<TokenSequence>) -> Self {
+        Self::from_token_sequences(&items)
     }
 
-    fn into_items(self) -> Vec<Vec<u32>> {
-        if self.seq_len == 0 {
-            return vec![Vec::new(); self.batch_size];
-        }
-        self.tokens
-            .chunks(self.seq_len)
-            .map(<[u32]>::to_vec)
+    fn into_items(self) -> Vec<TokenSequence> {
+        let seq = self.seq_len;
+        (0..self.batch_size)
+            .map(|i| TokenSequence {
+                tokens: self.tokens[i * seq..(i + 1) * seq].to_vec(),
+                loss_mask: self
+                    .loss_mask
+                    .as_ref()
+                    .map(|mask| mask[i * seq..(i + 1) * seq].to_vec()),
+            })
             .collect()
     }
 
@@ -93,13 +214,35 @@ impl crate::model::Batch for TokenBatch {
     /// A sequence of another stage's length, made `like`'s length: a longer one keeps its first
     /// tokens; a shorter one is followed by further drawn sequences (each a window of packed
     /// documents, so joining two is like packing one more boundary) and then cut.
-    fn fit(mut item: Vec<u32>, like: &Vec<u32>, more: &mut dyn FnMut() -> Vec<u32>) -> Vec<u32> {
-        while item.len() < like.len() {
+    fn fit(
+        mut item: TokenSequence,
+        like: &TokenSequence,
+        more: &mut dyn FnMut() -> TokenSequence,
+    ) -> TokenSequence {
+        let len = like.tokens.len();
+        while item.tokens.len() < len {
             let next = more();
-            assert!(!next.is_empty(), "replayed sequences are never empty");
-            item.extend(next);
+            assert!(
+                !next.tokens.is_empty(),
+                "replayed sequences are never empty"
+            );
+            // Masks join too; a sequence without one counts every token.
+            if item.loss_mask.is_some() || next.loss_mask.is_some() {
+                let mask_of = |s: &TokenSequence| {
+                    s.loss_mask
+                        .clone()
+                        .unwrap_or_else(|| vec![true; s.tokens.len()])
+                };
+                let mut mask = mask_of(&item);
+                mask.extend(mask_of(&next));
+                item.loss_mask = Some(mask);
+            }
+            item.tokens.extend(next.tokens);
         }
-        item.truncate(like.len());
+        item.tokens.truncate(len);
+        if let Some(mask) = item.loss_mask.as_mut() {
+            mask.truncate(len);
+        }
         item
     }
 }
@@ -204,20 +347,23 @@ mod tests {
     #[test]
     fn sequences_of_another_length_are_cut_or_joined_to_the_batch_length() {
         use crate::model::Batch;
-        let like = vec![0u32; 5];
-        let mut pool = vec![vec![7, 8, 9], vec![4, 5, 6]].into_iter();
+        let like: TokenSequence = vec![0u32; 5].into();
+        let masked = TokenSequence {
+            tokens: vec![7, 8, 9],
+            loss_mask: Some(vec![false, true, true]),
+        };
+        let mut pool = vec![masked, vec![4, 5, 6].into()].into_iter();
         let mut more = || pool.next().unwrap();
-        assert_eq!(
-            TokenBatch::fit(vec![1, 2, 3, 4, 5, 6, 7], &like, &mut more),
-            [1, 2, 3, 4, 5]
-        );
-        assert_eq!(
-            TokenBatch::fit(vec![1, 2], &like, &mut more),
-            [1, 2, 7, 8, 9]
-        );
+        let cut = TokenBatch::fit(vec![1, 2, 3, 4, 5, 6, 7].into(), &like, &mut more);
+        assert_eq!(cut.tokens, [1, 2, 3, 4, 5]);
+        // Joined with a masked sequence: the mask joins too, and is cut with the tokens.
+        let joined = TokenBatch::fit(vec![1, 2].into(), &like, &mut more);
+        assert_eq!(joined.tokens, [1, 2, 7, 8, 9]);
+        assert_eq!(joined.loss_mask, Some(vec![true, true, false, true, true]));
         // An item of the batch's length is kept with no further draw.
-        assert_eq!(TokenBatch::fit(vec![9; 5], &like, &mut more), [9; 5]);
-        assert_eq!(pool.next(), Some(vec![4, 5, 6]));
+        let kept = TokenBatch::fit(vec![9; 5].into(), &like, &mut more);
+        assert_eq!(kept.tokens, [9; 5]);
+        assert_eq!(pool.next(), Some(vec![4, 5, 6].into()));
     }
 
     #[test]
@@ -231,10 +377,52 @@ mod tests {
     #[test]
     fn items_round_trip() {
         use crate::model::Batch;
-        let rows = vec![vec![1, 2], vec![3, 4], vec![5, 6]];
+        let rows: Vec<TokenSequence> =
+            vec![vec![1, 2].into(), vec![3, 4].into(), vec![5, 6].into()];
         let batch = TokenBatch::from_items(rows.clone());
+        assert_eq!(batch.loss_mask, None);
         assert_eq!(batch.units(), 6);
         assert_eq!(batch.into_items(), rows);
+    }
+
+    #[test]
+    fn masks_travel_with_their_rows_and_shrink_the_predicted_count() {
+        use crate::model::Batch;
+        let masked = TokenSequence {
+            tokens: vec![7, 8, 9, 10],
+            loss_mask: Some(vec![false, false, true, true]),
+        };
+        let rows = vec![masked.clone(), vec![1, 2, 3, 4].into()];
+        let batch = TokenBatch::from_items(rows);
+        // Row 0 predicts tokens 9 and 10 only (token 8 is masked, token 7 is never a target);
+        // the unmasked row predicts all three of its later tokens.
+        assert_eq!(batch.predicted_tokens(), 2 + 3);
+        assert_eq!(
+            batch.target_weights(),
+            vec![0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+        );
+        let items = batch.into_items();
+        assert_eq!(items[0], masked);
+        assert_eq!(items[1].loss_mask, Some(vec![true; 4]));
+    }
+
+    #[test]
+    fn sequences_without_a_mask_serialise_as_plain_arrays() {
+        let plain: TokenSequence = vec![1, 2].into();
+        assert_eq!(serde_json::to_string(&plain).unwrap(), "[1,2]");
+        let masked = TokenSequence {
+            tokens: vec![1, 2],
+            loss_mask: Some(vec![false, true]),
+        };
+        let json = serde_json::to_string(&masked).unwrap();
+        assert_eq!(json, r#"{"tokens":[1,2],"loss_mask":[false,true]}"#);
+        for sequence in [plain, masked] {
+            let text = serde_json::to_string(&sequence).unwrap();
+            assert_eq!(
+                serde_json::from_str::<TokenSequence>(&text).unwrap(),
+                sequence
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::precision::Precision;
+pub use crate::recipes::{MetadataSetting, MetadataSource};
 use crate::schedule::ScheduleConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -174,6 +175,16 @@ pub struct DataSection {
     /// Image columns, preprocessing and augmentation (vision models).
     #[serde(default)]
     pub image: ImageDataSection,
+    /// Metadata conditioning: a string column whose value is prepended to each document as
+    /// `metadata + separator + text` (see `crate::recipes`).
+    #[serde(default)]
+    pub metadata_column: Option<String>,
+    /// What joins metadata and text (default `"\n\n"`; only with metadata).
+    #[serde(default)]
+    pub metadata_separator: Option<String>,
+    /// Whether metadata tokens count in the loss (default `false`; only with metadata).
+    #[serde(default)]
+    pub metadata_loss: Option<bool>,
 }
 
 /// How image Parquet files are read and turned into model inputs. Image size and channels come
@@ -287,6 +298,20 @@ pub struct ExperienceConfig {
     /// What counts as a long document for `long_doc_ratio` (default: the stage's `seq_len`).
     #[serde(default)]
     pub long_doc_min_tokens: Option<usize>,
+    /// Metadata of this experience's documents: `false` (plain text: the cooldown), `true`
+    /// (`data.metadata_column`), or a constant string; absent: `data.metadata_column` if set.
+    #[serde(default)]
+    pub metadata: Option<MetadataSetting>,
+    /// Keep only rows of `train` for which this holds, e.g. `"score >= 0.7"`
+    /// (see `crate::row_filter`).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Train on a fixed seeded sample of this many documents of `train`, repeated in epochs.
+    #[serde(default)]
+    pub subset_docs: Option<usize>,
+    /// With `subset_docs`: the most passes over the subset the budget may take.
+    #[serde(default)]
+    pub epochs: Option<u64>,
 }
 
 /// A held-out set evaluated at every evaluation but never trained on: zero-shot retention.
@@ -313,6 +338,16 @@ pub struct MixtureComponent {
     pub files: Vec<String>,
     /// Relative sampling weight (> 0).
     pub weight: f64,
+    /// Name in per-source token counts (default: its index).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Metadata of this component's documents (as an experience's `metadata`; absent: the
+    /// experience's).
+    #[serde(default)]
+    pub metadata: Option<MetadataSetting>,
+    /// Keep only this component's rows for which this holds, e.g. `"score >= 0.7"`.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 /// Optimizer (AdamW) settings.
@@ -464,6 +499,9 @@ pub struct EvalSection {
     pub tasks: Vec<EvalTask>,
     /// Precision of evaluation forward passes (default: `train.precision`).
     pub precision: Option<Precision>,
+    /// Score eval sets with each experience's metadata prefix (its tokens masked), as trained;
+    /// `false`: plain text, as at deployment.
+    pub metadata: bool,
 }
 
 /// A downstream task of `[[eval.tasks]]`.
@@ -495,6 +533,7 @@ impl Default for EvalSection {
             held_out: Vec::new(),
             tasks: Vec::new(),
             precision: None,
+            metadata: false,
         }
     }
 }
@@ -660,10 +699,10 @@ impl RunConfig {
                 if !(ratio > 0.0 && ratio <= 1.0) {
                     return invalid(key("long_doc_ratio"), "must be in (0, 1]");
                 }
-                if !e.mixture.is_empty() {
+                if !e.mixture.is_empty() || e.subset_docs.is_some() {
                     return invalid(
                         key("long_doc_ratio"),
-                        "applies to `train` files, not to a `mixture`",
+                        "applies to `train` files, not to a `mixture` or a `subset_docs` subset",
                     );
                 }
             }
@@ -679,6 +718,7 @@ impl RunConfig {
                 &format!("`{}` is used twice", w[0]),
             );
         }
+        self.validate_recipes()?;
         self.schedule.validate()
     }
 

@@ -12,12 +12,14 @@ pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod precision;
+pub mod recipes;
 pub mod reservoir;
 pub mod rng;
+pub mod row_filter;
 pub mod schedule;
 pub mod tensor_file;
 
-pub use batch::{ImageBatch, ImageItem, TokenBatch};
+pub use batch::{ImageBatch, ImageItem, TokenBatch, TokenSequence};
 pub use config::RunConfig;
 pub use error::{CoreError, Result};
 pub use fused::{FusedOps, TrainBackend};

@@ -36,6 +36,11 @@ pub struct StepRecord {
     /// logs written before it was recorded).
     #[serde(default)]
     pub peak_rss_mib: Option<f64>,
+    /// Training units consumed over the whole run per source: an experience's stream by its
+    /// name, a mixture's components as `experience/component`, items a strategy added to the
+    /// batch (replay) as `(replay)`. The values sum to `tokens_seen`.
+    #[serde(default)]
+    pub tokens_by_source: std::collections::BTreeMap<String, u64>,
 }
 
 /// When an evaluation was taken.

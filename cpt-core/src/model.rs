@@ -69,6 +69,11 @@ pub trait ItemSource<I>: Send {
     fn cursor(&self) -> serde_json::Value;
     /// Move to a position previously returned by [`ItemSource::cursor`].
     fn seek(&mut self, cursor: &serde_json::Value) -> Result<()>;
+    /// The part of the stream the last item came from (a mixture's component), for per-source
+    /// token accounting; `None` for a stream of one part, which is named after its experience.
+    fn last_part(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Scores of a model on one experience's held-out set.

@@ -1,6 +1,7 @@
 //! cpt-data: the data side of continual pre-training — Parquet text and image sources streamed row
 //! group by row group, image decoding and transforms, Hugging Face tokenizers (loading and byte-level BPE training), packing into
-//! fixed-length sequences, weighted mixtures, and corpus preparation. (Replay buffers are `cpt_core::reservoir::Reservoir`,
+//! fixed-length sequences (with metadata conditioning), weighted mixtures, row filters, repeated
+//! subsets, and corpus preparation. (Replay buffers are `cpt_core::reservoir::Reservoir`,
 //! generic over any batch item.)
 //!
 //! Every stream is deterministic from its seed and resumable from a small serde cursor, so a
@@ -17,6 +18,7 @@ mod parquet_text;
 mod parquet_writer;
 mod prepare;
 mod row_groups;
+mod subset;
 mod tokenizer;
 mod tokenizer_extend;
 
@@ -27,12 +29,16 @@ pub use image_parquet::{
 };
 pub use image_transform::{Augment, ImageTransform, Resize};
 pub use mixture::{Mixture, MixtureCursor, SequenceSource, SourceCursor};
-pub use packing::{PackedCursor, PackedSource, Packer, eval_sequences};
+pub use packing::{
+    Conditioning, PackedCursor, PackedSource, Packer, eval_sequences, eval_token_sequences,
+};
 pub use parquet_text::{
-    DEFAULT_TEXT_COLUMN, DocCursor, ParquetTextSource, ShardUnit, TextSourceOptions, expand_paths,
+    DEFAULT_TEXT_COLUMN, DocCursor, Document, DocumentColumns, ParquetTextSource, ShardUnit,
+    TextSourceOptions, expand_paths,
 };
 pub use parquet_writer::TextParquetWriter;
 pub use prepare::{DEFAULT_ROW_GROUP_ROWS, PrepareReport, is_eval, prepare};
+pub use subset::{SubsetCursor, SubsetSource};
 pub use tokenizer::{DEFAULT_EOS_TOKEN, Tokenizer, train_bpe, train_bpe_from_parquet};
 pub use tokenizer_extend::{
     EXTEND_MIN_FREQUENCY, ExtendedTokenizer, count_tokens_and_chars, extend_bpe,

@@ -4,20 +4,25 @@
 //! Draw `i` picks its component from `SplitMix64::derive(seed, &[i])` alone, so the choice needs
 //! no RNG state: the draw counter plus each component's cursor is the whole position.
 
-use cpt_core::SplitMix64;
+use cpt_core::{SplitMix64, TokenSequence};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::packing::{PackedCursor, PackedSource};
+use crate::subset::SubsetCursor;
 
 /// An endless, resumable stream of equal-length token sequences.
 pub trait SequenceSource: Send {
     /// The next sequence.
-    fn next_sequence(&mut self) -> Result<Vec<u32>>;
+    fn next_sequence(&mut self) -> Result<TokenSequence>;
     /// The position after the last sequence returned.
     fn cursor(&self) -> SourceCursor;
     /// Continue from a cursor taken from a source built the same way.
     fn seek(&mut self, cursor: &SourceCursor) -> Result<()>;
+    /// Which component the last sequence came from, for a source of several (a mixture).
+    fn last_component(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The position of any [`SequenceSource`], tagged by kind in its serialised form.
@@ -28,13 +33,16 @@ pub enum SourceCursor {
     Packed(PackedCursor),
     /// Position of a [`Mixture`].
     Mixture(MixtureCursor),
+    /// Position of a [`crate::SubsetSource`].
+    Subset(SubsetCursor),
 }
 
 impl SourceCursor {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Packed(_) => "Packed",
             Self::Mixture(_) => "Mixture",
+            Self::Subset(_) => "Subset",
         }
     }
 }
@@ -49,7 +57,7 @@ pub struct MixtureCursor {
 }
 
 impl SequenceSource for PackedSource {
-    fn next_sequence(&mut self) -> Result<Vec<u32>> {
+    fn next_sequence(&mut self) -> Result<TokenSequence> {
         PackedSource::next_sequence(self)
     }
 
@@ -76,6 +84,9 @@ pub struct Mixture {
     cumulative: Vec<f64>,
     seed: u64,
     draws: u64,
+    /// The component of the last draw (not part of the position: it describes the last
+    /// sequence, and only per-source accounting reads it, right after the draw).
+    last: Option<usize>,
 }
 
 impl std::fmt::Debug for Mixture {
@@ -123,6 +134,7 @@ impl Mixture {
             cumulative,
             seed,
             draws: 0,
+            last: None,
         })
     }
 
@@ -147,10 +159,11 @@ impl Mixture {
     }
 
     /// The next sequence from the component chosen for this draw.
-    pub fn next_sequence(&mut self) -> Result<Vec<u32>> {
+    pub fn next_sequence(&mut self) -> Result<TokenSequence> {
         let component = self.component_of_draw(self.draws);
         let sequence = self.components[component].next_sequence()?;
         self.draws += 1;
+        self.last = Some(component);
         Ok(sequence)
     }
 
@@ -182,8 +195,12 @@ impl Mixture {
 }
 
 impl SequenceSource for Mixture {
-    fn next_sequence(&mut self) -> Result<Vec<u32>> {
+    fn next_sequence(&mut self) -> Result<TokenSequence> {
         Mixture::next_sequence(self)
+    }
+
+    fn last_component(&self) -> Option<usize> {
+        self.last
     }
 
     fn cursor(&self) -> SourceCursor {
@@ -212,9 +229,9 @@ mod tests {
     }
 
     impl SequenceSource for Counter {
-        fn next_sequence(&mut self) -> Result<Vec<u32>> {
+        fn next_sequence(&mut self) -> Result<TokenSequence> {
             self.n += 1;
-            Ok(vec![self.tag, self.n as u32])
+            Ok(vec![self.tag, self.n as u32].into())
         }
         fn cursor(&self) -> SourceCursor {
             SourceCursor::Packed(PackedCursor {
@@ -225,6 +242,7 @@ mod tests {
                     ..Default::default()
                 },
                 pending: vec![],
+                pending_mask: None,
             })
         }
         fn seek(&mut self, cursor: &SourceCursor) -> Result<()> {
@@ -259,7 +277,11 @@ mod tests {
         assert_eq!(m.weights(), &[0.8, 0.2]);
         let draws = 5000;
         let first = (0..draws)
-            .filter(|_| m.next_sequence().unwrap()[0] == 0)
+            .filter(|_| {
+                let s = m.next_sequence().unwrap();
+                assert_eq!(m.last_component(), Some(s.tokens[0] as usize));
+                s.tokens[0] == 0
+            })
             .count();
         let share = first as f64 / draws as f64;
         assert!((share - 0.8).abs() < 0.02, "share of component 0: {share}");
@@ -268,14 +290,15 @@ mod tests {
     #[test]
     fn resumed_mixture_continues_the_same_stream() {
         let mut whole = mixture(&[0.5, 0.3, 0.2], 11);
-        let expected: Vec<Vec<u32>> = (0..60).map(|_| whole.next_sequence().unwrap()).collect();
+        let expected: Vec<TokenSequence> =
+            (0..60).map(|_| whole.next_sequence().unwrap()).collect();
         let mut first = mixture(&[0.5, 0.3, 0.2], 11);
-        let head: Vec<Vec<u32>> = (0..25).map(|_| first.next_sequence().unwrap()).collect();
+        let head: Vec<TokenSequence> = (0..25).map(|_| first.next_sequence().unwrap()).collect();
         let json = serde_json::to_string(&SequenceSource::cursor(&first)).unwrap();
         let cursor: SourceCursor = serde_json::from_str(&json).unwrap();
         let mut resumed = mixture(&[0.5, 0.3, 0.2], 11);
         SequenceSource::seek(&mut resumed, &cursor).unwrap();
-        let tail: Vec<Vec<u32>> = (0..35).map(|_| resumed.next_sequence().unwrap()).collect();
+        let tail: Vec<TokenSequence> = (0..35).map(|_| resumed.next_sequence().unwrap()).collect();
         assert_eq!([head, tail].concat(), expected);
     }
 
@@ -287,14 +310,15 @@ mod tests {
             Mixture::new(vec![(inner, 1.0), (outer_leaf, 1.0)], 4).unwrap()
         };
         let mut whole = build();
-        let expected: Vec<Vec<u32>> = (0..40).map(|_| whole.next_sequence().unwrap()).collect();
+        let expected: Vec<TokenSequence> =
+            (0..40).map(|_| whole.next_sequence().unwrap()).collect();
         let mut first = build();
         for _ in 0..17 {
             first.next_sequence().unwrap();
         }
         let mut resumed = build();
         resumed.seek(&first.cursor()).unwrap();
-        let tail: Vec<Vec<u32>> = (0..23).map(|_| resumed.next_sequence().unwrap()).collect();
+        let tail: Vec<TokenSequence> = (0..23).map(|_| resumed.next_sequence().unwrap()).collect();
         assert_eq!(tail, expected[17..]);
     }
 

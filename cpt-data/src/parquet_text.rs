@@ -5,12 +5,21 @@
 //! once in a seeded order and every row of a unit in a seeded order, so only one row group's
 //! texts are ever in memory and a [`DocCursor`] of three integers pins the position exactly.
 //! The ordering, cursor and quarantine live in `row_groups.rs`, shared with the image source.
+//!
+//! Beside the text, a source may read a metadata string column (metadata conditioning) and
+//! numeric columns that a [`RowFilter`] selects rows by ([`DocumentColumns`]); a filtered-out
+//! row is skipped like a null one, so cursors and epochs are unchanged by filtering.
 
 use std::path::{Path, PathBuf};
 
-use arrow_array::Array;
 use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
+use cpt_core::row_filter::RowFilter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
@@ -56,17 +65,54 @@ impl TextSourceOptions {
     }
 }
 
-/// The text column of one opened file.
-struct TextColumn {
+/// Columns read beside the text: a metadata string and the numeric columns of a row filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentColumns {
+    /// A string column whose value becomes [`Document::metadata`] (null: no metadata).
+    pub metadata: Option<String>,
+    /// Keep only rows for which this holds.
+    pub filter: Option<RowFilter>,
+}
+
+/// One document: its text and, when a metadata column is read, that row's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// The text.
+    pub text: String,
+    /// The row's metadata string, when the source reads a metadata column and it is not null.
+    pub metadata: Option<String>,
+}
+
+/// Where the columns a source reads sit in one opened file.
+struct FileColumns {
     /// Index of the text column among the file's top-level columns.
-    index: usize,
+    text: usize,
+    /// Index of the metadata column.
+    metadata: Option<usize>,
+    /// Index of each filter condition's column, in condition order.
+    filter: Vec<usize>,
+}
+
+impl FileColumns {
+    /// The top-level columns to decode, ascending and distinct: the order in which the decoded
+    /// batches hold them.
+    fn projection(&self) -> Vec<usize> {
+        let mut all: Vec<usize> = std::iter::once(self.text)
+            .chain(self.metadata)
+            .chain(self.filter.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
 }
 
 /// Documents from the text column of one or more Parquet files; see the module docs.
 pub struct ParquetTextSource {
-    stream: RowGroupStream<String>,
-    columns: Vec<TextColumn>,
+    stream: RowGroupStream<Document>,
+    columns: Vec<FileColumns>,
     options: TextSourceOptions,
+    extra: DocumentColumns,
 }
 
 impl std::fmt::Debug for ParquetTextSource {
@@ -84,11 +130,32 @@ impl ParquetTextSource {
     /// Open and validate every file (exists, valid footer, text column present and of a string
     /// type) and list its row groups as units. No document is read yet.
     pub fn open(paths: &[PathBuf], options: TextSourceOptions) -> Result<Self> {
+        Self::open_with(paths, options, DocumentColumns::default())
+    }
+
+    /// [`ParquetTextSource::open`], also reading `extra`'s metadata column (a string type) and
+    /// filter columns (numeric types), which every file must have.
+    pub fn open_with(
+        paths: &[PathBuf],
+        options: TextSourceOptions,
+        extra: DocumentColumns,
+    ) -> Result<Self> {
         let mut files = Vec::with_capacity(paths.len());
         let mut columns = Vec::with_capacity(paths.len());
         for path in paths {
             let file = SourceFile::open(path)?;
-            columns.push(text_column(&file, &options.column)?);
+            let metadata = match &extra.metadata {
+                Some(name) => Some(string_column(&file, name)?),
+                None => None,
+            };
+            let filter = extra.filter.iter().flat_map(RowFilter::conditions);
+            columns.push(FileColumns {
+                text: string_column(&file, &options.column)?,
+                metadata,
+                filter: filter
+                    .map(|c| numeric_column(&file, &c.column))
+                    .collect::<Result<_>>()?,
+            });
             files.push(file);
         }
         let order = StreamOrder {
@@ -100,6 +167,7 @@ impl ParquetTextSource {
             stream: RowGroupStream::new(files, order),
             columns,
             options,
+            extra,
         })
     }
 
@@ -141,16 +209,16 @@ impl ParquetTextSource {
     }
 
     /// The next document of the current epoch, or `None` once the epoch is exhausted (the cursor
-    /// then points at the start of the next epoch). Null rows are skipped.
+    /// then points at the start of the next epoch). Null and filtered-out rows are skipped.
     pub fn next_in_epoch(&mut self) -> Result<Option<String>> {
-        let columns = &self.columns;
+        Ok(self.next_document_in_epoch()?.map(|d| d.text))
+    }
+
+    /// [`ParquetTextSource::next_in_epoch`] with the row's metadata.
+    pub fn next_document_in_epoch(&mut self) -> Result<Option<Document>> {
+        let (columns, filter) = (&self.columns, self.extra.filter.as_ref());
         let mut load = |file: &SourceFile, unit: ShardUnit| {
-            read_texts(
-                file,
-                columns[unit.file].index,
-                unit.row_group,
-                unit.num_rows,
-            )
+            read_documents(file, &columns[unit.file], filter, unit)
         };
         Ok(self.stream.next_in_epoch(&mut load)?.map(|row| row.value))
     }
@@ -170,8 +238,12 @@ impl ParquetTextSource {
     pub(crate) fn no_documents_error(&self, documents: &str) -> DataError {
         DataError::EmptyCorpus {
             what: format!(
-                "no {documents} in column `{}` of {}",
+                "no {documents} in column `{}`{} of {}",
                 self.options.column,
+                match &self.extra.filter {
+                    Some(filter) => format!(" passing `{filter}`"),
+                    None => String::new(),
+                },
                 describe_files(&self.stream.paths())
             ),
         }
@@ -191,18 +263,23 @@ pub(crate) fn describe_files(paths: &[&Path]) -> String {
     }
 }
 
-/// Find the text column of a file and check that it holds strings.
-fn text_column(file: &SourceFile, column: &str) -> Result<TextColumn> {
+/// The index of a file's column `column`, or an error naming the columns it has.
+fn column_index(file: &SourceFile, column: &str) -> Result<usize> {
     let schema = file.metadata.schema();
-    let Ok(index) = schema.index_of(column) else {
-        return Err(DataError::MissingColumn {
+    schema
+        .index_of(column)
+        .map_err(|_| DataError::MissingColumn {
             path: file.path.clone(),
             column: column.to_string(),
             available: schema.fields().iter().map(|f| f.name().clone()).collect(),
-        });
-    };
-    match schema.field(index).data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(TextColumn { index }),
+        })
+}
+
+/// Find a string column (text, metadata) of a file and check that it holds strings.
+fn string_column(file: &SourceFile, column: &str) -> Result<usize> {
+    let index = column_index(file, column)?;
+    match file.metadata.schema().field(index).data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(index),
         other => Err(DataError::WrongColumnType {
             path: file.path.clone(),
             column: column.to_string(),
@@ -212,28 +289,119 @@ fn text_column(file: &SourceFile, column: &str) -> Result<TextColumn> {
     }
 }
 
+/// Find a filter's column in a file and check that it holds numbers.
+fn numeric_column(file: &SourceFile, column: &str) -> Result<usize> {
+    let index = column_index(file, column)?;
+    let found = file.metadata.schema().field(index).data_type();
+    if numeric_values(&arrow_array::new_empty_array(found)).is_some() {
+        Ok(index)
+    } else {
+        Err(DataError::WrongColumnType {
+            path: file.path.clone(),
+            column: column.to_string(),
+            found: found.to_string(),
+            expected: NUMERIC_TYPES,
+        })
+    }
+}
+
 /// What a text column must hold, for [`DataError::WrongColumnType`].
 pub(crate) const STRING_TYPES: &str = "a string type (Utf8, LargeUtf8 or Utf8View)";
 
-/// Decode the text column of one row group, `None` for null rows.
-fn read_texts(
+/// What a filter column must hold.
+const NUMERIC_TYPES: &str = "a numeric type (an integer or Float32/Float64) for a row filter";
+
+/// Decode one row group into documents: `None` for rows whose text is null or that the filter
+/// drops.
+fn read_documents(
     file: &SourceFile,
-    column_index: usize,
-    row_group: usize,
-    num_rows: usize,
-) -> Result<Vec<Option<String>>> {
-    let batches = file.read_row_group(row_group, num_rows, &[column_index])?;
-    let mut texts = Vec::with_capacity(num_rows);
+    columns: &FileColumns,
+    filter: Option<&RowFilter>,
+    unit: ShardUnit,
+) -> Result<Vec<Option<Document>>> {
+    let projection = columns.projection();
+    // Decoded batches hold the projected columns in ascending order.
+    let at = |index: usize| {
+        projection
+            .binary_search(&index)
+            .expect("every read column is projected")
+    };
+    let batches = file.read_row_group(unit.row_group, unit.num_rows, &projection)?;
+    let mut documents = Vec::with_capacity(unit.num_rows);
     for batch in batches {
-        let array = batch.column(0);
-        push_strings(array.as_ref(), &mut texts).ok_or_else(|| DataError::WrongColumnType {
-            path: file.path.clone(),
-            column: batch.schema().field(0).name().clone(),
-            found: array.data_type().to_string(),
-            expected: STRING_TYPES,
-        })?;
+        let texts = batch_strings(file, &batch, at(columns.text))?;
+        let mut metadata = match columns.metadata {
+            Some(index) => Some(batch_strings(file, &batch, at(index))?.into_iter()),
+            None => None,
+        };
+        let compared = columns
+            .filter
+            .iter()
+            .map(|&index| {
+                let array = batch.column(at(index));
+                numeric_values(array.as_ref()).ok_or_else(|| DataError::WrongColumnType {
+                    path: file.path.clone(),
+                    column: batch.schema().field(at(index)).name().clone(),
+                    found: array.data_type().to_string(),
+                    expected: NUMERIC_TYPES,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (row, text) in texts.into_iter().enumerate() {
+            let metadata = metadata.as_mut().and_then(|m| m.next().flatten());
+            let kept = filter.is_none_or(|f| {
+                let values: Vec<Option<f64>> = compared.iter().map(|c| c[row]).collect();
+                f.keeps(&values)
+            });
+            documents.push(
+                text.filter(|_| kept)
+                    .map(|text| Document { text, metadata }),
+            );
+        }
     }
-    Ok(texts)
+    Ok(documents)
+}
+
+/// The strings of column `position` of a decoded batch.
+fn batch_strings(
+    file: &SourceFile,
+    batch: &RecordBatch,
+    position: usize,
+) -> Result<Vec<Option<String>>> {
+    let array = batch.column(position);
+    let mut out = Vec::with_capacity(array.len());
+    push_strings(array.as_ref(), &mut out).ok_or_else(|| DataError::WrongColumnType {
+        path: file.path.clone(),
+        column: batch.schema().field(position).name().clone(),
+        found: array.data_type().to_string(),
+        expected: STRING_TYPES,
+    })?;
+    Ok(out)
+}
+
+/// The values of an integer or float array as `f64` (`None` for nulls); `None` for an array of
+/// another type.
+fn numeric_values(array: &dyn Array) -> Option<Vec<Option<f64>>> {
+    macro_rules! values {
+        ($($t:ty),*) => {$(
+            if let Some(a) = array.as_primitive_opt::<$t>() {
+                return Some(a.iter().map(|v| v.map(|v| v as f64)).collect());
+            }
+        )*};
+    }
+    values!(
+        Float64Type,
+        Float32Type,
+        Int64Type,
+        Int32Type,
+        Int16Type,
+        Int8Type,
+        UInt64Type,
+        UInt32Type,
+        UInt16Type,
+        UInt8Type
+    );
+    None
 }
 
 /// Append the values of a string array of any of the three Arrow string layouts; `None` if the

@@ -38,7 +38,9 @@ fn sequences_are_the_document_stream_cut_exactly() {
         let mut packed = PackedSource::new(source, tok.clone(), seq_len).unwrap();
         let stream = expected_stream(&docs, &tok);
         let full = stream.len() / seq_len;
-        let sequences: Vec<Vec<u32>> = (0..full).map(|_| packed.next_sequence().unwrap()).collect();
+        let sequences: Vec<Vec<u32>> = (0..full)
+            .map(|_| packed.next_sequence().unwrap().tokens)
+            .collect();
         assert!(sequences.iter().all(|s| s.len() == seq_len));
         // Nothing lost, nothing duplicated, nothing reordered: the concatenation is the stream.
         assert_eq!(sequences.concat(), stream[..full * seq_len]);
@@ -52,7 +54,7 @@ fn sequences_are_the_document_stream_cut_exactly() {
             assert_eq!(sequences[0][0], bos);
         }
         // The next sequence wraps into epoch 1: pending tail, then the first document again.
-        let wrap = packed.next_sequence().unwrap();
+        let wrap = packed.next_sequence().unwrap().tokens;
         let mut again = stream[full * seq_len..].to_vec();
         again.extend_from_slice(&stream);
         assert_eq!(wrap, again[..seq_len]);
@@ -118,7 +120,7 @@ proptest! {
     #[test]
     fn packed_resume_equals_uninterrupted(seed in any::<u64>(), k in 0usize..70, m in 1usize..20) {
         let mut whole = packed(seed, 16);
-        let expected: Vec<Vec<u32>> = (0..k + m).map(|_| whole.next_sequence().unwrap()).collect();
+        let expected: Vec<Vec<u32>> = (0..k + m).map(|_| whole.next_sequence().unwrap().tokens).collect();
         let mut first = packed(seed, 16);
         for _ in 0..k {
             first.next_sequence().unwrap();
@@ -127,7 +129,7 @@ proptest! {
         let cursor: PackedCursor = serde_json::from_str(&json).unwrap();
         let mut resumed = packed(seed, 16);
         resumed.seek(&cursor).unwrap();
-        let rest: Vec<Vec<u32>> = (0..m).map(|_| resumed.next_sequence().unwrap()).collect();
+        let rest: Vec<Vec<u32>> = (0..m).map(|_| resumed.next_sequence().unwrap().tokens).collect();
         prop_assert_eq!(&rest[..], &expected[k..]);
     }
 
@@ -135,7 +137,7 @@ proptest! {
     #[test]
     fn mixture_resume_equals_uninterrupted(seed in any::<u64>(), k in 0usize..60, m in 1usize..15) {
         let mut whole = mixture(seed);
-        let expected: Vec<Vec<u32>> = (0..k + m).map(|_| whole.next_sequence().unwrap()).collect();
+        let expected: Vec<Vec<u32>> = (0..k + m).map(|_| whole.next_sequence().unwrap().tokens).collect();
         let mut first = mixture(seed);
         for _ in 0..k {
             first.next_sequence().unwrap();
@@ -144,7 +146,7 @@ proptest! {
         let cursor: SourceCursor = serde_json::from_str(&json).unwrap();
         let mut resumed = mixture(seed);
         SequenceSource::seek(&mut resumed, &cursor).unwrap();
-        let rest: Vec<Vec<u32>> = (0..m).map(|_| resumed.next_sequence().unwrap()).collect();
+        let rest: Vec<Vec<u32>> = (0..m).map(|_| resumed.next_sequence().unwrap().tokens).collect();
         prop_assert_eq!(&rest[..], &expected[k..]);
     }
 }
@@ -154,7 +156,7 @@ fn shuffled_packing_differs_across_seeds_and_repeats_per_seed() {
     let take = |seed| {
         let mut p = packed(seed, 16);
         (0..10)
-            .map(|_| p.next_sequence().unwrap())
+            .map(|_| p.next_sequence().unwrap().tokens)
             .collect::<Vec<_>>()
     };
     assert_eq!(take(3), take(3));
@@ -167,20 +169,23 @@ fn mixture_of_packed_sources_follows_weights() {
     let mut m = mixture(21);
     let mut a = packed(21, 16);
     let mut b = packed(21 ^ 0xabc, 16);
-    let (mut next_a, mut next_b) = (a.next_sequence().unwrap(), b.next_sequence().unwrap());
+    let (mut next_a, mut next_b) = (
+        a.next_sequence().unwrap().tokens,
+        b.next_sequence().unwrap().tokens,
+    );
     let mut from_a = 0;
     let draws = 400;
     for _ in 0..draws {
-        let s = m.next_sequence().unwrap();
+        let s = m.next_sequence().unwrap().tokens;
         if s == next_a {
             from_a += 1;
-            next_a = a.next_sequence().unwrap();
+            next_a = a.next_sequence().unwrap().tokens;
         } else {
             assert_eq!(
                 s, next_b,
                 "every draw is the next sequence of one component"
             );
-            next_b = b.next_sequence().unwrap();
+            next_b = b.next_sequence().unwrap().tokens;
         }
     }
     let share = from_a as f64 / draws as f64;

@@ -801,6 +801,25 @@ pub fn causal_lm_loss<B: FusedOps>(
     logits: Tensor<B, 3>,
     tokens: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
+    let [batch, seq, _] = logits.dims();
+    let weights: Vec<f32> = (0..batch * seq)
+        .map(|i| if i % seq == seq - 1 { 0.0 } else { 1.0 })
+        .collect();
+    weighted_causal_lm_loss(logits, tokens, weights, batch * (seq - 1))
+}
+
+/// [`causal_lm_loss`] counting only some targets: position `t` weighs `weights[t]` (`[batch *
+/// seq]`, row-major; 0 leaves the prediction of token `t + 1` out, as for metadata tokens) and
+/// the sum is divided by `count`, the number of kept targets (a batch with none gives 0).
+///
+/// # Shapes
+/// `logits`: `[batch, seq, vocab]`, `tokens`: `[batch, seq]` → `[1]`.
+pub fn weighted_causal_lm_loss<B: FusedOps>(
+    logits: Tensor<B, 3>,
+    tokens: Tensor<B, 2, Int>,
+    weights: Vec<f32>,
+    count: usize,
+) -> Tensor<B, 1> {
     let [batch, seq, vocab] = logits.dims();
     let device = logits.device();
     // Targets shifted left by one; the last position gets a dummy target 0 and weight 0.
@@ -811,17 +830,12 @@ pub fn causal_lm_loss<B: FusedOps>(
         ],
         1,
     );
-    let weights: Vec<f32> = (0..batch * seq)
-        .map(|i| if i % seq == seq - 1 { 0.0 } else { 1.0 })
-        .collect();
     let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [batch * seq]), &device);
     let per_token = cross_entropy(
         logits.reshape([batch * seq, vocab]),
         targets.reshape([batch * seq]),
     );
-    (per_token * weights)
-        .sum()
-        .div_scalar((batch * (seq - 1)) as f64)
+    (per_token * weights).sum().div_scalar(count.max(1) as f64)
 }
 
 impl<B: FusedOps> TaskModel<B> for LlamaForCausalLM<B> {
@@ -834,7 +848,16 @@ impl<B: FusedOps> TaskModel<B> for LlamaForCausalLM<B> {
         // Pooled features for feature distillation: the mean final hidden state of each row.
         let features = hidden.clone().mean_dim(1).reshape([batch_size, width]);
         let logits = self.project(hidden);
-        let loss = causal_lm_loss(logits.clone(), tokens);
+        // A batch without a loss mask takes the unweighted path, exactly as before masks existed.
+        let loss = match batch.loss_mask {
+            None => causal_lm_loss(logits.clone(), tokens),
+            Some(_) => weighted_causal_lm_loss(
+                logits.clone(),
+                tokens,
+                batch.target_weights(),
+                batch.predicted_tokens(),
+            ),
+        };
         StepOutput {
             loss,
             logits: Some(logits),

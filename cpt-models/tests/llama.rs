@@ -264,3 +264,80 @@ fn dynamic_rope_leaves_the_original_context_alone_and_yarn_scales_cos_and_sin() 
     let (_, scale) = c.rope().frequencies(8);
     assert!((scale - (0.1 * 4f32.ln() + 1.0)).abs() < 1e-6, "{scale}");
 }
+
+/// Row `[m, m, t, t, t, t]` whose first two tokens are metadata: out of the loss as targets.
+fn metadata_batch() -> TokenBatch {
+    TokenBatch::from_token_sequences(&[
+        cpt_core::TokenSequence {
+            tokens: vec![7, 8, 20, 21, 22, 23],
+            loss_mask: Some(vec![false, false, true, true, true, true]),
+        },
+        vec![30, 31, 32, 33, 34, 35].into(),
+    ])
+}
+
+/// `-log softmax(logits[row, t])[target]`, in f64 from the host logits.
+fn token_nll(logits: &[f32], vocab: usize, row_start: usize, t: usize, target: u32) -> f64 {
+    let at = &logits[(row_start + t) * vocab..(row_start + t + 1) * vocab];
+    let max = at.iter().fold(f32::MIN, |m, &x| m.max(x)) as f64;
+    let lse = max + at.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    lse - at[target as usize] as f64
+}
+
+#[test]
+fn metadata_targets_carry_no_loss() {
+    let m = model(false);
+    let batch = metadata_batch();
+    let out = m.forward_step(&batch);
+    // Row 0 predicts its four text tokens but not the second metadata token; row 1 all five.
+    assert_eq!(out.count, 4 + 5);
+    let logits = values(out.logits.unwrap());
+    let mut expected = 0.0;
+    for (row, first_target) in [(0usize, 2usize), (1, 1)] {
+        for t in first_target..6 {
+            expected += token_nll(&logits, 64, row * 6, t - 1, batch.tokens[row * 6 + t]);
+        }
+    }
+    expected /= 9.0;
+    let loss = values(out.loss)[0] as f64;
+    assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+    // Without the mask the metadata target counts: the loss differs.
+    let plain =
+        TokenBatch::from_sequences(&[batch.sequence(0).to_vec(), batch.sequence(1).to_vec()]);
+    let unmasked = values(m.forward_step(&plain).loss)[0] as f64;
+    assert!((unmasked - loss).abs() > 1e-4);
+}
+
+#[test]
+fn metadata_targets_get_no_gradient() {
+    type A = burn::backend::Autodiff<B>;
+    let m: LlamaForCausalLM<A> = config(false).init_seeded(3, &Default::default());
+    let batch = metadata_batch();
+    let tokens = m.batch_tokens(&batch);
+    let logits = m.forward(tokens.clone()).detach().require_grad();
+    let loss = cpt_models::llama::weighted_causal_lm_loss(
+        logits.clone(),
+        tokens,
+        batch.target_weights(),
+        batch.predicted_tokens(),
+    );
+    let grads = loss.backward();
+    let grad = logits
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
+    let norm = |position: usize| -> f32 {
+        grad[position * 64..(position + 1) * 64]
+            .iter()
+            .map(|g| g.abs())
+            .sum()
+    };
+    // Position 0 predicts the metadata token 8: no gradient; position 1 predicts text.
+    assert_eq!(norm(0), 0.0);
+    assert!(norm(1) > 0.0);
+    // The last position of each row predicts nothing.
+    assert_eq!(norm(5), 0.0);
+    assert!(norm(6) > 0.0);
+}

@@ -28,6 +28,7 @@ use cpt_core::{
     Precision, ScheduleConfig, StepRecord, TaskModel,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,7 +139,13 @@ pub struct TrainerState {
     /// The dynamic loss scale under `f16-mixed`.
     #[serde(default)]
     pub loss_scaler: Option<LossScaler>,
+    /// Training units consumed per source (see [`StepRecord::tokens_by_source`]).
+    #[serde(default)]
+    pub tokens_by_source: BTreeMap<String, u64>,
 }
+
+/// The `tokens_by_source` key of items strategies add to a batch (replay).
+pub const REPLAY_SOURCE: &str = "(replay)";
 
 /// How [`ContinualTrainer::run`] ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -474,6 +481,7 @@ where
             tokens_per_sec: units as f64 / seconds,
             skipped,
             peak_rss_mib: cpt_core::memory::peak_rss_mib(),
+            tokens_by_source: self.state.tokens_by_source.clone(),
         })
     }
 
@@ -486,16 +494,32 @@ where
             .map(|s| s.reserved_slots(batch_size))
             .sum();
         let fresh_count = batch_size.saturating_sub(reserved).max(1);
-        let source = &mut self.experiences[e].source;
-        let fresh = (0..fresh_count)
-            .map(|_| source.next_item())
-            .collect::<cpt_core::Result<Vec<_>>>()?;
+        let experience = &mut self.experiences[e];
+        let mut fresh = Vec::with_capacity(fresh_count);
+        let mut parts = Vec::with_capacity(fresh_count);
+        for _ in 0..fresh_count {
+            fresh.push(experience.source.next_item()?);
+            parts.push(match experience.source.last_part() {
+                Some(part) => format!("{}/{part}", experience.name),
+                None => experience.name.clone(),
+            });
+        }
         let mut items = fresh.clone();
         for strategy in &mut self.strategies {
             strategy.extend_batch(batch_size, &fresh, &mut items);
         }
+        let added = items.len().saturating_sub(fresh.len());
         let batch = M::Batch::from_items(items);
         let units = batch.units();
+        // Items of one batch are of one size (packed sequences, single images).
+        let units_per_item = (units / batch.len().max(1)) as u64;
+        let counts = &mut self.state.tokens_by_source;
+        for part in parts {
+            *counts.entry(part).or_default() += units_per_item;
+        }
+        if added > 0 {
+            *counts.entry(REPLAY_SOURCE.to_string()).or_default() += units_per_item * added as u64;
+        }
         let Some(peers) = &self.peers else {
             return Ok((batch, units));
         };
