@@ -220,7 +220,7 @@ fn a_minimum_document_length_packs_long_documents_only_and_resumes() {
     let stream = expected_stream(&long, &tok);
     let mut packed = open();
     let sequences: Vec<Vec<u32>> = (0..stream.len() / 8)
-        .map(|_| packed.next_sequence().unwrap())
+        .map(|_| packed.next_sequence().unwrap().tokens)
         .collect();
     assert_eq!(sequences.concat(), stream[..sequences.len() * 8]);
     // Resuming from the cursor continues the same filtered stream.
@@ -230,7 +230,7 @@ fn a_minimum_document_length_packs_long_documents_only_and_resumes() {
     }
     let mut resumed = open();
     resumed.seek(&first.cursor()).unwrap();
-    assert_eq!(resumed.next_sequence().unwrap(), sequences[3]);
+    assert_eq!(resumed.next_sequence().unwrap().tokens, sequences[3]);
     // A threshold no document reaches is an empty corpus, saying so.
     let source = ParquetTextSource::open(&files, TextSourceOptions::default()).unwrap();
     let mut none = PackedSource::new(source, tok.clone(), 8)
