@@ -5,19 +5,11 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn data(rel: &str) -> String {
-    repo().join("examples/data").join(rel).display().to_string()
-}
+mod common;
+use common::{cpt, data, error_line, repo, run, stderr};
 
 /// A tiny two-experience config over the bundled data.
 fn config(dir: &Path, tweak: impl FnOnce(String) -> String) -> PathBuf {
@@ -73,43 +65,6 @@ keep_last = 2
     let path = dir.join("run.toml");
     std::fs::write(&path, tweak(text)).unwrap();
     path
-}
-
-fn cpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cpt"))
-        .args(args)
-        .env("CPT_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "run",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    cpt(&args)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The error line of a failed command.
-fn error_line(o: &Output) -> String {
-    assert!(
-        !o.status.success(),
-        "expected failure, got success: {}",
-        stderr(o)
-    );
-    stderr(o)
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line: {}", stderr(o)))
-        .to_string()
 }
 
 #[test]

@@ -4,7 +4,10 @@
 use cpt_core::params::NamedTensors;
 use cpt_core::tensor_file::read_tensors;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{cpt, run};
 
 fn data(rel: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,28 +57,9 @@ keep_last = 10
     path
 }
 
-fn cpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cpt"))
-        .args(args)
-        .env("CPT_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     o
-}
-
-fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "run",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    cpt(&args)
 }
 
 /// Checkpoint directories of a run, oldest first.

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::stderr;
+
 fn data(rel: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -90,10 +93,6 @@ fn run(config: &Path, out: &Path) -> Output {
         .env("CPT_LOG", "warn")
         .output()
         .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

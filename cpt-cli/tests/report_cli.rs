@@ -2,18 +2,9 @@
 //! both, written whole; a path that is no run fails naming it and writes nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn data(rel: &str) -> String {
-    repo().join("examples/data").join(rel).display().to_string()
-}
+mod common;
+use common::{cpt, data, stderr};
 
 /// A tiny two-experience config over the bundled data, evaluated mid-experience too.
 fn config(dir: &Path) -> PathBuf {
@@ -66,18 +57,6 @@ batch_size = 2
     let path = dir.join("run.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn cpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cpt"))
-        .args(args)
-        .env("CPT_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

@@ -5,16 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn data(rel: &str) -> String {
-    repo().join("examples/data").join(rel).display().to_string()
-}
+mod common;
+use common::{data, stderr, stdout};
 
 /// A tiny two-experience base config over the bundled data (runs in about a second).
 fn base_config(dir: &Path) -> PathBuf {
@@ -81,14 +73,6 @@ fn cpt(args: &[&str]) -> Output {
         .env("CPT_LOG", "info")
         .output()
         .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The error line of a failed command.

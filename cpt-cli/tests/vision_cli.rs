@@ -1,15 +1,11 @@
 //! The vision examples through the `cpt` binary at toy size (a few steps, few images), and the
 //! errors a vision config can hit, each naming its culprit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::repo;
 
 /// `cpt run <example> --out <out> --set ...` from the repository root.
 fn run_example(example: &str, out: &Path, sets: &[&str]) -> Output {

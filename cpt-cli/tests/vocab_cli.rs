@@ -5,28 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn data(rel: &str) -> String {
-    repo().join("examples/data").join(rel).display().to_string()
-}
-
-fn cpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cpt"))
-        .args(args)
-        .env("CPT_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{cpt, data, repo, run, stderr};
 
 fn error_line(o: &Output) -> String {
     assert!(!o.status.success(), "expected failure: {}", stderr(o));
@@ -35,17 +15,6 @@ fn error_line(o: &Output) -> String {
         .find(|l| l.starts_with("error:"))
         .unwrap_or_else(|| panic!("no error line: {}", stderr(o)))
         .to_string()
-}
-
-fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "run",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    cpt(&args)
 }
 
 /// A two-experience LLaMA config on the bundled data; `model` is the `[model]` section's body.
