@@ -42,6 +42,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::{LlamaConfig, LlamaForCausalLM, ViTConfig, ViTForImageClassification};
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use cpt_core::params::{HostTensor, NamedTensors, load_named, named_tensors};
 use serde::{Deserialize, Serialize};
@@ -232,16 +233,8 @@ impl GrowSpec {
     ) -> Result<(LlamaConfig, LlamaForCausalLM<B>)> {
         let grown = self.llama_config(config)?;
         let fresh = grown.init_seeded::<B>(seed, device);
-        let tensors = self.grow_tensors(
-            &LLAMA,
-            config.num_hidden_layers,
-            &named_tensors(&model),
-            &named_tensors(&fresh),
-        )?;
-        Ok((
-            grown,
-            load_named(fresh, &tensors, Path::new("[model.grow]"))?,
-        ))
+        let model = self.fill(&LLAMA, config.num_hidden_layers, &model, fresh)?;
+        Ok((grown, model))
     }
 
     /// The config of `config` grown.
@@ -298,16 +291,26 @@ impl GrowSpec {
     ) -> Result<(ViTConfig, ViTForImageClassification<B>)> {
         let grown = self.vit_config(config)?;
         let fresh = grown.init_seeded::<B>(seed, device);
+        let model = self.fill(&VIT, config.num_hidden_layers, &model, fresh)?;
+        Ok((grown, model))
+    }
+
+    /// `fresh` (the grown shape, as drawn) with every parameter computed from `original`'s
+    /// (of `layers` layers) by `schema`'s rules.
+    fn fill<B: Backend, M: Module<B>>(
+        &self,
+        schema: &Schema,
+        layers: usize,
+        original: &M,
+        fresh: M,
+    ) -> Result<M> {
         let tensors = self.grow_tensors(
-            &VIT,
-            config.num_hidden_layers,
-            &named_tensors(&model),
+            schema,
+            layers,
+            &named_tensors(original),
             &named_tensors(&fresh),
         )?;
-        Ok((
-            grown,
-            load_named(fresh, &tensors, Path::new("[model.grow]"))?,
-        ))
+        Ok(load_named(fresh, &tensors, Path::new("[model.grow]"))?)
     }
 
     /// With `freeze = "old"`: patterns (for the `slow_learner` matcher) of the parameters that
