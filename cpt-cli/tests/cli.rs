@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 mod common;
-use common::{cpt, data, error_line, repo, run, stderr};
+use common::{cpt, data, error_line, repo, run, stderr, tiny_llama};
 
 /// A tiny two-experience config over the bundled data.
 fn config(dir: &Path, tweak: impl FnOnce(String) -> String) -> PathBuf {
@@ -17,19 +17,7 @@ fn config(dir: &Path, tweak: impl FnOnce(String) -> String) -> PathBuf {
         r#"
 seed = 5
 strategies = ["replay"]
-[model]
-architecture = "llama"
-[model.config]
-vocab_size = 1024
-hidden_size = 16
-intermediate_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-tie_word_embeddings = true
-[data]
-tokenizer = "{tok}"
-seq_len = 16
-[[experiences]]
+{tiny}[[experiences]]
 name = "austen"
 train = ["{a_train}"]
 eval = ["{a_eval}"]
@@ -56,7 +44,7 @@ batch_size = 2
 every_steps = 2
 keep_last = 2
 "#,
-        tok = data("tokenizer.json"),
+        tiny = tiny_llama(),
         a_train = data("austen/train.parquet"),
         a_eval = data("austen/eval.parquet"),
         r_train = data("rust/train.parquet"),

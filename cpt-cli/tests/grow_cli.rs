@@ -7,15 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{cpt, run};
-
-fn data(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/data")
-        .join(rel)
-        .display()
-        .to_string()
-}
+use common::{cpt, data, run};
 
 /// A one-experience config; `model` is the `[model]` table's body and what follows it.
 fn config(dir: &Path, name: &str, model: &str, experience: &str) -> PathBuf {

@@ -5,17 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::stderr;
-
-fn data(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples/data")
-        .join(rel)
-        .display()
-        .to_string()
-}
+use common::{data, stderr, tiny_llama};
 
 /// A tiny MeCo stream: Austen and Shakespeare mixed, each behind its own source line, then a
 /// plain cooldown on Austen.
@@ -24,19 +14,7 @@ fn meco_config(dir: &Path, tweak: impl FnOnce(String) -> String) -> PathBuf {
         r#"
 seed = 3
 strategies = ["replay"]
-[model]
-architecture = "llama"
-[model.config]
-vocab_size = 1024
-hidden_size = 16
-intermediate_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-tie_word_embeddings = true
-[data]
-tokenizer = "{tok}"
-seq_len = 16
-[[experiences]]
+{tiny}[[experiences]]
 name = "meco"
 eval = ["{a_eval}"]
 steps = 4
@@ -72,7 +50,7 @@ batch_size = 2
 every_steps = 3
 keep_last = 2
 "#,
-        tok = data("tokenizer.json"),
+        tiny = tiny_llama(),
         a_train = data("austen/train.parquet"),
         a_eval = data("austen/eval.parquet"),
         s_train = data("shakespeare/train.parquet"),

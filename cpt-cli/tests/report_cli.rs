@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{cpt, data, stderr};
+use common::{cpt, data, stderr, tiny_llama};
 
 /// A tiny two-experience config over the bundled data, evaluated mid-experience too.
 fn config(dir: &Path) -> PathBuf {
@@ -12,19 +12,7 @@ fn config(dir: &Path) -> PathBuf {
         r#"
 seed = 5
 strategies = ["replay"]
-[model]
-architecture = "llama"
-[model.config]
-vocab_size = 1024
-hidden_size = 16
-intermediate_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-tie_word_embeddings = true
-[data]
-tokenizer = "{tok}"
-seq_len = 16
-[[experiences]]
+{tiny}[[experiences]]
 name = "austen"
 train = ["{a_train}"]
 eval = ["{a_eval}"]
@@ -48,7 +36,7 @@ every_steps = 2
 max_sequences = 2
 batch_size = 2
 "#,
-        tok = data("tokenizer.json"),
+        tiny = tiny_llama(),
         a_train = data("austen/train.parquet"),
         a_eval = data("austen/eval.parquet"),
         r_train = data("rust/train.parquet"),

@@ -6,26 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{data, stderr, stdout};
+use common::{data, stderr, stdout, tiny_llama};
 
 /// A tiny two-experience base config over the bundled data (runs in about a second).
 fn base_config(dir: &Path) -> PathBuf {
     let text = format!(
         r#"
 seed = 5
-[model]
-architecture = "llama"
-[model.config]
-vocab_size = 1024
-hidden_size = 16
-intermediate_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-tie_word_embeddings = true
-[data]
-tokenizer = "{tok}"
-seq_len = 16
-[[experiences]]
+{tiny}[[experiences]]
 name = "austen"
 train = ["{a_train}"]
 eval = ["{a_eval}"]
@@ -48,7 +36,7 @@ batch_size = 2
 every_steps = 2
 keep_last = 3
 "#,
-        tok = data("tokenizer.json"),
+        tiny = tiny_llama(),
         a_train = data("austen/train.parquet"),
         a_eval = data("austen/eval.parquet"),
         r_train = data("rust/train.parquet"),

@@ -64,3 +64,24 @@ pub fn error_line(o: &Output) -> String {
         .unwrap_or_else(|| panic!("no error line: {}", stderr(o)))
         .to_string()
 }
+
+/// The `[model]` and `[data]` sections of the tiny LLaMA the CLI tests train (one layer, width
+/// 16, the bundled tokenizer, 16-token sequences), ending in a newline.
+pub fn tiny_llama() -> String {
+    format!(
+        r#"[model]
+architecture = "llama"
+[model.config]
+vocab_size = 1024
+hidden_size = 16
+intermediate_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+tie_word_embeddings = true
+[data]
+tokenizer = "{}"
+seq_len = 16
+"#,
+        data("tokenizer.json")
+    )
+}
