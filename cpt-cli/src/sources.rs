@@ -162,38 +162,38 @@ pub fn training_source(
             filter: experience.filter.as_deref(),
             key: format!("experiences[{index}]"),
         };
-        let packed = |k: u64, min_tokens: usize| {
-            packed(config, &spec, tokenizer, seed(k), seq_len, min_tokens)
+        let pack = |k: u64, min_tokens: usize| -> Result<Box<dyn SequenceSource>> {
+            let source = packed(config, &spec, tokenizer, seed(k), seq_len, min_tokens)?;
+            Ok(Box::new(source))
         };
-        let source: Box<dyn SequenceSource> =
-            match (experience.subset_docs, experience.long_doc_ratio) {
-                (Some(docs), _) => {
-                    Box::new(subset(config, index, &spec, docs, tokenizer, seed(0))?)
-                }
-                (None, None) => Box::new(packed(0, 0)?),
-                // Upsampling long documents ("Effective Long-Context Scaling of Foundation Models",
-                // 2023): a share of the sequences comes from a second pass over the same files that
-                // keeps long documents only, drawn in its own order.
-                (None, Some(ratio)) => {
-                    let min_tokens = experience.long_doc_min_tokens.unwrap_or(seq_len);
-                    let long =
-                        packed(2, min_tokens).context("the long documents of `long_doc_ratio`")?;
-                    if ratio >= 1.0 {
-                        Box::new(long)
-                    } else {
-                        let all: Box<dyn SequenceSource> = Box::new(packed(0, 0)?);
-                        let mixture = Mixture::new(
-                            vec![(all, 1.0 - ratio), (Box::new(long), ratio)],
-                            seed(1),
-                        )?;
-                        return Ok(Box::new(SequenceItems {
-                            source: Box::new(mixture),
-                            components: vec!["all".into(), "long".into()],
-                        }));
+        let items = match (experience.subset_docs, experience.long_doc_ratio) {
+            (Some(docs), _) => SequenceItems::new(Box::new(subset(
+                config,
+                index,
+                &spec,
+                docs,
+                tokenizer,
+                seed(0),
+            )?)),
+            (None, None) => SequenceItems::new(pack(0, 0)?),
+            // Upsampling long documents ("Effective Long-Context Scaling of Foundation Models",
+            // 2023): a share of the sequences comes from a second pass over the same files that
+            // keeps long documents only, drawn in its own order.
+            (None, Some(ratio)) => {
+                let min_tokens = experience.long_doc_min_tokens.unwrap_or(seq_len);
+                let long = pack(2, min_tokens).context("the long documents of `long_doc_ratio`")?;
+                if ratio >= 1.0 {
+                    SequenceItems::new(long)
+                } else {
+                    let parts = vec![(pack(0, 0)?, 1.0 - ratio), (long, ratio)];
+                    SequenceItems {
+                        source: Box::new(Mixture::new(parts, seed(1))?),
+                        components: vec!["all".into(), "long".into()],
                     }
                 }
-            };
-        return Ok(Box::new(SequenceItems::new(source)));
+            }
+        };
+        return Ok(Box::new(items));
     }
     let mut components = Vec::with_capacity(experience.mixture.len());
     let mut names = Vec::with_capacity(experience.mixture.len());

@@ -848,16 +848,14 @@ impl<B: FusedOps> TaskModel<B> for LlamaForCausalLM<B> {
         // Pooled features for feature distillation: the mean final hidden state of each row.
         let features = hidden.clone().mean_dim(1).reshape([batch_size, width]);
         let logits = self.project(hidden);
-        // A batch without a loss mask takes the unweighted path, exactly as before masks existed.
-        let loss = match batch.loss_mask {
-            None => causal_lm_loss(logits.clone(), tokens),
-            Some(_) => weighted_causal_lm_loss(
-                logits.clone(),
-                tokens,
-                batch.target_weights(),
-                batch.predicted_tokens(),
-            ),
-        };
+        // Without a loss mask the weights and count are `causal_lm_loss`'s: every position but
+        // each row's last, over `batch × (seq − 1)` targets.
+        let loss = weighted_causal_lm_loss(
+            logits.clone(),
+            tokens,
+            batch.target_weights(),
+            batch.predicted_tokens(),
+        );
         StepOutput {
             loss,
             logits: Some(logits),
