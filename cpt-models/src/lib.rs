@@ -16,6 +16,7 @@ pub mod hf_vit;
 pub mod linear;
 pub mod llama;
 pub mod resize;
+pub mod rope;
 pub mod vit;
 pub mod vit_mae;
 
