@@ -98,7 +98,9 @@ impl<J: BackendJob> Autodiffs<J> for ActivationCheckpointing {
     fn run<B: FusedOps>(self, job: J) -> Result<J::Output> {
         match self {
             ActivationCheckpointing::None => KeepActivations.run::<B>(job),
-            ActivationCheckpointing::Balanced => {
+            // `layers` is the same autodiff; the trainer's recompute scope makes the
+            // difference (cpt_core::fused::recompute).
+            ActivationCheckpointing::Balanced | ActivationCheckpointing::Layers => {
                 job.run::<Autodiff<B, BalancedCheckpointing>>(Default::default())
             }
         }

@@ -12,6 +12,7 @@ use clap::ValueEnum;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::TrainBackend;
 use cpt_core::config::ActivationCheckpointing;
+use cpt_core::fused::recompute;
 use cpt_core::precision::autocast;
 use cpt_core::{Precision, TaskModel, TokenBatch};
 use cpt_models::generate::{Sampling, generate};
@@ -127,8 +128,10 @@ impl BackendJob for BenchJob {
             weight_decay: 0.01,
         });
         let precision = self.precision;
+        let recompute_layers = self.checkpointing == ActivationCheckpointing::Layers;
         let mut step = |model: LlamaForCausalLM<B>| -> LlamaForCausalLM<B> {
             let _scope = autocast(precision);
+            let _recompute = recompute::layers(recompute_layers);
             match self.mode {
                 BenchMode::Forward => {
                     let inference = model.valid();

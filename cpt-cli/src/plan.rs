@@ -32,6 +32,8 @@ pub struct Plan {
 pub struct ActivationEstimate {
     /// fp32 values kept per decoder layer.
     pub per_layer_values: u64,
+    /// fp32 values of a decoder layer's input: all that `layers` checkpointing keeps of it.
+    pub layer_input_values: u64,
     /// Decoder layers.
     pub layers: u64,
     /// fp32 values kept outside the layers (embeddings, final norm, logits).
@@ -44,6 +46,12 @@ impl ActivationEstimate {
     /// Bytes over the whole model.
     pub fn bytes(&self) -> u64 {
         (self.per_layer_values * self.layers + self.other_values) * F32
+    }
+
+    /// Bytes when every layer is recomputed in the backward pass (`layers`): each layer's
+    /// input, one layer's activations at a time, and what lies outside the layers.
+    pub fn recomputed_bytes(&self) -> u64 {
+        (self.layer_input_values * self.layers + self.per_layer_values + self.other_values) * F32
     }
 }
 
@@ -83,7 +91,24 @@ impl Plan {
             total += bytes;
             out.push_str(&format!("  {name:<32} {:>10.1} MiB\n", mib(bytes)));
         }
+        let checkpointing = run.train.activation_checkpointing;
         match &self.activations {
+            Some(a) if checkpointing == ActivationCheckpointing::Layers => {
+                total += a.recomputed_bytes();
+                out.push_str(&format!(
+                    "  {:<32} {:>10.1} MiB\n",
+                    "activations per micro-batch",
+                    mib(a.recomputed_bytes())
+                ));
+                out.push_str(&format!(
+                    "    layers checkpointing: each layer's input (s·b·h) × {} layers, one \
+                     layer's activations at a time ({:.1} MiB without it: {}), and what lies \
+                     outside the layers\n",
+                    a.layers,
+                    mib(a.bytes()),
+                    a.formula
+                ));
+            }
             Some(a) => {
                 total += a.bytes();
                 out.push_str(&format!(
@@ -92,7 +117,7 @@ impl Plan {
                     mib(a.bytes())
                 ));
                 out.push_str(&format!("    {}\n", a.formula));
-                if run.train.activation_checkpointing == ActivationCheckpointing::Balanced {
+                if checkpointing == ActivationCheckpointing::Balanced {
                     out.push_str(
                         "    balanced checkpointing recomputes memory-bound (element-wise) ops only; \
                          the tensors counted here are outputs of matmuls and fused kernels, which \
@@ -146,6 +171,7 @@ pub fn llama(config: &LlamaConfig, batch: usize, seq: usize) -> Plan {
         // attention context 3ad + 3kv·d; softmax probabilities a·s per token; SwiGLU's gate, up
         // and output 3i.
         per_layer_values: s * b * (4 * h + 3 * a * d + 3 * kv * d + 3 * i) + b * a * s * s,
+        layer_input_values: s * b * h,
         layers: l,
         // Embedding output, final norm (input and output), logits.
         other_values: s * b * (3 * h + v),
@@ -246,5 +272,10 @@ mod tests {
         assert_eq!(a.per_layer_values, 16 * 292 + 512);
         assert_eq!(a.other_values, 16 * (48 + 64));
         assert_eq!(a.bytes(), (2 * (16 * 292 + 512) + 16 * 112) * 4);
+        // Recomputed: two layer inputs (s·b·h = 16·16 values each), one layer's activations.
+        assert_eq!(
+            a.recomputed_bytes(),
+            (2 * 16 * 16 + (16 * 292 + 512) + 16 * 112) * 4
+        );
     }
 }

@@ -15,7 +15,7 @@ use cpt_continual::{
 use cpt_core::TrainBackend;
 use cpt_core::atomic::write_atomic;
 use cpt_core::checkpoint::{checksum, latest_checkpoint};
-use cpt_core::config::NonFiniteSetting;
+use cpt_core::config::{ActivationCheckpointing, NonFiniteSetting};
 use cpt_core::{Evaluator, ItemSource, LossScalerConfig, RunConfig, TaskModel};
 use cpt_eval::{matrix_csv, matrix_table, scores_csv, summarize};
 use serde::Serialize;
@@ -372,6 +372,7 @@ fn settings(config: &RunConfig) -> TrainerSettings {
         precision: t.precision,
         eval_precision: config.eval.precision.unwrap_or(t.precision),
         loss_scaler: LossScalerConfig::default(),
+        recompute_layers: t.activation_checkpointing == ActivationCheckpointing::Layers,
         non_finite: match t.non_finite {
             NonFiniteSetting::Fail => NonFinitePolicy::Fail,
             NonFiniteSetting::Skip => NonFinitePolicy::Skip {

@@ -553,24 +553,13 @@ fn held_out_text_is_scored_beside_the_stream_as_retention() {
 }
 
 #[test]
-fn balanced_activation_checkpointing_trains_to_the_same_eval_matrix_and_losses() {
+fn activation_checkpointing_trains_to_the_same_eval_matrix_and_losses() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), |t| t);
     let plain = dir.path().join("plain");
-    let balanced = dir.path().join("balanced");
     let o = run(&cfg, &plain, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(
-        &cfg,
-        &balanced,
-        &["--set", "train.activation_checkpointing=balanced"],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
     let read = |p: &Path, f: &str| std::fs::read_to_string(p.join(f)).unwrap();
-    assert_eq!(
-        read(&plain, "eval_matrix.csv"),
-        read(&balanced, "eval_matrix.csv")
-    );
     let losses = |p: &Path| -> Vec<(f64, f64)> {
         read(p, "metrics.jsonl")
             .lines()
@@ -584,8 +573,20 @@ fn balanced_activation_checkpointing_trains_to_the_same_eval_matrix_and_losses()
             .collect()
     };
     assert_eq!(losses(&plain).len(), 6);
-    assert_eq!(losses(&plain), losses(&balanced));
-    assert!(read(&balanced, "config.toml").contains("activation_checkpointing = \"balanced\""));
+    for setting in ["balanced", "layers"] {
+        let out = dir.path().join(setting);
+        let set = format!("train.activation_checkpointing={setting}");
+        let o = run(&cfg, &out, &["--set", &set]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            read(&plain, "eval_matrix.csv"),
+            read(&out, "eval_matrix.csv"),
+            "{setting}"
+        );
+        assert_eq!(losses(&plain), losses(&out), "{setting}");
+        let line = format!("activation_checkpointing = \"{setting}\"");
+        assert!(read(&out, "config.toml").contains(&line));
+    }
 }
 
 #[test]

@@ -147,6 +147,11 @@ fn vision_config_errors_name_their_culprit() {
             &["eval.probe_scope=everything"],
             "eval.probe_scope",
         ),
+        (
+            "examples/vit_class_incremental.toml",
+            &["train.activation_checkpointing=layers"],
+            "`layers` recomputes LLaMA decoder layers",
+        ),
     ];
     for (i, (example, sets, expected)) in cases.iter().enumerate() {
         let out = dir.path().join(format!("case{i}"));

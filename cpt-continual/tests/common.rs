@@ -137,6 +137,7 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
         precision: cpt_core::Precision::Fp32,
         eval_precision: cpt_core::Precision::Fp32,
         loss_scaler: Default::default(),
+        recompute_layers: false,
     }
 }
 

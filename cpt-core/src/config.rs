@@ -393,7 +393,8 @@ pub struct TrainSection {
     pub precision: Precision,
     /// Activation checkpointing: `none` keeps every activation the backward pass reads;
     /// `balanced` keeps only the outputs of compute-heavy operations (matmuls, fused kernels)
-    /// and recomputes the cheap element-wise ones during the backward pass.
+    /// and recomputes the cheap element-wise ones during the backward pass; `layers` keeps each
+    /// LLaMA decoder layer's input and recomputes the layer in the backward pass.
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
 }
@@ -407,6 +408,9 @@ pub enum ActivationCheckpointing {
     None,
     /// Recompute memory-bound operations in the backward pass (burn's `BalancedCheckpointing`).
     Balanced,
+    /// Keep each decoder layer's input and recompute the layer in the backward pass
+    /// (`cpt_core::fused::recompute` on burn's `BalancedCheckpointing`).
+    Layers,
 }
 
 impl ActivationCheckpointing {
@@ -415,6 +419,7 @@ impl ActivationCheckpointing {
         match self {
             Self::None => "none",
             Self::Balanced => "balanced",
+            Self::Layers => "layers",
         }
     }
 }
@@ -423,10 +428,12 @@ impl std::str::FromStr for ActivationCheckpointing {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [Self::None, Self::Balanced]
+        [Self::None, Self::Balanced, Self::Layers]
             .into_iter()
             .find(|c| c.name() == s)
-            .ok_or_else(|| format!("`{s}` is not an activation checkpointing (none, balanced)"))
+            .ok_or_else(|| {
+                format!("`{s}` is not an activation checkpointing (none, balanced, layers)")
+            })
     }
 }
 
@@ -872,6 +879,7 @@ peak_lr = 0.01
             .to_string();
         assert!(err.contains("full"), "{err}");
         assert_eq!("balanced".parse(), Ok(ActivationCheckpointing::Balanced));
+        assert_eq!("layers".parse(), Ok(ActivationCheckpointing::Layers));
         assert!("full".parse::<ActivationCheckpointing>().is_err());
     }
 

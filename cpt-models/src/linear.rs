@@ -10,6 +10,7 @@ use crate::blocks::Init;
 use burn::module::{Module, Param};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
 use cpt_core::SplitMix64;
+use cpt_core::fused::{self, FusedOps};
 
 pub use cpt_core::LoraSpec;
 
@@ -57,17 +58,27 @@ impl<B: Backend> Linear<B> {
     /// the residual stream, norms, softmax and loss around it stay `f32`. The casts are
     /// differentiable and hand the gradients back in the parameters' own dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_with(x, |a, b| a.matmul(b), |t, dtype| t.cast(dtype))
+    }
+
+    /// [`Linear::forward`] with the products and casts of `multiply` and `cast`.
+    fn forward_with<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        multiply: fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+        cast: fn(Tensor<B, 2>, FloatDType) -> Tensor<B, 2>,
+    ) -> Tensor<B, D> {
         let mut dims = x.dims();
         let d_in = dims[D - 1];
         let x = x.reshape([dims[..D - 1].iter().product::<usize>(), d_in]);
         let source = x.dtype();
         let compute = cpt_core::precision::compute_dtype().filter(|&d| DType::from(d) != source);
         let low = |t: Tensor<B, 2>| match compute {
-            Some(dtype) => t.cast(dtype),
+            Some(dtype) => cast(t, dtype),
             None => t,
         };
         let x = low(x);
-        let mut y = x.clone().matmul(low(self.weight.val()));
+        let mut y = multiply(x.clone(), low(self.weight.val()));
         if let Some(bias) = &self.bias {
             y = y + low(bias.val().unsqueeze::<2>());
         }
@@ -80,11 +91,11 @@ impl<B: Backend> Linear<B> {
             } else {
                 x
             };
-            let low_rank = x.matmul(low(a.val())).matmul(low(b.val()));
+            let low_rank = multiply(multiply(x, low(a.val())), low(b.val()));
             y = y + low_rank.mul_scalar(self.lora_scaling);
         }
         if compute.is_some() {
-            y = y.cast(FloatDType::from(source));
+            y = cast(y, FloatDType::from(source));
         }
         dims[D - 1] = y.dims()[1];
         y.reshape(dims)
@@ -135,6 +146,15 @@ impl<B: Backend> Linear<B> {
         self.lora_scaling = 0.0;
         self.lora_dropout = 0.0;
         self
+    }
+}
+
+impl<B: FusedOps> Linear<B> {
+    /// [`Linear::forward`] with its products and casts recorded by `cpt_core::fused`, so that a
+    /// decoder layer recomputed in the backward pass ([`cpt_core::fused::recompute`]) does not
+    /// keep them; outside that scope the same ops as [`Linear::forward`].
+    pub fn forward_fused<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_with(x, fused::matmul, fused::cast)
     }
 }
 

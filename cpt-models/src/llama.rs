@@ -13,7 +13,9 @@ use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use cpt_core::fused::{FusedOps, causal_softmax, cross_entropy, rms_norm, swiglu};
+use cpt_core::fused::{
+    FusedOps, causal_softmax, cross_entropy, layer_boundary, matmul, rms_norm, swiglu,
+};
 use cpt_core::{StepOutput, TaskModel, TokenBatch};
 use serde::{Deserialize, Serialize};
 
@@ -272,9 +274,9 @@ impl<B: FusedOps> LlamaAttention<B> {
         let (kv_heads, width) = (self.num_kv_heads, self.head_dim);
         let groups = self.num_heads / kv_heads;
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, width]);
-        let q = rope.apply(split(self.q_proj.forward(x.clone()), self.num_heads));
-        let mut k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
-        let mut v = split(self.v_proj.forward(x), kv_heads);
+        let q = rope.apply(split(self.q_proj.forward_fused(x.clone()), self.num_heads));
+        let mut k = rope.apply(split(self.k_proj.forward_fused(x.clone()), kv_heads));
+        let mut v = split(self.v_proj.forward_fused(x), kv_heads);
         if let Some(cache) = cache {
             if let Some((past_k, past_v)) = cache.kv.take() {
                 k = Tensor::cat(vec![past_k, k], 1);
@@ -294,16 +296,14 @@ impl<B: FusedOps> LlamaAttention<B> {
             .reshape([batch, keys, kv_heads, 1, width])
             .permute([0, 2, 3, 1, 4]);
         // Scaling, the causal mask and the softmax are one fused operation (see cpt_core::fused).
-        let scores = q.matmul(k).reshape([batch * self.num_heads, seq, keys]);
+        let scores = matmul(q, k).reshape([batch * self.num_heads, seq, keys]);
         let probs = causal_softmax(scores, 1.0 / (width as f64).sqrt());
-        let attended = probs
-            .reshape([batch, kv_heads, groups, seq, keys])
-            .matmul(v);
+        let attended = matmul(probs.reshape([batch, kv_heads, groups, seq, keys]), v);
         let merged =
             attended
                 .permute([0, 3, 1, 2, 4])
                 .reshape([batch, seq, self.num_heads * width]);
-        self.o_proj.forward(merged)
+        self.o_proj.forward_fused(merged)
     }
 }
 
@@ -322,8 +322,11 @@ impl<B: FusedOps> LlamaMlp<B> {
     /// # Shapes
     /// `x`: `[batch, seq, hidden]` → same.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gated = swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
-        self.down_proj.forward(gated)
+        let gated = swiglu(
+            self.gate_proj.forward_fused(x.clone()),
+            self.up_proj.forward_fused(x),
+        );
+        self.down_proj.forward_fused(gated)
     }
 }
 
@@ -411,7 +414,9 @@ impl<B: FusedOps> LlamaForCausalLM<B> {
         let rope = Rope::new(seq, past, &inv_freq, scale, &device);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer(i));
-            x = layer.forward(x, &rope, layer_cache);
+            // Where a recomputing backward pass keeps the residual stream (the identity
+            // otherwise; see cpt_core::fused::recompute).
+            x = layer_boundary(layer.forward(x, &rope, layer_cache));
         }
         if let Some(cache) = cache {
             cache.len += seq;

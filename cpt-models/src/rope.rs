@@ -4,6 +4,7 @@
 //! pass in the rotate-half convention (element `i` pairs with `i + head_dim / 2`).
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use cpt_core::fused::{self, FusedOps};
 use serde::{Deserialize, Serialize};
 
 /// Rotary-frequency scaling, as transformers' `rope_scaling` (`rope_type` selects the rule).
@@ -258,23 +259,22 @@ impl<B: Backend> Rope<B> {
             rotate_half: Tensor::from_data(TensorData::new(rotation, [head_dim, head_dim]), device),
         }
     }
+}
 
+impl<B: FusedOps> Rope<B> {
     /// Rotate `x` `[batch, seq, heads, head_dim]`: `x * cos + rotate_half(x) * sin`.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let dims = x.dims();
         let [batch, seq, heads, width] = dims;
         let (cos, sin) = self.tables(heads);
-        let rotated = x
-            .clone()
-            .reshape([batch * seq * heads, width])
-            .matmul(self.rotate_half.clone())
-            .reshape([batch, seq * heads * width]);
         // As `[batch, seq·heads·width]` against `[1, seq·heads·width]` tables, each product is
         // one row shared across the batch, a pattern the backends sweep contiguously.
         let x = x.reshape([batch, seq * heads * width]);
-        (x * cos + rotated * sin).reshape(dims)
+        fused::rotary(x, cos, sin, self.rotate_half.clone()).reshape(dims)
     }
+}
 
+impl<B: Backend> Rope<B> {
     /// The cos and sin tables repeated over `heads` heads, flattened to `[1, seq·heads·width]`.
     fn tables(&self, heads: usize) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let mut cached = self.per_heads.borrow_mut();

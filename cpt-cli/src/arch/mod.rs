@@ -19,6 +19,7 @@ use crate::plan::Plan;
 use crate::run::{RunEnd, RunJob};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
+use cpt_core::config::ActivationCheckpointing;
 use cpt_core::{RunConfig, TrainBackend};
 use cpt_models::grow::GrowSpec;
 use std::path::Path;
@@ -140,6 +141,13 @@ fn validate<A: Architecture>(run: &RunConfig) -> Result<()> {
         );
     }
     grow_spec(run)?;
+    if run.train.activation_checkpointing == ActivationCheckpointing::Layers && A::NAME != "llama" {
+        bail!(
+            "config key `train.activation_checkpointing`: `layers` recomputes LLaMA decoder \
+             layers; `{}` supports `none` and `balanced`",
+            A::NAME
+        );
+    }
     if !A::READS_TEXT && run.model.resize_vocab.is_some() {
         bail!(
             "config key `model.resize_vocab`: `{}` reads no text",

@@ -21,6 +21,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use cpt_core::TrainBackend;
+use cpt_core::fused::recompute;
 use cpt_core::precision::autocast;
 use cpt_core::schedule::phase_position;
 use cpt_core::{
@@ -72,6 +73,9 @@ pub struct TrainerSettings {
     pub eval_precision: Precision,
     /// Dynamic loss scaling under `f16-mixed` (ignored otherwise).
     pub loss_scaler: LossScalerConfig,
+    /// Record training forward passes for per-layer recomputation
+    /// ([`cpt_core::fused::recompute`]); saves memory on a checkpointing autodiff backend.
+    pub recompute_layers: bool,
 }
 
 /// One experience of the stream: a name, a step budget and its training stream.
@@ -378,6 +382,7 @@ where
             micro.units += units;
             let out = {
                 let _scope = autocast(self.settings.precision);
+                let _recompute = recompute::layers(self.settings.recompute_layers);
                 self.model.forward_step(&batch)
             };
             let mut total = out.loss.clone();

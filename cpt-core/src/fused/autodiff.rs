@@ -2,12 +2,13 @@
 //! backward pass calls `B`'s fused backward kernel, instead of the half-dozen nodes (and saved
 //! tensors) of the composite.
 
-use super::FusedOps;
+use super::{FusedOps, recompute};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::tensor::FloatDType;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 /// Give each tracked parent of a two-input node its gradient (a macro because burn does not
@@ -92,8 +93,15 @@ impl<B: FusedOps> Backward<B, 2> for SwiGlu {
 /// matmuls): it is never recomputed, and it keeps what its backward reads in its own state
 /// rather than asking the checkpointer, so `BalancedCheckpointing` changes neither its outputs
 /// nor its gradients; a memory-bound op downstream backs up its output like a matmul's.
+///
+/// Inside a [`recompute::layers`] scope the norm, softmax and SwiGLU are recorded memory-bound
+/// instead, with their inputs in the checkpointer, and matmuls, casts and rotary embeddings get
+/// nodes of their own (see [`recompute`]).
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        if recompute::active() {
+            return recompute::causal_softmax::<B, C>(scores, scale);
+        }
         match CausalSoftmax
             .prepare::<C>([scores.node.clone()])
             .compute_bound()
@@ -116,6 +124,9 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         // The inverse RMS is returned untracked: a by-product, not a differentiable output.
         let untracked =
             <Autodiff<B, C> as burn::tensor::backend::AutodiffBackend>::from_inner(inv.clone());
+        if recompute::active() {
+            return (recompute::rms_norm::<B, C>(x, weight, eps, y), untracked);
+        }
         let y = match RmsNorm
             .prepare::<C>([x.node.clone(), weight.node.clone()])
             .compute_bound()
@@ -128,6 +139,9 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        if recompute::active() {
+            return recompute::swiglu::<B, C>(gate, up);
+        }
         match SwiGlu
             .prepare::<C>([gate.node.clone(), up.node.clone()])
             .compute_bound()
@@ -159,5 +173,30 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(loss),
         };
         (loss, untracked)
+    }
+
+    fn rotary(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        rotation: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if recompute::active() {
+            return recompute::rotary::<B, C>(x, cos, sin, rotation);
+        }
+        // The composite on `Autodiff`: burn's nodes, as the ordinary pass records them.
+        super::composite::rotary::<Self>(x, cos, sin, rotation)
+    }
+
+    fn recomputable_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        recompute::matmul::<B, C>(lhs, rhs)
+    }
+
+    fn recomputable_cast(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        recompute::cast::<B, C>(x, dtype)
+    }
+
+    fn recompute_boundary(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        recompute::boundary::<B, C>(x)
     }
 }

@@ -68,6 +68,25 @@ pub fn cross_entropy_backward<B: Backend>(
     primitive(probs.scatter(1, targets, grad.neg(), burn::tensor::IndexingUpdateOp::Add))
 }
 
+/// The default of [`super::FusedOps::rotary`]: `x ⊙ cos + (x · R) ⊙ sin`.
+pub fn rotary<B: Backend>(
+    x: FloatTensor<B>,
+    cos: FloatTensor<B>,
+    sin: FloatTensor<B>,
+    rotation: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let x = float::<B, 2>(x);
+    let [batch, n] = x.dims();
+    let rotation = float::<B, 2>(rotation);
+    let width = rotation.dims()[0];
+    let rotated = x
+        .clone()
+        .reshape([batch * n / width, width])
+        .matmul(rotation)
+        .reshape([batch, n]);
+    primitive(x * float::<B, 2>(cos) + rotated * float::<B, 2>(sin))
+}
+
 /// The default of [`super::FusedOps::adamw_step`]: PyTorch's AdamW as tensor ops.
 pub fn adamw_step<B: Backend>(
     param: FloatTensor<B>,

@@ -14,16 +14,20 @@
 //! - [`flex`] gives burn's CPU backend real kernels: one pass per row, rows in parallel.
 //!
 //! Model code calls the tensor-level functions below ([`causal_softmax`], [`cross_entropy`],
-//! [`rms_norm`], [`swiglu`]); the optimizer calls [`FusedOps::adamw_step`].
+//! [`rms_norm`], [`swiglu`], [`rotary`], [`matmul`], [`cast`], [`layer_boundary`]); the
+//! optimizer calls [`FusedOps::adamw_step`]. The last four exist so that a decoder layer can be
+//! recomputed in the backward pass instead of kept ([`recompute`]); outside a
+//! [`recompute::layers`] scope they are the ordinary ops.
 
 pub mod autodiff;
 pub mod composite;
 #[cfg(feature = "flex")]
 pub mod flex;
+pub mod recompute;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{FloatDType, Int, Tensor, TensorPrimitive};
 
 /// A backend with cpt's fused operations. The default methods are composites of ordinary ops
 /// (correct everywhere, not faster); backends with kernels override them.
@@ -99,6 +103,36 @@ pub trait FusedOps: Backend {
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         composite::swiglu_backward::<Self>(gate, up, grad)
+    }
+
+    /// Rotary position embedding of `x` `[batch, n]`: `x ⊙ cos + (x · R) ⊙ sin`, where `cos` and
+    /// `sin` are `[1, n]` tables shared by the batch and the rotation `R` `[w, w]` multiplies
+    /// each run of `w` consecutive values (one head's vector).
+    fn rotary(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        rotation: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composite::rotary::<Self>(x, cos, sin, rotation)
+    }
+
+    /// `lhs · rhs` as a node the backward pass may recompute ([`recompute`]); elsewhere burn's
+    /// matmul.
+    fn recomputable_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(lhs, rhs)
+    }
+
+    /// A dtype conversion as a node the backward pass may recompute ([`recompute`]); elsewhere
+    /// burn's cast.
+    fn recomputable_cast(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        Self::float_cast(x, dtype)
+    }
+
+    /// The identity, as the node whose output a recomputing backward pass keeps
+    /// ([`recompute`]).
+    fn recompute_boundary(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        x
     }
 
     /// One AdamW update of a flat parameter from its gradient and moments: returns the new
@@ -191,4 +225,64 @@ pub fn cross_entropy<B: FusedOps>(
 ) -> Tensor<B, 1> {
     let (loss, _) = B::cross_entropy(logits.into_primitive().tensor(), targets.into_primitive());
     Tensor::from_primitive(TensorPrimitive::Float(loss))
+}
+
+/// [`FusedOps::rotary`] on tensors.
+///
+/// # Shapes
+/// `x`: `[batch, n]`, `cos`/`sin`: `[1, n]`, `rotation`: `[w, w]` with `w` dividing `n` → `[batch, n]`.
+pub fn rotary<B: FusedOps>(
+    x: Tensor<B, 2>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+    rotation: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let p = |t: Tensor<B, 2>| t.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::rotary(
+        p(x),
+        p(cos),
+        p(sin),
+        p(rotation),
+    )))
+}
+
+/// `lhs · rhs` (burn's `Tensor::matmul`); inside a [`recompute::layers`] scope, a node the
+/// backward pass recomputes ([`FusedOps::recomputable_matmul`]).
+pub fn matmul<B: FusedOps, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
+    if !recompute::active() {
+        return lhs.matmul(rhs);
+    }
+    let (l, r) = (lhs.dims(), rhs.dims());
+    assert_eq!(
+        l[D - 1],
+        r[D - 2],
+        "matmul: inner dimensions differ ({l:?} · {r:?})"
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(B::recomputable_matmul(
+        lhs.into_primitive().tensor(),
+        rhs.into_primitive().tensor(),
+    )))
+}
+
+/// `x.cast(dtype)`; inside a [`recompute::layers`] scope, a node the backward pass recomputes
+/// ([`FusedOps::recomputable_cast`]).
+pub fn cast<B: FusedOps, const D: usize>(x: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+    if !recompute::active() {
+        return x.cast(dtype);
+    }
+    Tensor::from_primitive(TensorPrimitive::Float(B::recomputable_cast(
+        x.into_primitive().tensor(),
+        dtype,
+    )))
+}
+
+/// The end of a decoder layer: the identity, except that inside a [`recompute::layers`] scope
+/// it is where a recomputing backward pass keeps the activations ([`FusedOps::recompute_boundary`]).
+pub fn layer_boundary<B: FusedOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if !recompute::active() {
+        return x;
+    }
+    Tensor::from_primitive(TensorPrimitive::Float(B::recompute_boundary(
+        x.into_primitive().tensor(),
+    )))
 }
