@@ -9,7 +9,7 @@
 Writes into cpt-models/tests/fixtures/gguf/:
 - quants.json: for every type cpt reads, two blocks of random bytes (scales made finite) and
   their values as the `gguf` package dequantises them; for the types the package quantises
-  (F16, BF16, Q8_0, Q4_0, Q4_1), random inputs and the package's bytes.
+  (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), random inputs and the package's bytes.
 - tiny_llama.gguf + tiny_llama.json: a small random LLaMA (1 layer, width 256, GQA, untied head,
   every matrix in a different type, a SentencePiece vocabulary with scores) and transformers'
   logits and token ids for it, loaded through transformers' own GGUF loader.
@@ -41,9 +41,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "cpt-models" / "tests" / "fixtures" / "gguf"
 
 TYPES = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q4_K, T.Q5_K, T.Q6_K]
-QUANTISED_BY_PACKAGE = [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1]
+# Types added after the first fixtures: their blocks are drawn after the tiny model's, so adding
+# them left the earlier fixtures (tiny_llama.gguf included) byte-identical.
+LATER_TYPES = [T.Q5_0, T.Q5_1, T.Q2_K, T.Q3_K]
+QUANTISED_BY_PACKAGE = [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]
 # Byte offsets of the f16 scale fields in each block.
-HALF_FIELDS = {T.Q8_0: [0], T.Q4_0: [0], T.Q4_1: [0, 2], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208]}
+HALF_FIELDS = {
+    T.Q8_0: [0], T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2],
+    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
+}
 # Largest |value| / scale of each block type, to give random blocks a chosen magnitude.
 REACH = {T.Q8_0: 127, T.Q4_0: 8, T.Q4_1: 16, T.Q4_K: 945, T.Q5_K: 1953, T.Q6_K: 4064}
 
@@ -68,9 +74,9 @@ def random_blocks(rng, qtype, n_blocks, scale=0.01):
     return raw.reshape(-1)
 
 
-def quants(rng):
+def quants(rng, types):
     out = {}
-    for qtype in TYPES:
+    for qtype in types:
         raw = random_blocks(rng, qtype, 2, scale=1.0)
         values = gguf.quants.dequantize(raw, qtype).reshape(-1)
         entry = {"raw": raw.tobytes().hex(), "dequantized": [float(v) for v in values]}
@@ -80,7 +86,7 @@ def quants(rng):
             entry["input"] = [float(v) for v in x]
             entry["quantized"] = gguf.quants.quantize(x, qtype).view(np.uint8).tobytes().hex()
         out[qtype.name] = entry
-    (OUT / "quants.json").write_text(json.dumps(out) + "\n")
+    return out
 
 
 def sentencepiece_vocab():
@@ -257,8 +263,10 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(17)
     if not args.exported:
-        quants(rng)
+        blocks = quants(rng, TYPES)
         tiny_model(rng)
+        blocks.update(quants(rng, LATER_TYPES))
+        (OUT / "quants.json").write_text(json.dumps(blocks) + "\n")
     if args.smollm2:
         smollm2(args.smollm2, rng, args.exported)
 

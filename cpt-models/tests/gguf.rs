@@ -72,11 +72,12 @@ fn quantisation_matches_the_gguf_package_byte_for_byte() {
         assert_eq!(got, hex(&entry["quantized"]), "{ty:?}");
         checked += 1;
     }
-    assert_eq!(checked, 5, "F16, BF16, Q8_0, Q4_0 and Q4_1");
+    assert_eq!(checked, 7, "F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1");
 }
 
 /// Largest error `ty` may make on a block whose largest magnitude is `amax`: half a
-/// quantisation step, plus the rounding of K-quants' 6-bit (8-bit for Q6_K) sub-block minima.
+/// quantisation step, plus the rounding of K-quants' 6-bit (4-bit for Q2_K, 8-bit for Q6_K)
+/// sub-block scales and minima.
 fn bound(ty: GgmlType, amax: f32) -> f32 {
     match ty {
         GgmlType::F32 => 0.0,
@@ -86,6 +87,11 @@ fn bound(ty: GgmlType, amax: f32) -> f32 {
         // The value opposite the largest magnitude clamps to 7 steps: up to a whole step.
         GgmlType::Q4_0 => amax / 8.0 + amax * 2e-3,
         GgmlType::Q4_1 => 2.0 * amax / 15.0 * 0.5 + amax * 2e-3,
+        GgmlType::Q5_0 => amax / 16.0 + amax * 2e-3,
+        GgmlType::Q5_1 => 2.0 * amax / 31.0 * 0.5 + amax * 2e-3,
+        GgmlType::Q2_K => 2.0 * amax / 3.0 * 0.5 + amax / 15.0,
+        // As Q4_0 per sub-block: the value opposite the largest magnitude clamps to 3 steps.
+        GgmlType::Q3_K => amax / 4.0 + amax / 50.0,
         GgmlType::Q4_K => 2.0 * amax / 15.0 * 0.5 + amax / 63.0,
         GgmlType::Q5_K => 2.0 * amax / 31.0 * 0.5 + amax / 63.0,
         GgmlType::Q6_K => amax / 31.0 * 0.5 + amax * 2e-2,
