@@ -262,7 +262,7 @@ enum Command {
         /// Full training steps or forward passes only.
         #[arg(long, value_enum, default_value = "train")]
         mode: bench_cmd::BenchMode,
-        /// Activation checkpointing of training steps: `none` or `balanced` (as
+        /// Activation checkpointing of training steps: `none`, `balanced` or `layers` (as
         /// `train.activation_checkpointing`).
         #[arg(long, default_value = "none")]
         checkpointing: cpt_core::config::ActivationCheckpointing,

@@ -127,7 +127,12 @@ pub fn map_named<B: Backend, M: Module<B>>(
             let (id, value, mapper) = param.consume();
             let require_grad = value.is_require_grad();
             let dims: [usize; D] = value.shape().dims();
-            let flat = value.reshape([dims.iter().product::<usize>()]);
+            // Untracked first (detaching keeps `require_grad`): on a checkpointing autodiff
+            // backend a reshape of a tracked parameter is a graph node that backs up its input,
+            // which would keep the old values alive until the next backward pass.
+            let flat = value
+                .set_require_grad(false)
+                .reshape([dims.iter().product::<usize>()]);
             let mut new = (self.map)(&self.stack.path(), flat).reshape(dims);
             if require_grad {
                 // A fresh leaf: the mapping is a value replacement, not a step to differentiate.
