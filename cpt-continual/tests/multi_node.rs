@@ -58,10 +58,7 @@ fn two_processes_all_reduce_repeatedly_over_loopback() {
         .map(|rank| {
             Command::new(&exe)
                 .args(["--exact", "node", "--ignored", "--nocapture"])
-                .env(
-                    NODE_ENV,
-                    format!("{rank},{},{}", ports[0], ports[1 + rank]),
-                )
+                .env(NODE_ENV, format!("{rank},{},{}", ports[0], ports[1 + rank]))
                 .spawn()
                 .unwrap()
         })
@@ -102,7 +99,12 @@ fn node() {
     let device = Default::default();
     for round in 0..ROUNDS {
         let mine = Tensor::<Flex, 1>::from_floats(contribution(rank, round).as_slice(), &device);
-        let mean: Vec<f32> = peer.all_reduce_mean(mine).unwrap().into_data().to_vec().unwrap();
+        let mean: Vec<f32> = peer
+            .all_reduce_mean(mine)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
         let expected: Vec<f32> = contribution(0, round)
             .iter()
             .zip(contribution(1, round))
