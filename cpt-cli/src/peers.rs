@@ -10,9 +10,12 @@
 
 use crate::run::{RunEnd, RunJob, Stream, install_signal_handlers, prepare_run_dir, train_peer};
 use anyhow::{Context, Result, bail};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use cpt_continual::ContinualModel;
+use cpt_continual::distributed::PeerGroup;
 use cpt_continual::distributed::collective::{LocalPeers, Topology, start_orchestrator};
+use cpt_core::checkpoint::latest_checkpoint;
 use cpt_core::{TaskModel, TrainBackend};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -28,6 +31,45 @@ fn device<B: Backend>(index: usize) -> B::Device {
     let mut id = B::Device::default().id();
     id.index_id = index as u16;
     <B::Device as burn::tensor::backend::Device>::from_id(id)
+}
+
+/// The step this process's peers start from: that of the run directory's newest checkpoint on
+/// `--resume`, else 0.
+fn start_step(job: &RunJob) -> Result<u64> {
+    if !job.resume {
+        return Ok(0);
+    }
+    let newest = latest_checkpoint(&job.out.join("checkpoints"))?;
+    Ok(newest.map_or(0, |checkpoint| checkpoint.manifest.step))
+}
+
+/// Check that every peer of the run starts from the same step (two small all-reduces: the mean
+/// step, then the mean squared distance to it, zero only when all agree). A node that cannot see
+/// the run directory's checkpoints on `--resume` (another machine without a shared `--out`), or
+/// one started without `--resume` beside resumed ones, would otherwise train out of step with
+/// the others; every peer reaches the same verdict, so all stop together.
+fn agree_on_start<B: Backend>(
+    peer: &dyn PeerGroup<B>,
+    step: u64,
+    device: &B::Device,
+) -> Result<()> {
+    let mean_of = |value: f32| -> Result<f32> {
+        let mean = peer.all_reduce_mean(Tensor::<B, 1>::from_floats([value], device))?;
+        Ok(mean
+            .into_data()
+            .to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?[0])
+    };
+    let own = step as f32;
+    let mean = mean_of(own)?;
+    let spread = mean_of((own - mean).powi(2))?;
+    if spread != 0.0 {
+        bail!(
+            "peer {} starts from step {step} but the peers' mean start is {mean}: every node must run with --resume and see the run's newest checkpoint (the same --out, on a shared disk, or a copy of node 0's checkpoints/)",
+            peer.rank()
+        );
+    }
+    Ok(())
 }
 
 /// Train `job` on its peers: see the module documentation.
@@ -92,10 +134,14 @@ where
         std::thread::Builder::new()
             .name(format!("peer-{local}"))
             .spawn(move || {
+                let device = device::<B::InnerBackend>(local);
                 let result = peers
-                    .register::<B::InnerBackend>(local, device::<B::InnerBackend>(local))
+                    .register::<B::InnerBackend>(local, device.clone())
                     .map_err(anyhow::Error::from)
-                    .and_then(|peer| train_peer(&job, parts, Some(Box::new(peer)), stop));
+                    .and_then(|peer| {
+                        agree_on_start(&peer, start_step(&job)?, &device)?;
+                        train_peer(&job, parts, Some(Box::new(peer)), stop)
+                    });
                 let _ = done.send((local, result));
             })
             .context("starting a peer thread")?;

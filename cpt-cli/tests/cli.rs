@@ -424,6 +424,198 @@ fn two_devices_train_like_one_with_the_global_batch() {
     assert!(!odd.exists());
 }
 
+/// Ports nobody listens on now (held together, so they differ): the orchestrator's and each
+/// node's tensor server.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Start node `rank` of a two-node run of `config` into `out` over loopback (both nodes of one
+/// machine share the run directory, as nodes of several machines share it on a network disk);
+/// its output goes to `out`'s sibling `node{rank}.log`.
+fn start_node(
+    config: &Path,
+    out: &Path,
+    rank: usize,
+    ports: &[u16],
+    extra: &[&str],
+) -> std::process::Child {
+    let log = out.with_file_name(format!("node{rank}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let (coordinator, node) = (
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1 + rank]),
+    );
+    let rank = rank.to_string();
+    let mut args = vec![
+        "run",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--nodes",
+        "2",
+        "--node-rank",
+        &rank,
+        "--coordinator",
+        &coordinator,
+        "--node-address",
+        &node,
+        "--peer-timeout",
+        "10",
+    ];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_cpt"))
+        .args(&args)
+        .env("CPT_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for `child` at most `limit`; kill it past that. Its exit status, or None if killed.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Run both nodes of a two-node run to the end; panics with their logs unless both succeed.
+fn run_two_nodes(config: &Path, out: &Path, extra: &[&str]) {
+    let ports = free_ports(3);
+    let mut nodes: Vec<_> = (0..2)
+        .map(|rank| start_node(config, out, rank, &ports, extra))
+        .collect();
+    let limit = std::time::Duration::from_secs(300);
+    let statuses: Vec<_> = nodes.iter_mut().map(|n| wait_at_most(n, limit)).collect();
+    for (rank, status) in statuses.iter().enumerate() {
+        let log = std::fs::read_to_string(out.with_file_name(format!("node{rank}.log")))
+            .unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "node {rank} ended with {status:?}:\n{log}"
+        );
+    }
+}
+
+/// The training loss of every step of a run, from its `metrics.jsonl`.
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn two_nodes_reproduce_the_two_device_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let (devices, nodes) = (dir.path().join("devices"), dir.path().join("nodes"));
+    let out = run(&cfg, &devices, &["--devices", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    run_two_nodes(&cfg, &nodes, &[]);
+    // Same peers, same shards, same reduction: the same numbers, bit for bit.
+    assert_eq!(losses(&nodes), losses(&devices));
+    assert_eq!(losses(&nodes).len(), 6);
+    assert_eq!(eval_matrix(&nodes), eval_matrix(&devices));
+    assert_eq!(final_weights(&nodes), final_weights(&devices));
+}
+
+#[test]
+fn a_killed_node_ends_the_other_and_both_resume_to_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough to be killed mid-run, with checkpoints to resume from.
+    let cfg = config(dir.path(), |t| {
+        t.replace("steps = 3", "steps = 150")
+            .replace("every_steps = 2\nkeep_last", "every_steps = 20\nkeep_last")
+    });
+    let reference = dir.path().join("reference");
+    let out = run(&cfg, &reference, &["--devices", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let cut = dir.path().join("cut");
+    let ports = free_ports(3);
+    let mut nodes: Vec<_> = (0..2)
+        .map(|rank| start_node(&cfg, &cut, rank, &ports, &[]))
+        .collect();
+    // Once a checkpoint exists and training goes on, kill node 1 outright.
+    let started = std::time::Instant::now();
+    let metrics = cut.join("metrics.jsonl");
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 30 {
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nodes[1].kill().unwrap();
+    nodes[1].wait().unwrap();
+    let status = wait_at_most(&mut nodes[0], std::time::Duration::from_secs(60));
+    let log = std::fs::read_to_string(dir.path().join("node0.log")).unwrap();
+    let status =
+        status.unwrap_or_else(|| panic!("node 0 still ran 60 s after node 1 died:\n{log}"));
+    // Node 0 notices at once when a download from node 1 finds the connection closed, or
+    // else after --peer-timeout; either way it ends with an error naming --resume.
+    assert!(!status.success(), "node 0 succeeded without node 1:\n{log}");
+    assert!(log.contains("--resume"), "{log}");
+    assert!(
+        !cut.join("summary.json").exists(),
+        "an interrupted run has no summary"
+    );
+
+    // A node started afresh beside a resumed one would train out of step: both refuse.
+    let ports = free_ports(3);
+    let mut nodes: Vec<_> = [&["--resume"][..], &[]]
+        .iter()
+        .enumerate()
+        .map(|(rank, extra)| start_node(&cfg, &cut, rank, &ports, extra))
+        .collect();
+    for (rank, node) in nodes.iter_mut().enumerate() {
+        let status = wait_at_most(node, std::time::Duration::from_secs(60));
+        let log = std::fs::read_to_string(dir.path().join(format!("node{rank}.log"))).unwrap();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "node {rank}: {status:?}\n{log}"
+        );
+        assert!(log.contains("starts from step"), "node {rank}:\n{log}");
+    }
+
+    run_two_nodes(&cfg, &cut, &["--resume"]);
+    assert_eq!(
+        final_weights(&cut),
+        final_weights(&reference),
+        "resumed weights differ"
+    );
+    assert_eq!(eval_matrix(&cut), eval_matrix(&reference));
+    assert_eq!(
+        losses(&cut),
+        losses(&reference),
+        "metrics.jsonl must not repeat or lose steps"
+    );
+}
+
 #[test]
 fn downstream_tasks_are_scored_in_runs_and_by_cpt_eval_and_score_encodes_pairs_as_lm_eval() {
     let dir = tempfile::tempdir().unwrap();

@@ -44,6 +44,9 @@ pub enum ContinualError {
     /// A checkpoint does not fit this run.
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// The data-parallel engine failed or lost a peer.
+    #[error("data parallel: {0}")]
+    Collective(String),
 }
 
 impl ContinualError {

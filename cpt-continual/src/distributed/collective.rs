@@ -111,7 +111,7 @@ pub fn start_orchestrator(topology: &Topology) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| ContinualError::Resume(format!("cannot start the orchestrator: {e}")))?;
+        .map_err(|e| ContinualError::Collective(format!("cannot start the orchestrator: {e}")))?;
     std::thread::spawn(move || {
         runtime.block_on(::burn_collective::start_global_orchestrator(port));
     });
@@ -218,7 +218,14 @@ impl LocalPeers {
 }
 
 fn collective_error(what: &str, e: ::burn_collective::CollectiveError) -> ContinualError {
-    ContinualError::Resume(format!("collective {what} failed: {e:?}"))
+    ContinualError::Collective(match e {
+        // burn's local server is a task that panics when a download from another node finds
+        // the connection closed: a node died.
+        ::burn_collective::CollectiveError::LocalServerMissing => format!(
+            "{what} failed: the collective engine stopped, a peer on another node was lost. The last complete checkpoint is intact; restart every node with --resume"
+        ),
+        e => format!("{what} failed: {e:?}"),
+    })
 }
 
 impl<B: Backend> PeerGroup<B> for CollectivePeer<B> {
