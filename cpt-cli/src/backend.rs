@@ -77,6 +77,9 @@ pub fn dispatch_training<J: BackendJob>(
     job: J,
 ) -> Result<J::Output> {
     tracing::info!("activation checkpointing: {}", checkpointing.name());
+    if checkpointing == ActivationCheckpointing::Layers {
+        crate::return_freed_pages();
+    }
     on_backend(choice, checkpointing, job)
 }
 

@@ -45,6 +45,15 @@ fn keep_freed_pages() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Hand freed pages back to the OS again after mimalloc's default delay (10 ms), undoing
+/// [`keep_freed_pages`]: for runs that asked to save memory (`train.activation_checkpointing =
+/// "layers"`), where a step's freed activations should not stay resident. Measured at the 135M
+/// shape (README, Memory): peak RSS −15%, tokens/s within noise.
+pub(crate) fn return_freed_pages() {
+    // SAFETY: as in `keep_freed_pages`.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+}
+
 /// Exit status of a run stopped by a signal after saving a checkpoint.
 const EXIT_INTERRUPTED: u8 = 3;
 
@@ -101,6 +110,10 @@ enum Command {
         /// Seconds a peer may wait for the others before the run counts one as lost and exits.
         #[arg(long, default_value_t = 30)]
         peer_timeout: u64,
+        /// Start even if `cpt plan`'s estimate of the run's memory exceeds what the machine has
+        /// available (checked on the CPU backend only).
+        #[arg(long)]
+        skip_memory_check: bool,
     },
     /// The memory a run will need, from its config alone: parameters per component, fp32
     /// weights, gradients and AdamW moments, and (LLaMA) activations per micro-batch.
@@ -379,9 +392,19 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             coordinator,
             node_address,
             peer_timeout,
+            skip_memory_check,
         } => {
             let resolved = model_source::load_run_config(&config, &overrides)?;
             arch::validate_run(&resolved)?;
+            // Host memory holds the model on the CPU backend only.
+            let on_host = backend.is_none_or(|b| b == backend::BackendChoice::Flex);
+            if on_host && !skip_memory_check {
+                let plan = dispatch(None, PlanJob(&resolved))?;
+                if let Some(available) = cpt_core::memory::available_bytes() {
+                    plan.check_fits(&resolved, available)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+                }
+            }
             let stem = config
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

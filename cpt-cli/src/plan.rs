@@ -61,6 +61,47 @@ impl Plan {
         self.components.iter().map(|(_, n)| n).sum()
     }
 
+    /// Bytes of fp32 weights, gradients and both AdamW moments.
+    pub fn state_bytes(&self) -> u64 {
+        4 * self.parameters() * F32
+    }
+
+    /// Bytes of the activations one micro-batch keeps under `run`'s checkpointing, where the
+    /// architecture has an estimate.
+    pub fn activation_bytes(&self, run: &RunConfig) -> Option<u64> {
+        self.activations.as_ref().map(|a| {
+            if run.train.activation_checkpointing == ActivationCheckpointing::Layers {
+                a.recomputed_bytes()
+            } else {
+                a.bytes()
+            }
+        })
+    }
+
+    /// Refuse a run whose estimate exceeds `available_bytes` of memory, naming the settings that
+    /// shrink it. The estimate is a lower bound (no allocator slack, no teacher copies), so a run
+    /// it passes may still not fit, but one it refuses cannot.
+    pub fn check_fits(&self, run: &RunConfig, available_bytes: u64) -> Result<(), String> {
+        let state = self.state_bytes();
+        let activations = self.activation_bytes(run).unwrap_or(0);
+        let needed = state + activations;
+        if needed <= available_bytes {
+            return Ok(());
+        }
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        Err(format!(
+            "this run needs at least {:.1} GiB of memory ({:.1} GiB of fp32 weights, gradients and \
+             AdamW moments, {:.1} GiB of activations per micro-batch; `cpt plan` itemises it) but \
+             {:.1} GiB are available. Lower `train.batch_size` (raise `train.grad_accum_steps` to \
+             keep the batch), shorten `data.seq_len`, or set `train.activation_checkpointing = \
+             \"layers\"`; `--skip-memory-check` runs it anyway",
+            gib(needed),
+            gib(state),
+            gib(activations),
+            gib(available_bytes)
+        ))
+    }
+
     /// The plan as the lines `cpt plan` prints.
     pub fn render(&self, run: &RunConfig) -> String {
         let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);

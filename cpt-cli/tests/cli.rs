@@ -782,6 +782,35 @@ fn activation_checkpointing_trains_to_the_same_eval_matrix_and_losses() {
 }
 
 #[test]
+fn a_run_that_cannot_fit_in_memory_is_refused_before_it_writes_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t);
+    let out = dir.path().join("huge");
+    // A 2^20 × 2^20 embedding: 4 TiB of fp32 weights alone, more than any machine has.
+    let o = run(
+        &cfg,
+        &out,
+        &[
+            "--set",
+            "model.config.vocab_size=1048576",
+            "--set",
+            "model.config.hidden_size=1048576",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    for expected in [
+        "needs at least",
+        "train.batch_size",
+        "train.activation_checkpointing",
+        "--skip-memory-check",
+    ] {
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    assert!(!out.exists());
+}
+
+#[test]
 fn plan_prints_parameters_and_memory_of_a_config() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), |t| t);

@@ -14,9 +14,48 @@ fn parse_vm_hwm(status: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Memory this process can still take, in bytes: the kernel's `MemAvailable` (`/proc/meminfo`),
+/// lowered to the room left under a cgroup v2 limit (`memory.max` − `memory.current`) where the
+/// process runs in one; `None` where neither can be read (outside Linux).
+pub fn available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let host = parse_mem_available(&meminfo)?;
+    let read = |name: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{name}")).ok();
+    let cgroup = match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(current)) => cgroup_room(&max, &current),
+        _ => None,
+    };
+    Some(cgroup.map_or(host, |room| room.min(host)))
+}
+
+/// The `MemAvailable:` line of a `/proc/meminfo` text, in bytes.
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Room under a cgroup v2 limit from the texts of `memory.max` (`max` when unlimited) and
+/// `memory.current`.
+fn cgroup_room(max: &str, current: &str) -> Option<u64> {
+    let max: u64 = max.trim().parse().ok()?;
+    let current: u64 = current.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_available_memory_and_cgroup_room() {
+        let meminfo = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   2048 kB\n";
+        assert_eq!(parse_mem_available(meminfo), Some(2048 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(cgroup_room("1000\n", "400\n"), Some(600));
+        assert_eq!(cgroup_room("max\n", "400\n"), None);
+        assert_eq!(cgroup_room("100", "400"), Some(0));
+    }
 
     #[test]
     fn reads_the_high_water_mark_in_mib() {
