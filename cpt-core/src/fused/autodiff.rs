@@ -11,20 +11,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::FloatDType;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-/// Give each tracked parent of a two-input node its gradient (a macro because burn does not
-/// export the type of graph nodes).
-macro_rules! register_pair {
-    ($B:ty, $parents:expr, $grads:expr, $first:expr, $second:expr) => {{
-        let [first_parent, second_parent] = $parents;
-        if let Some(node) = first_parent {
-            $grads.register::<$B>(node.id, $first);
-        }
-        if let Some(node) = second_parent {
-            $grads.register::<$B>(node.id, $second);
-        }
-    }};
-}
-
 /// Backward state of the causal softmax: its output and the score scale.
 #[derive(Debug)]
 struct CausalSoftmax;

@@ -19,6 +19,20 @@
 //! recomputed in the backward pass instead of kept ([`recompute`]); outside a
 //! [`recompute::layers`] scope they are the ordinary ops.
 
+/// Give each tracked parent of a two-input node its gradient (a macro because burn does not
+/// export the type of graph nodes).
+macro_rules! register_pair {
+    ($B:ty, $parents:expr, $grads:expr, $first:expr, $second:expr) => {{
+        let [first_parent, second_parent] = $parents;
+        if let Some(node) = first_parent {
+            $grads.register::<$B>(node.id, $first);
+        }
+        if let Some(node) = second_parent {
+            $grads.register::<$B>(node.id, $second);
+        }
+    }};
+}
+
 pub mod autodiff;
 pub mod composite;
 #[cfg(feature = "flex")]

@@ -398,13 +398,7 @@ impl<B: FusedOps> Backward<B, 2> for RmsNorm {
         let (_, inv) = B::rms_norm(x.clone(), weight.clone(), eps);
         let grad = grads.consume::<B>(&ops.node);
         let (d_x, d_weight) = B::rms_norm_backward(x, weight, inv, grad);
-        let [x_parent, weight_parent] = ops.parents;
-        if let Some(node) = x_parent {
-            grads.register::<B>(node.id, d_x);
-        }
-        if let Some(node) = weight_parent {
-            grads.register::<B>(node.id, d_weight);
-        }
+        register_pair!(B, ops.parents, grads, d_x, d_weight);
     }
 }
 
@@ -460,13 +454,7 @@ impl<B: FusedOps> Backward<B, 2> for SwiGlu {
         let (gate, up) = (gate.retrieve(ckpt), up.retrieve(ckpt));
         let grad = grads.consume::<B>(&ops.node);
         let (d_gate, d_up) = B::swiglu_backward(gate, up, grad);
-        let [gate_parent, up_parent] = ops.parents;
-        if let Some(node) = gate_parent {
-            grads.register::<B>(node.id, d_gate);
-        }
-        if let Some(node) = up_parent {
-            grads.register::<B>(node.id, d_up);
-        }
+        register_pair!(B, ops.parents, grads, d_gate, d_up);
     }
 }
 
