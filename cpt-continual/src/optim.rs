@@ -250,14 +250,13 @@ impl<B: TrainBackend> AdamW<B> {
             }
             let lr = lr * scale;
             let value = param.inner();
-            let moments = self
-                .state
-                .entry(path.to_string())
-                .or_insert_with(|| Moments {
-                    exp_avg: value.zeros_like(),
-                    exp_avg_sq: value.zeros_like(),
-                    steps: 0,
-                });
+            // Taken out of the map and handed over by value, so the fused update may write the
+            // moments (and the parameter) in place.
+            let mut moments = self.state.remove(path).unwrap_or_else(|| Moments {
+                exp_avg: value.zeros_like(),
+                exp_avg_sq: value.zeros_like(),
+                steps: 0,
+            });
             moments.steps += 1;
             let scalars = AdamWScalars {
                 lr,
@@ -269,16 +268,25 @@ impl<B: TrainBackend> AdamW<B> {
             };
             // One fused pass over parameter, gradient and both moments (cpt_core::fused).
             let flat = |t: Tensor<Inner<B>, 1>| t.into_primitive().tensor();
+            let Moments {
+                exp_avg,
+                exp_avg_sq,
+                steps,
+            } = moments;
             let (updated, exp_avg, exp_avg_sq) = Inner::<B>::adamw_step(
                 flat(value),
                 flat(grad.clone()),
-                flat(moments.exp_avg.clone()),
-                flat(moments.exp_avg_sq.clone()),
+                flat(exp_avg),
+                flat(exp_avg_sq),
                 scalars,
             );
             let float = |t| Tensor::<Inner<B>, 1>::from_primitive(TensorPrimitive::Float(t));
-            moments.exp_avg = float(exp_avg);
-            moments.exp_avg_sq = float(exp_avg_sq);
+            let moments = Moments {
+                exp_avg: float(exp_avg),
+                exp_avg_sq: float(exp_avg_sq),
+                steps,
+            };
+            self.state.insert(path.to_string(), moments);
             Tensor::from_inner(float(updated))
         })
     }

@@ -17,6 +17,22 @@ fn f32_rows(t: &FlexTensor) -> (Vec<usize>, FlexTensor) {
     (t.layout().shape().to_vec(), t)
 }
 
+/// `t` itself when it is the sole owner of exactly its contiguous f32 values, else a fresh copy
+/// that is: something the caller may update in place.
+fn sole_copy(t: FlexTensor, dims: &[usize]) -> FlexTensor {
+    let n: usize = dims.iter().product();
+    let layout = t.layout();
+    let owned = t.is_unique()
+        && layout.is_contiguous()
+        && layout.start_offset() == 0
+        && t.storage::<f32>().len() == n;
+    if owned {
+        t
+    } else {
+        tensor(t.to_contiguous().storage::<f32>().to_vec(), dims.to_vec())
+    }
+}
+
 /// Token ids of an int tensor, whatever its integer width.
 fn ids(t: &IntTensor<Flex>) -> Vec<usize> {
     let t = t.to_contiguous();
@@ -387,11 +403,17 @@ impl FusedOps for Flex {
             return composite::adamw_step::<Flex>(param, grad, exp_avg, exp_avg_sq, c);
         }
         let dims = param.layout().shape().to_vec();
-        let (p, g) = (f32_rows(&param).1, f32_rows(&grad).1);
-        let (m, v) = (f32_rows(&exp_avg).1, f32_rows(&exp_avg_sq).1);
-        let mut new_p = p.storage::<f32>().to_vec();
-        let mut new_m = m.storage::<f32>().to_vec();
-        let mut new_v = v.storage::<f32>().to_vec();
+        let g = f32_rows(&grad).1;
+        // In place when the caller handed over the only reference to a state tensor (the
+        // optimizer does): no model-sized allocation and copy per tensor per step.
+        let (mut p, mut m, mut v) = (
+            sole_copy(param, &dims),
+            sole_copy(exp_avg, &dims),
+            sole_copy(exp_avg_sq, &dims),
+        );
+        let new_p = p.try_storage_mut::<f32>().expect("sole owner");
+        let new_m = m.try_storage_mut::<f32>().expect("sole owner");
+        let new_v = v.try_storage_mut::<f32>().expect("sole owner");
         // The same f32 operations in the same order as the composite, one pass instead of 14.
         let (beta1, beta2) = (c.beta1 as f32, c.beta2 as f32);
         let (one_minus_beta1, one_minus_beta2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
@@ -416,10 +438,6 @@ impl FusedOps for Flex {
                     p[i] = decayed - (m[i] / denom) * step_size;
                 }
             });
-        (
-            tensor(new_p, dims.clone()),
-            tensor(new_m, dims.clone()),
-            tensor(new_v, dims),
-        )
+        (p, m, v)
     }
 }
