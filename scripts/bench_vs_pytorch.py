@@ -7,7 +7,7 @@ Same work as `cpt bench train`: random initial weights, random token ids (seeded
 number of warm-up steps excluded from the timing. Peak RSS is the process's own high-water mark.
 
 `--dtype bf16` is `torch.autocast(dtype=torch.bfloat16)` around the forward pass and the loss
-(fp32 master weights and AdamW moments, as cpt's `bf16-mixed`); `--device cuda` runs on the GPU
+(fp32 master weights and AdamW moments, as cpt's `bf16-mixed`; `f16` likewise in float16); `--device cuda` runs on the GPU
 and reports its memory (`torch.cuda.memory_allocated` / `memory_reserved` after the last step,
 as cpt bench reports its allocator's); `--compile` wraps the model in `torch.compile`. A compile
 that fails prints {"skipped": why} and exits with status 3, so that callers can go on.
@@ -35,8 +35,9 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--mode", choices=["train", "forward", "generate"], default="train")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                        help="bf16: torch.autocast(dtype=torch.bfloat16), fp32 master weights")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "f16"], default="fp32",
+                        help="bf16 (f16): torch.autocast(dtype=torch.bfloat16 (float16)), fp32 "
+                        "master weights; f16 without a gradient scaler, as cpt bench times it")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = parser.parse_args()
 
@@ -75,8 +76,8 @@ def main():
     forward = torch.compile(model) if args.compile else model
 
     def autocast():
-        return torch.autocast(device_type=args.device, dtype=torch.bfloat16,
-                              enabled=args.dtype == "bf16")
+        low = torch.float16 if args.dtype == "f16" else torch.bfloat16
+        return torch.autocast(device_type=args.device, dtype=low, enabled=args.dtype != "fp32")
 
     def step():
         if args.mode == "generate":
@@ -127,7 +128,7 @@ def main():
         "engine": f"pytorch {torch.__version__}",
         "shape": args.shape,
         "mode": args.mode,
-        "precision": "bf16-mixed" if args.dtype == "bf16" else "fp32",
+        "precision": {"fp32": "fp32", "bf16": "bf16-mixed", "f16": "f16-mixed"}[args.dtype],
         "device": args.device,
         "compiled": args.compile,
         "threads": torch.get_num_threads(),
