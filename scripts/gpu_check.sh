@@ -4,9 +4,12 @@
 #
 #   scripts/gpu_check.sh [--backend cuda|wgpu] [--steps N] [--peak-tflops X] [--dev]
 #                        [--low-precision bf16-mixed|f16-mixed] [--compile-timeout S] [--no-torch]
+#                        [--build-only]
 #
 # 1. build   cpt with flex (the reference) and with the backend's feature (release; --dev for a
 #            debug build where a release build is too slow, as on a 2-core machine).
+#            --build-only stops here: where one command may run for only so long, build in one
+#            and check in the next (the build is then up to date and takes seconds).
 # 2. parity  a. `cpt score` of every LLaMA fixture of tests/fixtures/hf (random tiny models with
 #               transformers' reference outputs): per-token log-probabilities of the backend
 #               within 1e-4 of flex's (and of transformers'), in fp32;
@@ -15,7 +18,7 @@
 #               (bf16-mixed) with per-step losses within 0.02 of flex's in that precision — the
 #               bound bf16-mixed keeps against fp32 over 50 steps on flex
 #               (cpt-continual/tests/precision.rs). The measured worst differences are printed.
-# 3. train   examples/quickstart.toml and `cpt bench --shape 135m` (SmolLM2-135M's shape, seq 256,
+# 3. train   examples/quickstart.toml (its median step) and `cpt bench --shape 135m` (SmolLM2-135M's shape, seq 256,
 #            batch 4, AdamW) in fp32 and the low precision: tokens/s, device memory, and
 #            MFU = 6·N·tokens/s / peak FLOP/s (N: parameters; peak: --peak-tflops, else the bf16
 #            dense peak of a detected H100/H200, 989 TFLOP/s; "-" when unknown).
@@ -38,6 +41,7 @@ profile=release
 low=""
 compile_timeout=""
 torch=1
+build_only=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --backend) backend="$2"; shift 2 ;;
@@ -47,6 +51,7 @@ while [[ $# -gt 0 ]]; do
         --low-precision) low="$2"; shift 2 ;;
         --compile-timeout) compile_timeout="$2"; shift 2 ;;
         --no-torch) torch=0; shift ;;
+        --build-only) build_only=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -113,6 +118,11 @@ cp "target/$dir/cpt" "$work/cpt-gpu"
 cargo build $flag -q -p cpt-cli
 flex="$work/cpt-flex"
 gpu="$work/cpt-gpu"
+if [[ "$build_only" == 1 ]]; then
+    stage ""
+    echo "built: target/$dir/cpt (flex) and the $backend binary; run again without --build-only"
+    exit 0
+fi
 
 # The low precision must be one the device computes in: `cpt bench` says so at once if not.
 if ! "$gpu" bench --backend "$backend" --shape quick --steps 0 --warmup 0 --precision "$low" \
@@ -233,7 +243,8 @@ sys.exit(0 if ok else 1)
 EOF
 
 stage "train: examples/quickstart.toml and cpt bench --shape 135m on $backend (fp32, $low)"
-quick=(examples/quickstart.toml --set eval.max_sequences=16 --set checkpoint.every_steps=0)
+quick=(examples/quickstart.toml --set eval.max_sequences=16 --set checkpoint.every_steps=0
+       --set train.log_every_steps=1)
 for i in 0 1 2; do quick+=(--set "experiences[$i].steps=$quick_steps"); done
 if [[ "$quick_steps" -lt 50 ]]; then quick+=(--set eval.every_steps=0 --set schedule.warmup_steps=1); fi
 quick_parameters=$("$flex" plan examples/quickstart.toml | awk '$1 == "total" && !done { print $2; done = 1 }')
@@ -278,7 +289,7 @@ stage ""
 
 echo
 python3 - "$work" "$backend" "$low" "$torch_dtype" "${peak_tflops:--}" "$quick_parameters" <<'EOF'
-import json, sys
+import json, statistics, sys
 work, backend, low, torch_dtype, peak, quick_parameters = sys.argv[1:]
 peak = None if peak == "-" else float(peak) * 1e12
 
@@ -297,7 +308,7 @@ def torch_rate(shape, dtype, compiled):
     return f"{record['tokens_per_sec']:.0f}", record
 
 def mfu(parameters, rate):
-    return "-" if peak is None else f"{6 * parameters * rate / peak:.1%}"
+    return "-" if peak is None else f"{600 * parameters * rate / peak:.3g}%"
 
 def mib(value):
     return "-" if value is None else f"{value:.0f}"
@@ -306,12 +317,13 @@ rows = []
 notes = []
 for precision in ["fp32", low]:
     dtype = "fp32" if precision == "fp32" else torch_dtype
-    # The quickstart run: its throughput over the whole run, device memory at its fullest step.
-    summary = json.load(open(f"{work}/quickstart-{precision}/summary.json"))
+    # The quickstart run: the median step's throughput (evaluations, checkpoints and the first
+    # steps' kernel compilation left out), device memory at its fullest step.
     steps = [json.loads(l) for l in open(f"{work}/quickstart-{precision}/metrics.jsonl")]
+    rate = statistics.median(s["tokens_per_sec"] for s in steps)
     reserved = max((s["device_reserved_mib"] or 0 for s in steps), default=0) or None
     in_use = max((s["device_memory_mib"] or 0 for s in steps), default=0) or None
-    runs = [("quickstart", "quick", int(quick_parameters), summary["tokens_per_sec"], in_use, reserved)]
+    runs = [("quickstart", "quick", int(quick_parameters), rate, in_use, reserved)]
     bench = last_json(f"{work}/logs/bench-{precision}.out")
     runs.append(("bench 135m", "135m", bench["parameters"], bench["tokens_per_sec"],
                  bench["device_memory_mib"], bench["device_reserved_mib"]))
@@ -323,11 +335,15 @@ for precision in ["fp32", low]:
                 notes.append(f"torch {shape} {dtype} compiled: {record['skipped']}")
         torch_mem = eager_record.get("device_reserved_mib") if eager_record else None
         torch_precision = {"fp32": "fp32", "bf16": "bf16-mixed", "f16": "f16-mixed"}[dtype]
+        ratio = "-"
+        if eager_record and "tokens_per_sec" in eager_record:
+            ratio = f"{rate / eager_record['tokens_per_sec']:.2f}"
         rows.append([backend, what, precision, f"{rate:.0f}", torch_precision, eager, compiled,
-                     mfu(parameters, rate), f"{mib(in_use)} / {mib(reserved)}", mib(torch_mem)])
+                     ratio, mfu(parameters, rate), f"{mib(in_use)} / {mib(reserved)}",
+                     mib(torch_mem)])
 
 header = ["backend", "run", "precision", "cpt tok/s", "torch precision", "torch eager tok/s",
-          "torch compiled tok/s", "cpt MFU", "cpt device MiB (in use / reserved)",
+          "torch compiled tok/s", "cpt / torch eager", "cpt MFU", "cpt device MiB (in use / reserved)",
           "torch device MiB (reserved)"]
 widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
 line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
