@@ -8,6 +8,7 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use clap::ValueEnum;
 use cpt_core::config::ActivationCheckpointing;
+use cpt_core::memory::DeviceMemoryProbe;
 use cpt_core::{FusedOps, TrainBackend};
 
 /// A burn backend cpt can run on.
@@ -49,6 +50,60 @@ impl BackendChoice {
             Self::Cuda => "cuda",
         }
     }
+}
+
+/// How the device memory of `choice` (or the default backend) is read: the allocator's
+/// counters on GPU backends, [`cpt_core::memory::no_device_memory`] on the CPU.
+///
+/// Jobs run on the backend's default device, which is the one probed. cubecl keeps a memory pool
+/// per stream (per calling thread): the probe reads the pool of the thread that calls it, which
+/// for a trainer is the thread that trains.
+pub fn device_memory_probe(choice: Option<BackendChoice>) -> DeviceMemoryProbe {
+    match choice.or_else(BackendChoice::default_compiled) {
+        #[cfg(feature = "wgpu")]
+        Some(BackendChoice::Wgpu) => cube_memory::<burn::cubecl::wgpu::WgpuRuntime>,
+        #[cfg(feature = "cuda")]
+        Some(BackendChoice::Cuda) => cube_memory::<burn::cubecl::cuda::CudaRuntime>,
+        _ => cpt_core::memory::no_device_memory,
+    }
+}
+
+/// The memory counters of a cubecl runtime's default device; `None` if the runtime cannot
+/// report them.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn cube_memory<R: burn::cubecl::Runtime>() -> Option<cpt_core::memory::DeviceMemory>
+where
+    R::Device: Default,
+{
+    let usage = R::client(&Default::default()).memory_usage().ok()?;
+    Some(cpt_core::memory::DeviceMemory {
+        in_use: usage.bytes_in_use,
+        reserved: usage.bytes_reserved,
+    })
+}
+
+/// Refuse a mixed precision whose low-precision dtype backend `B` cannot compute in on `device`
+/// (bf16 through wgpu's Vulkan drivers, say), naming the setting (`key`) to change: without this
+/// the first matrix product would panic deep inside the backend.
+pub fn check_precision<B: burn::tensor::backend::Backend>(
+    device: &B::Device,
+    precision: cpt_core::Precision,
+    key: &str,
+) -> Result<()> {
+    if let Some(dtype) = precision.compute_dtype()
+        && !B::supports_dtype(device, dtype.into())
+    {
+        bail!(
+            "{key} = \"{}\": this backend's device has no {dtype:?} arithmetic; use fp32{}",
+            precision.name(),
+            if precision == cpt_core::Precision::F16Mixed {
+                ""
+            } else {
+                " (or f16-mixed where the device has float16)"
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Work that needs a concrete backend.

@@ -7,7 +7,7 @@
 
 use crate::backend::BackendJob;
 use anyhow::Result;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use clap::ValueEnum;
 use cpt_continual::{AdamW, AdamWConfig, GradStore};
 use cpt_core::TrainBackend;
@@ -92,6 +92,8 @@ pub struct BenchJob {
     /// Precision of the forward (and backward) passes. `f16-mixed` times the low-precision
     /// products without loss scaling, whose cost is one scalar per step.
     pub precision: Precision,
+    /// Reads the device memory after the timed steps (`null` on the CPU).
+    pub device_memory: cpt_core::memory::DeviceMemoryProbe,
 }
 
 /// A `--precision` value, spelled as `train.precision`.
@@ -110,14 +112,21 @@ struct BenchResult {
     precision: &'static str,
     threads: usize,
     steps: usize,
+    /// Parameters of the model (tied embeddings counted once): the N of 6·N FLOPs per token.
+    parameters: usize,
     tokens_per_sec: f64,
     peak_rss_mib: Option<f64>,
+    /// Device memory in live tensors after the last step, in MiB (`null` on the CPU).
+    device_memory_mib: Option<f64>,
+    /// Device memory held by the allocator after the last step, in MiB (`null` on the CPU).
+    device_reserved_mib: Option<f64>,
 }
 
 impl BackendJob for BenchJob {
     type Output = ();
 
     fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<()> {
+        crate::backend::check_precision::<B>(&device, self.precision, "--precision")?;
         let (config, seq, batch_size) = self.shape.model_and_batch();
         let batch = TokenBatch::random(batch_size, seq, config.vocab_size, 1);
         let mut model: LlamaForCausalLM<B> = config.init_seeded(1, &device);
@@ -174,6 +183,7 @@ impl BackendJob for BenchJob {
             model = step(model);
         }
         let seconds = started.elapsed().as_secs_f64();
+        let device_memory = (self.device_memory)();
         let tokens_per_step = match self.mode {
             BenchMode::Generate => GENERATED_TOKENS,
             BenchMode::Train | BenchMode::Forward => batch_size * seq,
@@ -186,8 +196,11 @@ impl BackendJob for BenchJob {
             precision: self.precision.name(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             steps: self.steps,
+            parameters: model.num_params(),
             tokens_per_sec: (self.steps * tokens_per_step) as f64 / seconds,
             peak_rss_mib: cpt_core::memory::peak_rss_mib(),
+            device_memory_mib: device_memory.map(|m| m.in_use_mib()),
+            device_reserved_mib: device_memory.map(|m| m.reserved_mib()),
         };
         println!("{}", serde_json::to_string(&result)?);
         Ok(())

@@ -161,7 +161,8 @@ enum Command {
         #[arg(long, value_enum)]
         backend: Option<BackendChoice>,
     },
-    /// Log-probabilities of texts or continuations (JSONL in, JSONL out).
+    /// Log-probabilities of texts or continuations (JSONL in, JSONL out: the summed log-prob,
+    /// the token count, whether greedy decoding picks the continuation, the per-token log-probs).
     Score {
         /// A Hugging Face folder, run directory or checkpoint.
         #[arg(long)]
@@ -426,6 +427,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                     node_address,
                     peer_timeout_secs: peer_timeout,
                 },
+                device_memory: backend::device_memory_probe(backend),
             };
             let checkpointing = job.config.train.activation_checkpointing;
             Ok(
@@ -553,6 +555,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 warmup,
                 checkpointing,
                 precision,
+                device_memory: backend::device_memory_probe(backend),
             };
             dispatch_training(backend, checkpointing, job).map(|()| ExitCode::SUCCESS)
         }

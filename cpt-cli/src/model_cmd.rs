@@ -235,7 +235,12 @@ impl BackendJob for ScoreJob {
                 );
             }
             let score = score_continuation(&loaded.model, &ids, start);
-            let out = json!({"logprob": score.total(), "tokens": score.logprobs.len(), "greedy": score.greedy});
+            let out = json!({
+                "logprob": score.total(),
+                "tokens": score.logprobs.len(),
+                "greedy": score.greedy,
+                "logprobs": score.logprobs,
+            });
             println!("{out}");
         }
         Ok(())

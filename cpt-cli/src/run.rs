@@ -35,6 +35,9 @@ pub struct RunJob {
     pub force: bool,
     /// The data-parallel peers to train on.
     pub parallel: Parallel,
+    /// Reads the training device's memory into each step record (see
+    /// [`crate::backend::device_memory_probe`]).
+    pub device_memory: cpt_core::memory::DeviceMemoryProbe,
 }
 
 /// Where a run's data-parallel peers are: devices in this process, processes over machines.
@@ -311,10 +314,9 @@ where
         strategies,
         stage_setup,
     } = parts;
-    let config = &job.config;
     let writes = peers.as_ref().is_none_or(|p| p.rank() == 0);
     let mut trainer =
-        ContinualTrainer::new(model, strategies, experiences, evaluator, settings(config))
+        ContinualTrainer::new(model, strategies, experiences, evaluator, settings(job))
             .with_stop_flag(stop);
     if writes {
         trainer = trainer.with_checkpoints(job.out.join("checkpoints"));
@@ -349,7 +351,8 @@ where
     Ok((outcome, trainer.state().clone()))
 }
 
-fn settings(config: &RunConfig) -> TrainerSettings {
+fn settings(job: &RunJob) -> TrainerSettings {
+    let config = &job.config;
     let t = &config.train;
     TrainerSettings {
         batch_size: t.batch_size,
@@ -373,6 +376,7 @@ fn settings(config: &RunConfig) -> TrainerSettings {
         eval_precision: config.eval.precision.unwrap_or(t.precision),
         loss_scaler: LossScalerConfig::default(),
         recompute_layers: t.activation_checkpointing == ActivationCheckpointing::Layers,
+        device_memory: job.device_memory,
         non_finite: match t.non_finite {
             NonFiniteSetting::Fail => NonFinitePolicy::Fail,
             NonFiniteSetting::Skip => NonFinitePolicy::Skip {

@@ -79,6 +79,10 @@ fn a_tiny_run_writes_the_whole_run_directory_and_resumes_to_the_same_summary() {
     for line in metrics.lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(record["peak_rss_mib"].as_f64().unwrap() > 0.0, "{line}");
+        // The CPU has no device memory: the fields are there, and null.
+        for key in ["device_memory_mib", "device_reserved_mib"] {
+            assert_eq!(record.get(key), Some(&serde_json::Value::Null), "{line}");
+        }
     }
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
 
@@ -389,6 +393,9 @@ fn bench_prints_one_json_line_of_throughput_for_every_mode() {
         assert_eq!(record["mode"], mode);
         assert!(record["tokens_per_sec"].as_f64().unwrap() > 0.0, "{record}");
         assert!(record["peak_rss_mib"].as_f64().unwrap() > 0.0, "{record}");
+        for key in ["device_memory_mib", "device_reserved_mib"] {
+            assert_eq!(record.get(key), Some(&serde_json::Value::Null), "{record}");
+        }
     }
     let bad = cpt(&["bench", "--shape", "huge"]);
     assert!(!bad.status.success());
@@ -975,4 +982,63 @@ fn bad_stage_settings_are_named() {
         ],
     ));
     assert!(line.contains("at least 1000000 tokens"), "{line}");
+}
+
+/// The float32 or int64 tensor `name` of a safetensors file, flattened to f64.
+fn safetensor(path: &Path, name: &str) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let entry = &header[name];
+    let [start, end] = [0, 1].map(|i| entry["data_offsets"][i].as_u64().unwrap() as usize);
+    let data = &bytes[8 + header_len + start..8 + header_len + end];
+    match entry["dtype"].as_str().unwrap() {
+        "F32" => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        "I64" => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        other => panic!("{name}: unexpected dtype {other}"),
+    }
+}
+
+#[test]
+fn score_prints_per_token_log_probs_that_match_transformers() {
+    let fixture = repo().join("tests/fixtures/hf/llama-gqa-untied");
+    let reference = fixture.join("reference.safetensors");
+    let ids: Vec<u64> = safetensor(&reference, "score_ids")
+        .iter()
+        .map(|&v| v as u64)
+        .collect();
+    let want = safetensor(&reference, "score_logprobs");
+    let start = ids.len() - want.len();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("requests.jsonl");
+    let request =
+        serde_json::json!({"context_ids": ids[..start], "continuation_ids": ids[start..]});
+    std::fs::write(&input, format!("{request}\n")).unwrap();
+    let o = cpt(&[
+        "score",
+        "--model",
+        fixture.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<f64> = line["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len(), "{line}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4, "{got:?} vs transformers' {want:?}");
+    }
+    let total = line["logprob"].as_f64().unwrap();
+    assert!((total - got.iter().sum::<f64>()).abs() < 1e-9, "{line}");
 }

@@ -138,6 +138,7 @@ pub fn settings(steps_between_checkpoints: u64) -> TrainerSettings {
         eval_precision: cpt_core::Precision::Fp32,
         loss_scaler: Default::default(),
         recompute_layers: false,
+        device_memory: cpt_core::memory::no_device_memory,
     }
 }
 

@@ -36,6 +36,14 @@ pub struct StepRecord {
     /// logs written before it was recorded).
     #[serde(default)]
     pub peak_rss_mib: Option<f64>,
+    /// Device memory in live tensors when the step ended, in MiB, as the accelerator's
+    /// allocator reports it (`null` on the CPU and in logs written before it was recorded).
+    #[serde(default)]
+    pub device_memory_mib: Option<f64>,
+    /// Device memory the accelerator's allocator holds (its pools, live or free) when the step
+    /// ended, in MiB: what the device cannot give to another process (`null` on the CPU).
+    #[serde(default)]
+    pub device_reserved_mib: Option<f64>,
     /// Training units consumed over the whole run per source: an experience's stream by its
     /// name, a mixture's components as `experience/component`, items a strategy added to the
     /// batch (replay) as `(replay)`. The values sum to `tokens_seen`.

@@ -181,7 +181,12 @@ pub struct Train(pub RunJob);
 impl BackendJob for Train {
     type Output = RunEnd;
 
-    fn run<B: TrainBackend>(self, _device: burn::tensor::Device<B>) -> Result<RunEnd> {
+    fn run<B: TrainBackend>(self, device: burn::tensor::Device<B>) -> Result<RunEnd> {
+        let config = &self.0.config;
+        crate::backend::check_precision::<B>(&device, config.train.precision, "train.precision")?;
+        if let Some(precision) = config.eval.precision {
+            crate::backend::check_precision::<B>(&device, precision, "eval.precision")?;
+        }
         struct TrainOn<B: TrainBackend>(RunJob, std::marker::PhantomData<B>);
         impl<B: TrainBackend> ArchitectureJob for TrainOn<B> {
             type Output = RunEnd;

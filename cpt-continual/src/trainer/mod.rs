@@ -76,6 +76,9 @@ pub struct TrainerSettings {
     /// Record training forward passes for per-layer recomputation
     /// ([`cpt_core::fused::recompute`]); saves memory on a checkpointing autodiff backend.
     pub recompute_layers: bool,
+    /// Reads the memory of the device the run trains on into every step record
+    /// ([`cpt_core::memory::no_device_memory`] on the CPU).
+    pub device_memory: cpt_core::memory::DeviceMemoryProbe,
 }
 
 /// One experience of the stream: a name, a step budget and its training stream.
@@ -472,6 +475,7 @@ where
             self.hook(e, |s, cx| s.after_step(cx))?;
         }
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        let device_memory = (self.settings.device_memory)();
         Ok(StepRecord {
             experience: e,
             experience_name: self.experiences[e].name.clone(),
@@ -486,6 +490,8 @@ where
             tokens_per_sec: units as f64 / seconds,
             skipped,
             peak_rss_mib: cpt_core::memory::peak_rss_mib(),
+            device_memory_mib: device_memory.map(|m| m.in_use_mib()),
+            device_reserved_mib: device_memory.map(|m| m.reserved_mib()),
             tokens_by_source: self.state.tokens_by_source.clone(),
         })
     }
