@@ -33,7 +33,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, broadcast_shape, unary};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, FloatDType, Shape, TensorMetadata};
+use burn::tensor::{FloatDType, Shape, TensorMetadata};
 use std::cell::Cell;
 
 thread_local! {
@@ -243,12 +243,7 @@ pub(super) fn cast<B: FusedOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     dtype: FloatDType,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let source = match x.primitive.dtype() {
-        DType::F64 => FloatDType::F64,
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        _ => FloatDType::F32,
-    };
+    let source = FloatDType::from(x.primitive.dtype());
     let retro = RetroCast {
         x: Operand::retro(&x),
         dtype,
